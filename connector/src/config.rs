@@ -1,0 +1,515 @@
+//! Configuration: one table of parameters drives both the specification the connector
+//! publishes and the parsing of what a user wrote, so the two cannot drift.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Int,
+    Float,
+    Bool,
+    Duration,
+    List,
+}
+
+/// Which side of the connector a parameter belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Destination,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub kind: ParamType,
+    pub default: Option<&'static str>,
+    pub required: bool,
+    pub allowed: &'static [&'static str],
+    pub roles: &'static [Role],
+}
+
+const BOTH: &[Role] = &[Role::Source, Role::Destination];
+const SOURCE: &[Role] = &[Role::Source];
+const DESTINATION: &[Role] = &[Role::Destination];
+
+pub const SERVERS: &str = "servers";
+pub const TOPIC: &str = "topic";
+pub const CLIENT_ID: &str = "clientID";
+pub const ACKS: &str = "acks";
+pub const DELIVERY_TIMEOUT: &str = "deliveryTimeout";
+pub const READ_FROM_BEGINNING: &str = "readFromBeginning";
+
+/// Every parameter the connector takes.
+pub const PARAMS: &[Param] = &[
+    Param {
+        name: SERVERS,
+        description: "Comma-separated list of bootstrap brokers (host:port) used to discover the cluster.",
+        kind: ParamType::List,
+        default: None,
+        required: true,
+        allowed: &[],
+        roles: BOTH,
+    },
+    Param {
+        name: TOPIC,
+        description: "The topic to read from (source) or write to (destination).",
+        kind: ParamType::String,
+        default: None,
+        required: true,
+        allowed: &[],
+        roles: BOTH,
+    },
+    Param {
+        name: CLIENT_ID,
+        description: "Client ID sent to the brokers with every request.",
+        kind: ParamType::String,
+        default: Some("conduit-connector-kafka"),
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+    },
+    Param {
+        name: ACKS,
+        description: "Acknowledgments a write waits for: 0 (none), 1 (leader only), all (every in-sync replica).",
+        kind: ParamType::String,
+        default: Some("all"),
+        required: false,
+        allowed: &["0", "1", "all"],
+        roles: DESTINATION,
+    },
+    Param {
+        name: DELIVERY_TIMEOUT,
+        description: "How long a write may take, retries included, before it fails (e.g. 10s, 1m30s).",
+        kind: ParamType::Duration,
+        default: Some("10s"),
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+    },
+    Param {
+        name: READ_FROM_BEGINNING,
+        description: "With no position: true reads the topic from the beginning, false only new records.",
+        kind: ParamType::Bool,
+        default: Some("false"),
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+];
+
+/// The parameters of one side, in table order.
+pub fn params(role: Role) -> impl Iterator<Item = &'static Param> {
+    PARAMS.iter().filter(move |p| p.roles.contains(&role))
+}
+
+/// A broker address as written in `servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    /// The value of the `acks` field of a Produce request.
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// Settings every Kafka connection needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    pub servers: Vec<Server>,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub client: ClientConfig,
+    pub topic: String,
+    pub read_from_beginning: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationConfig {
+    pub client: ClientConfig,
+    pub topic: String,
+    pub acks: Acks,
+    pub delivery_timeout: Duration,
+}
+
+impl SourceConfig {
+    pub fn parse(raw: &[(String, String)]) -> Result<Self> {
+        let v = Values::new(Role::Source, raw)?;
+        Ok(SourceConfig {
+            client: ClientConfig::from_values(&v)?,
+            topic: v.string(TOPIC)?,
+            read_from_beginning: v.bool(READ_FROM_BEGINNING)?,
+        })
+    }
+}
+
+impl DestinationConfig {
+    pub fn parse(raw: &[(String, String)]) -> Result<Self> {
+        let v = Values::new(Role::Destination, raw)?;
+        let acks = match v.string(ACKS)?.as_str() {
+            "0" => Acks::None,
+            "1" => Acks::Leader,
+            _ => Acks::All,
+        };
+        Ok(DestinationConfig {
+            client: ClientConfig::from_values(&v)?,
+            topic: v.string(TOPIC)?,
+            acks,
+            delivery_timeout: v.duration(DELIVERY_TIMEOUT)?,
+        })
+    }
+}
+
+impl ClientConfig {
+    fn from_values(v: &Values) -> Result<Self> {
+        let servers = v
+            .list(SERVERS)?
+            .iter()
+            .map(|s| parse_server(s))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ClientConfig {
+            servers,
+            client_id: v.string(CLIENT_ID)?,
+        })
+    }
+}
+
+/// A user's config checked against the parameter table of one side: no unknown or
+/// repeated keys, every required parameter present, every value of its declared type.
+struct Values<'a> {
+    role: Role,
+    given: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> Values<'a> {
+    fn new(role: Role, raw: &'a [(String, String)]) -> Result<Self> {
+        let mut given = HashMap::new();
+        for (key, value) in raw {
+            let param = param(role, key)?;
+            if given.insert(param.name, value.as_str()).is_some() {
+                return Err(Error::config(key, "given more than once"));
+            }
+            check_value(param, value.trim())?;
+        }
+        for p in params(role).filter(|p| p.required) {
+            if given.get(p.name).is_none_or(|v| split_list(v).is_empty()) {
+                return Err(Error::config(p.name, format!("{} missing", p.name)));
+            }
+        }
+        Ok(Values { role, given })
+    }
+
+    /// The value given for `name`, or its default.
+    fn raw(&self, name: &str) -> Result<&str> {
+        let p = param(self.role, name)?;
+        Ok(self.given.get(p.name).copied().or(p.default).unwrap_or("").trim())
+    }
+
+    fn string(&self, name: &str) -> Result<String> {
+        self.raw(name).map(str::to_string)
+    }
+
+    fn bool(&self, name: &str) -> Result<bool> {
+        parse_bool(name, self.raw(name)?)
+    }
+
+    fn duration(&self, name: &str) -> Result<Duration> {
+        parse_duration(self.raw(name)?).map_err(|m| Error::config(name, m))
+    }
+
+    fn list(&self, name: &str) -> Result<Vec<String>> {
+        Ok(split_list(self.raw(name)?))
+    }
+}
+
+fn param(role: Role, key: &str) -> Result<&'static Param> {
+    params(role).find(|p| p.name == key).ok_or_else(|| {
+        let known: Vec<_> = params(role).map(|p| p.name).collect();
+        Error::config(
+            key,
+            format!(
+                "unknown parameter for a {role}; known parameters: {}",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+/// Checks a given value against its parameter's type and allowed values.
+fn check_value(p: &Param, value: &str) -> Result<()> {
+    if !p.allowed.is_empty() && !p.allowed.contains(&value) {
+        return Err(Error::config(
+            p.name,
+            format!("\"{value}\" is not one of {}", p.allowed.join(", ")),
+        ));
+    }
+    match p.kind {
+        ParamType::Bool => parse_bool(p.name, value).map(drop),
+        ParamType::Duration => parse_duration(value)
+            .map(drop)
+            .map_err(|m| Error::config(p.name, m)),
+        ParamType::Int => value
+            .parse::<i64>()
+            .map(drop)
+            .map_err(|_| Error::config(p.name, format!("\"{value}\" is not an integer"))),
+        ParamType::Float => value
+            .parse::<f64>()
+            .map(drop)
+            .map_err(|_| Error::config(p.name, format!("\"{value}\" is not a number"))),
+        ParamType::List if p.name == SERVERS => split_list(value)
+            .iter()
+            .try_for_each(|s| parse_server(s).map(drop)),
+        ParamType::List | ParamType::String => Ok(()),
+    }
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::config(
+            name,
+            format!("\"{value}\" is not a boolean (true or false)"),
+        )),
+    }
+}
+
+/// Parses `host:port` or `[ipv6]:port`.
+pub fn parse_server(s: &str) -> Result<Server> {
+    let bad = |why: &str| Error::config(SERVERS, format!("malformed server address \"{s}\": {why}"));
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:").ok_or_else(|| bad("expected [ipv6]:port"))?;
+        (host, port)
+    } else {
+        s.rsplit_once(':').ok_or_else(|| bad("expected host:port"))?
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if !host_ok || (host.contains(':') && !s.starts_with('[')) {
+        return Err(bad("invalid host"));
+    }
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(bad("port must be a number from 1 to 65535")),
+    };
+    Ok(Server {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses a Go-style duration: a sequence of decimal numbers, each with an optional
+/// fraction and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1m30s`, `1.5s`;
+/// a bare `0` is zero. Negative durations are refused.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("\"{s}\" is not a duration (examples: 500ms, 10s, 1m30s)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per_unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += number * nanos_per_unit;
+        rest = &rest[unit_len..];
+    }
+    if total > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn err_of(r: Result<impl fmt::Debug>) -> (String, String) {
+        match r.unwrap_err() {
+            Error::InvalidConfig { parameter, message } => (parameter, message),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "10", "s", "10x", "-1s", "1.2.3s", "ten seconds"] {
+            assert!(parse_duration(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let d = DestinationConfig::parse(&cfg(&[("servers", "a:1, b:2"), ("topic", "t")])).unwrap();
+        assert_eq!(d.client.servers.len(), 2);
+        assert_eq!(
+            d.client.servers[1],
+            Server {
+                host: "b".into(),
+                port: 2
+            }
+        );
+        assert_eq!(d.acks, Acks::All);
+        assert_eq!(d.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(d.client.client_id, "conduit-connector-kafka");
+        let s = SourceConfig::parse(&cfg(&[("servers", "a:1"), ("topic", "t")])).unwrap();
+        assert!(!s.read_from_beginning);
+    }
+
+    #[test]
+    fn missing_required_values_are_named_like_the_original() {
+        assert_eq!(
+            err_of(SourceConfig::parse(&cfg(&[("topic", "t")]))),
+            ("servers".into(), "servers missing".into())
+        );
+        assert_eq!(
+            err_of(DestinationConfig::parse(&cfg(&[
+                ("servers", " , "),
+                ("topic", "t")
+            ])))
+            .1,
+            "servers missing"
+        );
+        assert_eq!(
+            err_of(SourceConfig::parse(&cfg(&[("servers", "a:1")]))),
+            ("topic".into(), "topic missing".into())
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let base = [("servers", "a:1"), ("topic", "t")];
+        let with = |k, v| {
+            let mut c = cfg(&base);
+            c.push((String::from(k), String::from(v)));
+            c
+        };
+        let (p, m) = err_of(DestinationConfig::parse(&with("acks", "2")));
+        assert_eq!(p, "acks");
+        assert!(m.contains("\"2\""), "{m}");
+        let (p, m) = err_of(DestinationConfig::parse(&with("deliveryTimeout", "10")));
+        assert_eq!(p, "deliveryTimeout");
+        assert!(m.contains("\"10\""), "{m}");
+        let (p, m) = err_of(SourceConfig::parse(&with("readFromBeginning", "yes")));
+        assert_eq!(p, "readFromBeginning");
+        assert!(m.contains("\"yes\""), "{m}");
+        let (p, m) = err_of(SourceConfig::parse(&with("acks", "all")));
+        assert_eq!(p, "acks");
+        assert!(m.contains("unknown parameter for a source"), "{m}");
+        let (p, _) = err_of(SourceConfig::parse(&with("topic", "u")));
+        assert_eq!(p, "topic");
+    }
+
+    #[test]
+    fn server_addresses_are_checked() {
+        assert_eq!(parse_server("[::1]:9092").unwrap().to_string(), "[::1]:9092");
+        assert_eq!(parse_server("127.0.0.1:9092").unwrap().port, 9092);
+        for bad in [
+            "localhost",
+            "host:",
+            ":9092",
+            "host:0",
+            "host:99999",
+            "ho st:1",
+            "::1:9092",
+        ] {
+            let (p, m) = err_of(parse_server(bad));
+            assert_eq!(p, "servers");
+            assert!(m.contains(bad), "{m}");
+        }
+    }
+
+    #[test]
+    fn every_default_is_valid_for_its_parameter() {
+        for p in PARAMS {
+            if let Some(d) = p.default {
+                check_value(p, d).unwrap();
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! One TCP connection to one broker: request framing, correlation ids, several requests in
+//! flight at once, and the API versions both sides speak. The socket is non-blocking; the
+//! owner drives it with [`Connection::interest`] and [`Connection::on_ready`] (see
+//! `poll::wait`), so many connections progress together on one thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+use super::poll::{self, Interest};
+use super::versions::{Versions, our_versions};
+use crate::error::{Error, Result};
+
+/// Responses larger than this are taken as a corrupt length prefix, not a real response.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request sent and not yet answered, typed by its request so its response decodes
+/// with the right message type and version.
+#[derive(Debug)]
+pub struct Pending<R> {
+    corr: i32,
+    version: i16,
+    _request: PhantomData<fn() -> R>,
+}
+
+impl<R> Pending<R> {
+    pub fn version(&self) -> i16 {
+        self.version
+    }
+}
+
+struct InFlight {
+    corr: i32,
+    response_header_version: i16,
+}
+
+pub struct Connection {
+    addr: String,
+    stream: TcpStream,
+    client_id: StrBytes,
+    versions: Versions,
+    next_corr: i32,
+    out: Vec<u8>,
+    out_pos: usize,
+    inbuf: BytesMut,
+    in_flight: VecDeque<InFlight>,
+    ready: HashMap<i32, Bytes>,
+    broken: Option<Error>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) and negotiates API versions.
+    pub fn open(addr: &str, client_id: &str, deadline: Instant) -> Result<Self> {
+        let stream = connect(addr, deadline)?;
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            stream,
+            client_id: StrBytes::from_string(client_id.to_string()),
+            versions: Versions::default(),
+            next_corr: 1,
+            out: Vec::new(),
+            out_pos: 0,
+            inbuf: BytesMut::with_capacity(READ_CHUNK),
+            in_flight: VecDeque::new(),
+            ready: HashMap::new(),
+            broken: None,
+        };
+        conn.negotiate(deadline)?;
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The error that broke this connection, if it is broken.
+    pub fn broken(&self) -> Option<&Error> {
+        self.broken.as_ref()
+    }
+
+    /// Requests sent whose responses have not arrived yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The version of `R` to use with this broker: the highest both sides support.
+    pub fn version<R: Request>(&self) -> Result<i16> {
+        self.versions.pick(R::KEY, our_versions::<R>(), &self.addr)
+    }
+
+    /// Queues `req` at `version`; the bytes go out as the socket accepts them.
+    pub fn send<R: Request>(&mut self, req: &R, version: i16) -> Result<Pending<R>> {
+        let corr = self.queue(req, version)?;
+        self.in_flight.push_back(InFlight {
+            corr,
+            response_header_version: R::Response::header_version(version),
+        });
+        Ok(Pending {
+            corr,
+            version,
+            _request: PhantomData,
+        })
+    }
+
+    /// Queues a request the broker will not answer (a Produce with acks=0).
+    pub fn send_unanswered<R: Request>(&mut self, req: &R, version: i16) -> Result<()> {
+        self.queue(req, version).map(drop)
+    }
+
+    fn queue<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let corr = self.next_corr;
+        self.next_corr = self.next_corr.wrapping_add(1).max(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(corr)
+            .with_client_id(Some(self.client_id.clone()));
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; 4]);
+        let encoded = header
+            .encode(&mut self.out, R::header_version(version))
+            .and_then(|_| req.encode(&mut self.out, version));
+        if let Err(e) = encoded {
+            self.out.truncate(start);
+            return Err(Error::InvalidRecord(format!("cannot encode request: {e}")));
+        }
+        let len = (self.out.len() - start - 4) as u32;
+        self.out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        self.flush();
+        Ok(corr)
+    }
+
+    /// The response to `pending`, once it has arrived.
+    pub fn take<R: Request>(&mut self, pending: &Pending<R>) -> Option<Result<R::Response>> {
+        if let Some(mut body) = self.ready.remove(&pending.corr) {
+            return Some(
+                R::Response::decode(&mut body, pending.version)
+                    .map_err(|e| Error::CorruptData(format!("undecodable response from {}: {e}", self.addr))),
+            );
+        }
+        self.broken.clone().map(Err)
+    }
+
+    /// Sends `req` and waits for its response, giving up at `deadline`. A request that
+    /// times out closes the connection (as Kafka clients do): its answer can no longer
+    /// be matched to anyone waiting.
+    pub fn request<R: Request>(&mut self, req: &R, deadline: Instant) -> Result<R::Response> {
+        let version = self.version::<R>()?;
+        self.request_at(req, version, deadline)
+    }
+
+    pub fn request_at<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        deadline: Instant,
+    ) -> Result<R::Response> {
+        let pending = self.send(req, version)?;
+        loop {
+            if let Some(result) = self.take(&pending) {
+                return result;
+            }
+            if Instant::now() >= deadline {
+                let err = Error::Timeout(format!("no response from {} in time", self.addr));
+                self.fail(err.clone());
+                return Err(err);
+            }
+            let mut interest = [self.interest()];
+            poll::wait(&mut interest, deadline).map_err(|e| self.io_error(e))?;
+            self.on_ready(interest[0]);
+        }
+    }
+
+    /// What to wait for on this connection's socket.
+    pub fn interest(&self) -> Interest {
+        Interest::new(self.stream.as_raw_fd(), self.out_pos < self.out.len())
+    }
+
+    /// Moves bytes after `poll::wait` said the socket is ready.
+    pub fn on_ready(&mut self, ready: Interest) {
+        if ready.writable {
+            self.flush();
+        }
+        if ready.readable {
+            self.fill();
+        }
+    }
+
+    fn flush(&mut self) {
+        while self.broken.is_none() && self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => self.fail(Error::Connection(format!("{} closed the connection", self.addr))),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = self.io_error(e);
+                    self.fail(err);
+                }
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+    }
+
+    fn fill(&mut self) {
+        while self.broken.is_none() {
+            let len = self.inbuf.len();
+            self.inbuf.resize(len + READ_CHUNK, 0);
+            let read = self.stream.read(&mut self.inbuf[len..]);
+            self.inbuf.truncate(len + *read.as_ref().unwrap_or(&0));
+            match read {
+                Ok(0) => self.fail(Error::Connection(format!("{} closed the connection", self.addr))),
+                Ok(_) => self.split_frames(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = self.io_error(e);
+                    self.fail(err);
+                }
+            }
+        }
+    }
+
+    /// Cuts complete responses out of the read buffer and files them by correlation id.
+    fn split_frames(&mut self) {
+        while self.inbuf.len() >= 4 {
+            let len =
+                u32::from_be_bytes([self.inbuf[0], self.inbuf[1], self.inbuf[2], self.inbuf[3]]) as usize;
+            if len > MAX_RESPONSE_BYTES {
+                let msg = format!("{} sent a response of {len} bytes: a corrupt length", self.addr);
+                return self.fail(Error::CorruptData(msg));
+            }
+            if self.inbuf.len() < 4 + len {
+                self.inbuf.reserve(4 + len - self.inbuf.len());
+                return;
+            }
+            self.inbuf.advance(4);
+            let frame = self.inbuf.split_to(len).freeze();
+            if let Err(e) = self.file_response(frame) {
+                return self.fail(e);
+            }
+        }
+    }
+
+    fn file_response(&mut self, mut frame: Bytes) -> Result<()> {
+        let Some(expected) = self.in_flight.pop_front() else {
+            return Err(Error::CorruptData(format!(
+                "{} sent a response nobody asked for",
+                self.addr
+            )));
+        };
+        let header = ResponseHeader::decode(&mut frame, expected.response_header_version)
+            .map_err(|e| Error::CorruptData(format!("bad response header from {}: {e}", self.addr)))?;
+        if header.correlation_id != expected.corr {
+            return Err(Error::CorruptData(format!(
+                "{} answered correlation id {} where {} was due",
+                self.addr, header.correlation_id, expected.corr
+            )));
+        }
+        self.ready.insert(expected.corr, frame);
+        Ok(())
+    }
+
+    /// Marks the connection broken: every request still in flight fails with `err`.
+    pub fn fail(&mut self, err: Error) {
+        if self.broken.is_none() {
+            self.broken = Some(err);
+            self.in_flight.clear();
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn io_error(&self, e: io::Error) -> Error {
+        Error::Connection(format!("{}: {e}", self.addr))
+    }
+
+    /// ApiVersions: v3 first; a broker that does not know it answers in v0 format with
+    /// UNSUPPORTED_VERSION and its own range, and we ask again at that version.
+    fn negotiate(&mut self, deadline: Instant) -> Result<()> {
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kafka-wasm-connector"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut version = *our_versions::<ApiVersionsRequest>().end();
+        let mut resp: ApiVersionsResponse = self.request_at(&req, version, deadline)?;
+        if resp.error_code == 35 {
+            let broker_max = resp
+                .api_keys
+                .iter()
+                .find(|k| k.api_key == ApiVersionsRequest::KEY);
+            version = broker_max.map_or(0, |k| k.max_version.min(version));
+            resp = self.request_at(&req, version, deadline)?;
+        }
+        super::errors::check(resp.error_code, "ApiVersions")?;
+        self.versions = Versions::from_response(&resp);
+        Ok(())
+    }
+}
+
+/// Resolves `addr` and connects to the first address that accepts, before `deadline`.
+fn connect(addr: &str, deadline: Instant) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| Error::Connection(format!("cannot resolve {addr}: {e}")))?
+        .collect();
+    let mut last = Error::Connection(format!("{addr} resolved to no address"));
+    for sa in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout(format!("connecting to {addr}")));
+        }
+        match TcpStream::connect_timeout(&sa, left) {
+            Ok(stream) => {
+                stream.set_nodelay(true).ok();
+                stream
+                    .set_nonblocking(true)
+                    .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
+                return Ok(stream);
+            }
+            Err(e) => last = Error::Connection(format!("cannot connect to {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
