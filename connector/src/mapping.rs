@@ -1,0 +1,194 @@
+//! Mapping between OpenCDC records and Kafka records, both ways.
+//!
+//! Destination: key → key (a null key stays null), `payload.after` → value, metadata →
+//! headers, `opencdc.createdAt` → timestamp. A header read by this connector's source
+//! (`kafka.header.X`) is written back as header `X`, so Kafka-to-Kafka keeps headers as
+//! they were. Keys that describe where the source read a record (`opencdc.collection`,
+//! `kafka.partition`, `kafka.offset`) are not written as headers.
+//!
+//! Source: the reverse, plus `kafka.partition`, `kafka.offset`, `opencdc.readAt`.
+
+use bytes::Bytes;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record as KafkaRecord, TimestampType};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::record::*;
+
+/// Where a source record came from; its JSON is the record's position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Position {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a position always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::InvalidState(format!(
+                "not a position of this connector ({e}): {}",
+                String::from_utf8_lossy(bytes)
+            ))
+        })
+    }
+}
+
+/// Builds the Kafka record for `rec`; `now_ms` is the timestamp when there is no
+/// `opencdc.createdAt`.
+pub fn to_kafka(rec: Record, now_ms: i64) -> Result<KafkaRecord> {
+    let mut timestamp = now_ms;
+    let mut headers = indexmap::IndexMap::new();
+    for (k, v) in rec.metadata {
+        match k.as_str() {
+            CREATED_AT => timestamp = created_at_ms(&v)?,
+            COLLECTION | PARTITION | OFFSET | READ_AT => {}
+            _ => {
+                let name = k.strip_prefix(HEADER_PREFIX).map(str::to_string).unwrap_or(k);
+                headers.insert(StrBytes::from_string(name), Some(Bytes::from(v)));
+            }
+        }
+    }
+    Ok(KafkaRecord {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: rec.key.map(|k| Bytes::from(k.into_bytes())),
+        value: rec.after.map(|v| Bytes::from(v.into_bytes())),
+        headers,
+        delete_horizon: false,
+    })
+}
+
+/// `opencdc.createdAt` is unix nanoseconds; Kafka timestamps are milliseconds.
+fn created_at_ms(v: &str) -> Result<i64> {
+    v.trim()
+        .parse::<i64>()
+        .map(|ns| ns.div_euclid(1_000_000))
+        .map_err(|_| Error::InvalidRecord(format!("{CREATED_AT} \"{v}\" is not unix nanoseconds")))
+}
+
+/// Builds the OpenCDC record for a Kafka record read from `topic`/`partition`.
+pub fn from_kafka(topic: &str, partition: i32, r: KafkaRecord, read_at_ns: i64) -> Record {
+    let position = Position {
+        topic: topic.to_string(),
+        partition,
+        offset: r.offset,
+    };
+    let mut metadata = vec![
+        (COLLECTION.to_string(), topic.to_string()),
+        (
+            CREATED_AT.to_string(),
+            r.timestamp.saturating_mul(1_000_000).to_string(),
+        ),
+        (READ_AT.to_string(), read_at_ns.to_string()),
+        (PARTITION.to_string(), partition.to_string()),
+        (OFFSET.to_string(), r.offset.to_string()),
+    ];
+    for (name, value) in r.headers {
+        let value = value
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        metadata.push((format!("{HEADER_PREFIX}{}", &*name), value));
+    }
+    Record {
+        position: position.encode(),
+        operation: Operation::Create,
+        metadata,
+        key: r.key.map(|k| Data::Raw(k.to_vec())),
+        before: None,
+        after: r.value.map(|v| Data::Raw(v.to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(metadata: &[(&str, &str)]) -> Record {
+        Record {
+            position: vec![],
+            operation: Operation::Create,
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            key: Some(Data::Structured("{\"id\":1}".into())),
+            before: None,
+            after: Some(Data::Raw(vec![0, 1, 2])),
+        }
+    }
+
+    #[test]
+    fn metadata_becomes_headers_and_comes_back_prefixed() {
+        let r = rec(&[
+            ("trace", "abc"),
+            ("kafka.header.origin", "upstream"),
+            (CREATED_AT, "1700000000123456789"),
+            (COLLECTION, "ignored"),
+            (OFFSET, "9"),
+        ]);
+        let k = to_kafka(r, 5).unwrap();
+        assert_eq!(k.timestamp, 1_700_000_000_123);
+        let names: Vec<_> = k.headers.keys().map(|h| h.to_string()).collect();
+        assert_eq!(names, ["trace", "origin"]);
+        assert_eq!(k.key.as_deref(), Some(&b"{\"id\":1}"[..]));
+
+        let mut k = k;
+        k.offset = 42;
+        let back = from_kafka("t", 3, k, 7);
+        let get = |key: &str| {
+            back.metadata
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("kafka.header.trace"), Some("abc"));
+        assert_eq!(get("kafka.header.origin"), Some("upstream"));
+        assert_eq!(get(CREATED_AT), Some("1700000000123000000"));
+        assert_eq!(get(COLLECTION), Some("t"));
+        assert_eq!(get(PARTITION), Some("3"));
+        assert_eq!(get(OFFSET), Some("42"));
+        assert_eq!(back.after, Some(Data::Raw(vec![0, 1, 2])));
+        let pos = Position::decode(&back.position).unwrap();
+        assert_eq!(
+            pos,
+            Position {
+                topic: "t".into(),
+                partition: 3,
+                offset: 42
+            }
+        );
+    }
+
+    #[test]
+    fn nulls_stay_null() {
+        let mut r = rec(&[]);
+        r.key = None;
+        r.after = None;
+        let k = to_kafka(r, 5).unwrap();
+        assert_eq!((k.key.clone(), k.value.clone(), k.timestamp), (None, None, 5));
+        let back = from_kafka("t", 0, k, 0);
+        assert_eq!((back.key, back.after), (None, None));
+    }
+
+    #[test]
+    fn a_bad_created_at_is_an_invalid_record() {
+        assert!(matches!(
+            to_kafka(rec(&[(CREATED_AT, "yesterday")]), 0),
+            Err(Error::InvalidRecord(_))
+        ));
+        assert!(Position::decode(b"nope").is_err());
+    }
+}
