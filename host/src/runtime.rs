@@ -1,0 +1,244 @@
+//! Loading the connector component once and running instances of it, each in its own
+//! store and sandbox. Calls are async: many instances share a few threads.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+
+use crate::cache;
+use crate::sandbox::{Allowlist, HostState, Limits};
+
+wasmtime::component::bindgen!({
+    world: "connector",
+    path: "../wit",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+pub use opencdc::connector::types as wit;
+
+impl opencdc::connector::types::Host for HostState {}
+
+impl opencdc::connector::log::Host for HostState {
+    async fn log(&mut self, level: opencdc::connector::log::Level, message: String) {
+        eprintln!("[{}] {level:?} {message}", self.tag);
+    }
+}
+
+/// An error the connector returned (as opposed to a trap).
+#[derive(Debug, Clone)]
+pub struct GuestError(pub wit::Error);
+
+impl fmt::Display for GuestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use wit::Error::*;
+        match &self.0 {
+            InvalidConfig(c) => write!(f, "invalid config \"{}\": {}", c.parameter, c.message),
+            Connection(m) => write!(f, "connection error: {m}"),
+            Remote(r) => write!(f, "remote error {} {}: {}", r.code, r.name, r.message),
+            Timeout(m) => write!(f, "timed out: {m}"),
+            RecordTooLarge(m) => write!(f, "record too large: {m}"),
+            CorruptData(m) => write!(f, "corrupt data: {m}"),
+            InvalidState(m) => write!(f, "invalid state: {m}"),
+            InvalidRecord(m) => write!(f, "invalid record: {m}"),
+            Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for GuestError {}
+
+/// The compiled connector, ready to be instantiated any number of times.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    pre: ConnectorPre<HostState>,
+}
+
+impl Runtime {
+    /// Loads the component at `component`, compiled or from `cache_dir`.
+    pub fn new(component: &Path, cache_dir: &Path) -> Result<Self> {
+        let engine = Engine::new(&Config::new()).map_err(anyhow::Error::from)?;
+        let component = cache::load(&engine, component, cache_dir)?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(ConnectorPre::new)
+            .map_err(anyhow::Error::from)
+            .context("the component does not fit the connector world")?;
+        Ok(Runtime { engine, pre })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A new instance tagged `tag` (e.g. `tenant/pipeline`), confined to `allow`.
+    pub async fn instantiate(&self, tag: &str, allow: &Allowlist, limits: &Limits) -> Result<Instance> {
+        let mut store = Store::new(&self.engine, HostState::new(tag, allow, limits));
+        store.limiter(|s| &mut s.limits);
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(Instance {
+            store,
+            bindings,
+            tag: tag.to_string(),
+        })
+    }
+}
+
+/// One instance of the connector in its own store.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: Connector,
+    tag: String,
+}
+
+impl Instance {
+    pub async fn specify(&mut self) -> Result<wit::Specification> {
+        let r = self
+            .bindings
+            .opencdc_connector_specifier()
+            .call_specify(&mut self.store)
+            .await;
+        self.trap(r)
+    }
+
+    /// Turns a trap into an error naming the instance and what its stderr said.
+    fn trap<T>(&mut self, r: wasmtime::Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            let stderr = self.store.data().stderr.take();
+            let stderr = if stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!("; guest stderr: {}", stderr.trim())
+            };
+            anyhow::anyhow!("connector {} failed: {e:?}{stderr}", self.tag)
+        })
+    }
+
+    fn guest<T>(&mut self, r: wasmtime::Result<Result<T, wit::Error>>) -> Result<T> {
+        self.trap(r)?.map_err(|e| GuestError(e).into())
+    }
+
+    pub fn into_source(self) -> Source {
+        Source(self)
+    }
+
+    pub fn into_destination(self) -> Destination {
+        Destination(self)
+    }
+}
+
+pub type ConfigPairs = Vec<(String, String)>;
+
+/// An instance playing the source.
+pub struct Source(Instance);
+
+impl Source {
+    pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_validate(&mut i.store, config)
+            .await;
+        i.guest(r)
+    }
+
+    pub async fn open(&mut self, config: &ConfigPairs, position: Option<Vec<u8>>) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_open(&mut i.store, config, position.as_ref())
+            .await;
+        i.guest(r)
+    }
+
+    pub async fn read(&mut self, max: u32, wait_ms: u32) -> Result<Vec<wit::Record>> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_read(&mut i.store, max, wait_ms)
+            .await;
+        i.guest(r)
+    }
+
+    pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_ack(&mut i.store, positions)
+            .await;
+        i.guest(r)
+    }
+
+    pub async fn teardown(&mut self) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_teardown(&mut i.store)
+            .await;
+        i.guest(r)
+    }
+}
+
+/// An instance playing the destination.
+pub struct Destination(Instance);
+
+impl Destination {
+    pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_destination()
+            .call_validate(&mut i.store, config)
+            .await;
+        i.guest(r)
+    }
+
+    pub async fn open(&mut self, config: &ConfigPairs) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_destination()
+            .call_open(&mut i.store, config)
+            .await;
+        i.guest(r)
+    }
+
+    /// Writes `records`; returns how many were written and the error for the rest.
+    pub async fn write(&mut self, records: &[wit::Record]) -> Result<(u32, Option<GuestError>)> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_destination()
+            .call_write(&mut i.store, records)
+            .await;
+        let outcome = i.trap(r)?;
+        Ok((outcome.written, outcome.error.map(GuestError)))
+    }
+
+    pub async fn teardown(&mut self) -> Result<()> {
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_destination()
+            .call_teardown(&mut i.store)
+            .await;
+        i.guest(r)
+    }
+}
