@@ -1,0 +1,24 @@
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+host := "target/debug/connector-host"
+
+# Build the connector component (wasm32-wasip2) and the host.
+build:
+    cargo build -p kafka-connector --target wasm32-wasip2 --release
+    cargo build -p connector-host
+
+# Unit tests (natively), then integration tests through the host against a fresh broker.
+test: build
+    cargo test -p kafka-connector -p connector-host
+    scripts/broker.sh run cargo test -p integration-tests --no-fail-fast
+
+# The main job: a local broker, records written through the destination, read back through the source.
+demo: build
+    scripts/broker.sh run scripts/demo.sh {{host}}
+
+# Start a broker in the background and print its address (stop it with `just broker-stop`).
+broker:
+    scripts/broker.sh start
+
+broker-stop:
+    scripts/broker.sh stop

@@ -1,0 +1,126 @@
+//! Shared test harness: the broker the tests run against (started by
+//! `scripts/broker.sh run`), the compiled connector, fresh topics, config helpers.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use connector_host::{Allowlist, Destination, Limits, Runtime, Source, wit};
+use kafka_connector::config::{ClientConfig, parse_server};
+use kafka_connector::kafka::cluster::Cluster;
+
+/// The broker's address. Tests fail (they do not skip) without one.
+pub fn broker() -> String {
+    std::env::var("KAFKA_BROKER")
+        .expect("KAFKA_BROKER is not set: run the tests with `just test` (it starts a broker)")
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// The connector component `just build` made.
+pub fn component_path() -> PathBuf {
+    let path = std::env::var_os("CONNECTOR_COMPONENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("wasm32-wasip2/release/kafka_connector.wasm"));
+    assert!(path.exists(), "{} is missing: run `just build`", path.display());
+    path
+}
+
+/// The host binary `just build` made.
+pub fn host_binary() -> PathBuf {
+    let path = target_dir().join("debug/connector-host");
+    assert!(path.exists(), "{} is missing: run `just build`", path.display());
+    path
+}
+
+/// One runtime for the whole test binary: the component is compiled (or loaded from the
+/// cache) once.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let cache = target_dir().join("component-cache");
+        Runtime::new(&component_path(), &cache).expect("the connector component loads")
+    })
+}
+
+pub type Config = Vec<(String, String)>;
+
+pub fn config(pairs: &[(&str, &str)]) -> Config {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// An allowlist with just the test broker's host.
+pub fn allow_broker() -> Allowlist {
+    let mut a = Allowlist::default();
+    a.allow_servers(&broker()).expect("broker address");
+    a
+}
+
+pub async fn source(allow: &Allowlist) -> Source {
+    runtime()
+        .instantiate("test/source", allow, &Limits::default())
+        .await
+        .expect("instantiate")
+        .into_source()
+}
+
+pub async fn destination(allow: &Allowlist) -> Destination {
+    runtime()
+        .instantiate("test/destination", allow, &Limits::default())
+        .await
+        .expect("instantiate")
+        .into_destination()
+}
+
+/// Creates a topic with a name no other test uses.
+pub fn new_topic(prefix: &str, partitions: i32) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let client = ClientConfig {
+        servers: vec![parse_server(&broker()).expect("broker address")],
+        client_id: "tests".into(),
+    };
+    let mut cluster = Cluster::connect(&client, Duration::from_secs(10)).expect("connect to the broker");
+    cluster.create_topic(&name, partitions).expect("create topic");
+    name
+}
+
+pub fn metadata_value<'a>(r: &'a wit::Record, key: &str) -> Option<&'a str> {
+    r.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Reads until `n` records arrived or `timeout` passed.
+pub async fn read_n(src: &mut Source, n: usize, timeout: Duration) -> Vec<wit::Record> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n && std::time::Instant::now() < deadline {
+        out.extend(src.read((n - out.len()) as u32, 500).await.expect("read"));
+    }
+    out
+}
+
+/// The connector's error behind an `anyhow::Error`, if it is one.
+pub fn guest_error(e: &anyhow::Error) -> &wit::Error {
+    &e.downcast_ref::<connector_host::GuestError>()
+        .unwrap_or_else(|| panic!("not a connector error: {e:#}"))
+        .0
+}
