@@ -59,8 +59,10 @@ topic() {
 }
 
 run() {
+  # A private state folder: runs side by side never stop each other's broker.
+  STATE=$(mktemp -d "${TMPDIR:-/tmp}/wasm-kafka-run.XXXXXX")
+  trap 'stop; rm -rf "$STATE"' EXIT
   start >/dev/null
-  trap stop EXIT
   KAFKA_BROKER=$(cat "$STATE/addr") "$@"
 }
 

@@ -21,6 +21,8 @@ use crate::log;
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 const FETCH_MAX_BYTES: i32 = 50 * 1024 * 1024;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+/// How long a leader that failed is left alone before the next fetch.
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// ListOffsets timestamps.
 const EARLIEST: i64 = -2;
@@ -32,6 +34,8 @@ pub struct Fetcher {
     offsets: BTreeMap<i32, i64>,
     earliest_on_reset: bool,
     in_flight: HashMap<i32, Pending<FetchRequest>>,
+    /// Leaders that failed, and when to try them again.
+    backoff: HashMap<i32, Instant>,
 }
 
 impl Fetcher {
@@ -54,22 +58,28 @@ impl Fetcher {
             offsets,
             earliest_on_reset: earliest,
             in_flight: HashMap::new(),
+            backoff: HashMap::new(),
         })
     }
 
-    /// Records fetched by `deadline` (possibly none), with their partitions.
+    /// Records fetched by `deadline` (possibly none), with their partitions. A fetch
+    /// answered empty is followed by the next at once (the broker's long poll paces them);
+    /// a leader that failed is tried again after a backoff.
     pub fn poll(&mut self, cluster: &mut Cluster, deadline: Instant) -> Result<Vec<(i32, Record)>> {
-        self.send_fetches(cluster)?;
         loop {
+            self.send_fetches(cluster)?;
             let out = self.collect(cluster)?;
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }
-            cluster.wait(deadline)?;
+            let next_retry = self.backoff.values().min().copied().unwrap_or(deadline);
+            cluster.wait(deadline.min(next_retry))?;
         }
     }
 
     fn send_fetches(&mut self, cluster: &mut Cluster) -> Result<()> {
+        let now = Instant::now();
+        self.backoff.retain(|_, until| *until > now);
         let meta = cluster.topic(&self.topic)?;
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for &p in self.offsets.keys() {
@@ -79,15 +89,31 @@ impl Fetcher {
             }
         }
         for (leader, parts) in by_leader {
-            if self.in_flight.contains_key(&leader) {
+            if self.in_flight.contains_key(&leader) || self.backoff.contains_key(&leader) {
                 continue;
             }
-            let conn = cluster.broker(leader)?;
-            let version = conn.version::<FetchRequest>()?;
-            let pending = conn.send(&self.request(&parts), version)?;
-            self.in_flight.insert(leader, pending);
+            let request = self.request(&parts);
+            let sent = cluster.broker(leader).and_then(|conn| {
+                let version = conn.version::<FetchRequest>()?;
+                conn.send(&request, version)
+            });
+            match sent {
+                Ok(pending) => drop(self.in_flight.insert(leader, pending)),
+                Err(e) if e.is_retriable() => self.failed(cluster, leader, &e),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// A leader that could not be fetched from: log, refresh metadata (leadership may have
+    /// moved), and leave it alone for a while.
+    fn failed(&mut self, cluster: &mut Cluster, leader: i32, e: &Error) {
+        log::warn(&format!("fetch from broker {leader}: {e}; retrying in {RETRY_BACKOFF:?}"));
+        self.backoff.insert(leader, Instant::now() + RETRY_BACKOFF);
+        if let Err(e) = cluster.refresh(&[&self.topic]) {
+            log::warn(&format!("metadata refresh for {}: {e}", self.topic));
+        }
     }
 
     fn request(&self, parts: &[i32]) -> FetchRequest {
@@ -133,8 +159,8 @@ impl Fetcher {
             self.in_flight.remove(&leader);
             match answer {
                 Ok(resp) => self.apply(cluster, resp, &mut out)?,
-                // The next poll reconnects; a broken connection is not the caller's error.
-                Err(e) if e.is_retriable() => log::warn(&format!("fetch from broker {leader}: {e}")),
+                // A broken connection is not the caller's error: reconnect after a backoff.
+                Err(e) if e.is_retriable() => self.failed(cluster, leader, &e),
                 Err(e) => return Err(e),
             }
         }
