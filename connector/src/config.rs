@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::kafka::compression::Compression;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
@@ -54,6 +55,12 @@ pub const CLIENT_ID: &str = "clientID";
 pub const ACKS: &str = "acks";
 pub const DELIVERY_TIMEOUT: &str = "deliveryTimeout";
 pub const READ_FROM_BEGINNING: &str = "readFromBeginning";
+pub const COMPRESSION: &str = "compression";
+pub const BATCH_BYTES: &str = "batchBytes";
+pub const PARTITIONER: &str = "partitioner";
+pub const PARTITION: &str = "partition";
+pub const VALUE_FORMAT: &str = "valueFormat";
+pub const HEADERS: &str = "headers";
 
 /// Every parameter the connector takes.
 pub const PARAMS: &[Param] = &[
@@ -68,12 +75,21 @@ pub const PARAMS: &[Param] = &[
     },
     Param {
         name: TOPIC,
-        description: "The topic to read from (source) or write to (destination).",
+        description: "The topic to read from.",
         kind: ParamType::String,
         default: None,
         required: true,
         allowed: &[],
-        roles: BOTH,
+        roles: SOURCE,
+    },
+    Param {
+        name: TOPIC,
+        description: "The topic to write to; when unset, each record's opencdc.collection metadata names its topic.",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
     },
     Param {
         name: CLIENT_ID,
@@ -98,6 +114,60 @@ pub const PARAMS: &[Param] = &[
         description: "How long a write may take, retries included, before it fails (e.g. 10s, 1m30s).",
         kind: ParamType::Duration,
         default: Some("10s"),
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+    },
+    Param {
+        name: COMPRESSION,
+        description: "Compression of the record batches written.",
+        kind: ParamType::String,
+        default: Some("snappy"),
+        required: false,
+        allowed: &["none", "gzip", "snappy", "lz4", "zstd"],
+        roles: DESTINATION,
+    },
+    Param {
+        name: BATCH_BYTES,
+        description: "Largest record batch sent to one partition in one request, in bytes; a single record larger than this is refused.",
+        kind: ParamType::Int,
+        default: Some("1000012"),
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+    },
+    Param {
+        name: PARTITIONER,
+        description: "How records find their partition: murmur2 (of the key, like the Java client; records without a key spread), metadata (the kafka.partition metadata, else murmur2), fixed (the partition parameter).",
+        kind: ParamType::String,
+        default: Some("murmur2"),
+        required: false,
+        allowed: &["murmur2", "metadata", "fixed"],
+        roles: DESTINATION,
+    },
+    Param {
+        name: PARTITION,
+        description: "The partition every record goes to with partitioner fixed.",
+        kind: ParamType::Int,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+    },
+    Param {
+        name: VALUE_FORMAT,
+        description: "What the Kafka value holds: raw (payload.after as it is) or opencdc (the whole record as OpenCDC JSON).",
+        kind: ParamType::String,
+        default: Some("raw"),
+        required: false,
+        allowed: &["raw", "opencdc"],
+        roles: DESTINATION,
+    },
+    Param {
+        name: HEADERS,
+        description: "Which metadata entries become Kafka headers: all, none, or a comma-separated list of metadata keys.",
+        kind: ParamType::List,
+        default: Some("all"),
         required: false,
         allowed: &[],
         roles: DESTINATION,
@@ -153,6 +223,43 @@ impl Acks {
     }
 }
 
+/// How the destination picks a record's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioner {
+    /// murmur2 of the key; records without a key spread.
+    Murmur2,
+    /// The record's `kafka.partition` metadata, else as `Murmur2`.
+    Metadata,
+    Fixed(i32),
+}
+
+/// What the destination writes as the Kafka value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// `payload.after` as it is.
+    Raw,
+    /// The whole record as OpenCDC JSON.
+    OpenCdc,
+}
+
+/// Which metadata entries the destination writes as headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSelection {
+    All,
+    None,
+    Keys(Vec<String>),
+}
+
+impl HeaderSelection {
+    pub fn includes(&self, key: &str) -> bool {
+        match self {
+            HeaderSelection::All => true,
+            HeaderSelection::None => false,
+            HeaderSelection::Keys(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
 /// Settings every Kafka connection needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -170,9 +277,15 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationConfig {
     pub client: ClientConfig,
-    pub topic: String,
+    /// None: each record's `opencdc.collection` names its topic.
+    pub topic: Option<String>,
     pub acks: Acks,
     pub delivery_timeout: Duration,
+    pub compression: Compression,
+    pub batch_bytes: usize,
+    pub partitioner: Partitioner,
+    pub value_format: ValueFormat,
+    pub headers: HeaderSelection,
 }
 
 impl SourceConfig {
@@ -194,11 +307,54 @@ impl DestinationConfig {
             "1" => Acks::Leader,
             _ => Acks::All,
         };
+        let topic = Some(v.string(TOPIC)?).filter(|t| !t.is_empty());
+        let compression = crate::kafka::compression::parse(&v.string(COMPRESSION)?)
+            .ok_or_else(|| Error::config(COMPRESSION, "unknown codec"))?;
+        let batch_bytes = v.int(BATCH_BYTES)?;
+        if !(1..=i32::MAX as i64).contains(&batch_bytes) {
+            return Err(Error::config(
+                BATCH_BYTES,
+                format!("{batch_bytes} is not a positive size"),
+            ));
+        }
+        let partitioner = match v.string(PARTITIONER)?.as_str() {
+            "metadata" => Partitioner::Metadata,
+            "fixed" => match v.string(PARTITION)?.as_str() {
+                "" => {
+                    return Err(Error::config(
+                        PARTITION,
+                        "partition missing: partitioner fixed needs it",
+                    ));
+                }
+                _ => Partitioner::Fixed(non_negative(PARTITION, v.int(PARTITION)?)?),
+            },
+            _ if !v.string(PARTITION)?.is_empty() => {
+                return Err(Error::config(
+                    PARTITION,
+                    "partition is only used with partitioner fixed",
+                ));
+            }
+            _ => Partitioner::Murmur2,
+        };
+        let value_format = match v.string(VALUE_FORMAT)?.as_str() {
+            "opencdc" => ValueFormat::OpenCdc,
+            _ => ValueFormat::Raw,
+        };
+        let headers = match v.list(HEADERS)?.as_slice() {
+            [one] if one == "all" => HeaderSelection::All,
+            [one] if one == "none" => HeaderSelection::None,
+            keys => HeaderSelection::Keys(keys.to_vec()),
+        };
         Ok(DestinationConfig {
             client: ClientConfig::from_values(&v)?,
-            topic: v.string(TOPIC)?,
+            topic,
             acks,
             delivery_timeout: v.duration(DELIVERY_TIMEOUT)?,
+            compression,
+            batch_bytes: batch_bytes as usize,
+            partitioner,
+            value_format,
+            headers,
         })
     }
 }
@@ -263,6 +419,19 @@ impl<'a> Values<'a> {
     fn list(&self, name: &str) -> Result<Vec<String>> {
         Ok(split_list(self.raw(name)?))
     }
+
+    fn int(&self, name: &str) -> Result<i64> {
+        let raw = self.raw(name)?;
+        raw.parse()
+            .map_err(|_| Error::config(name, format!("\"{raw}\" is not an integer")))
+    }
+}
+
+fn non_negative(name: &str, n: i64) -> Result<i32> {
+    i32::try_from(n)
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::config(name, format!("{n} is not a partition number")))
 }
 
 fn param(role: Role, key: &str) -> Result<&'static Param> {
@@ -437,6 +606,12 @@ mod tests {
         assert_eq!(d.acks, Acks::All);
         assert_eq!(d.delivery_timeout, Duration::from_secs(10));
         assert_eq!(d.client.client_id, "conduit-connector-kafka");
+        assert_eq!(d.topic.as_deref(), Some("t"));
+        assert_eq!(d.compression, Compression::Snappy);
+        assert_eq!(d.batch_bytes, 1_000_012);
+        assert_eq!(d.partitioner, Partitioner::Murmur2);
+        assert_eq!(d.value_format, ValueFormat::Raw);
+        assert_eq!(d.headers, HeaderSelection::All);
         let s = SourceConfig::parse(&cfg(&[("servers", "a:1"), ("topic", "t")])).unwrap();
         assert!(!s.read_from_beginning);
     }
@@ -458,6 +633,11 @@ mod tests {
         assert_eq!(
             err_of(SourceConfig::parse(&cfg(&[("servers", "a:1")]))),
             ("topic".into(), "topic missing".into())
+        );
+        let d = DestinationConfig::parse(&cfg(&[("servers", "a:1")])).unwrap();
+        assert_eq!(
+            d.topic, None,
+            "a destination without topic writes to each record's collection"
         );
     }
 
@@ -483,6 +663,42 @@ mod tests {
         assert!(m.contains("unknown parameter for a source"), "{m}");
         let (p, _) = err_of(SourceConfig::parse(&with("topic", "u")));
         assert_eq!(p, "topic");
+    }
+
+    #[test]
+    fn destination_options_parse_and_check_each_other() {
+        let parse = |extra: &[(&str, &str)]| {
+            let mut c = cfg(&[("servers", "a:1")]);
+            c.extend(cfg(extra));
+            DestinationConfig::parse(&c)
+        };
+        let d = parse(&[
+            ("partitioner", "fixed"),
+            ("partition", "2"),
+            ("headers", "a, b"),
+            ("valueFormat", "opencdc"),
+        ])
+        .unwrap();
+        assert_eq!(d.partitioner, Partitioner::Fixed(2));
+        assert_eq!(d.headers, HeaderSelection::Keys(vec!["a".into(), "b".into()]));
+        assert_eq!(d.value_format, ValueFormat::OpenCdc);
+        assert_eq!(
+            parse(&[("headers", "none")]).unwrap().headers,
+            HeaderSelection::None
+        );
+        assert_eq!(
+            parse(&[("compression", "zstd")]).unwrap().compression,
+            Compression::Zstd
+        );
+        assert_eq!(err_of(parse(&[("partitioner", "fixed")])).0, "partition");
+        assert_eq!(err_of(parse(&[("partition", "1")])).0, "partition");
+        assert_eq!(
+            err_of(parse(&[("partitioner", "fixed"), ("partition", "-1")])).0,
+            "partition"
+        );
+        assert_eq!(err_of(parse(&[("batchBytes", "0")])).0, "batchBytes");
+        assert_eq!(err_of(parse(&[("batchBytes", "1k")])).0, "batchBytes");
+        assert_eq!(err_of(parse(&[("compression", "brotli")])).0, "compression");
     }
 
     #[test]

@@ -1,25 +1,30 @@
 //! The destination: maps records to Kafka, partitions them, writes each write call's
 //! batch and reports exactly how many records, from the start, are durably written.
+//!
+//! With acks=all the producer is idempotent: every batch carries the producer id and
+//! per-partition sequence numbers, so a resent batch is written once. Two kinds of record
+//! can be written without being reported written, and both are remembered so the host's
+//! retry of them does not write them twice:
+//! - written records after the first failed one (another partition's batch succeeded):
+//!   they go into the `ledger`, and the next write skips them when they come again;
+//! - batches sent but never answered (in doubt): they are resent, same bytes and same
+//!   sequence numbers, before the next write; the broker either writes them or answers
+//!   that it already has them. Then their records join the ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::records::Record as KafkaRecord;
 
-use crate::config::DestinationConfig;
+use crate::config::{Acks, DestinationConfig, Partitioner};
 use crate::error::{Error, Result};
 use crate::kafka::batch;
-use crate::kafka::cluster::Cluster;
+use crate::kafka::cluster::{Cluster, TopicMeta};
 use crate::kafka::partitioner::{self, Sticky};
-use crate::kafka::producer::{self, PartitionBatch};
+use crate::kafka::producer::{self, Outcome, PartitionBatch};
 use crate::mapping;
-use crate::record::Record;
-
-pub struct Destination {
-    config: DestinationConfig,
-    cluster: Cluster,
-    sticky: Sticky,
-}
+use crate::record::{COLLECTION, PARTITION, Record};
 
 /// How a write ended: `written` records from the start are written; `error` is why the
 /// next one was not.
@@ -29,91 +34,354 @@ pub struct WriteOutcome {
     pub error: Option<Error>,
 }
 
+pub struct Destination {
+    config: DestinationConfig,
+    cluster: Cluster,
+    sticky: Sticky,
+    idempotence: Option<Idempotence>,
+    ledger: VecDeque<LedgerEntry>,
+}
+
+/// The idempotent producer's identity and where each partition's sequence stands.
+struct Idempotence {
+    producer_id: i64,
+    epoch: i16,
+    next_sequence: HashMap<(String, i32), i32>,
+    /// Batches sent but never answered, by id, to be settled before the next write.
+    in_doubt: BTreeMap<usize, PartitionBatch>,
+    next_id: usize,
+}
+
+/// A record written but not reported written. `in_doubt` names the batch it is waiting for.
+struct LedgerEntry {
+    fingerprint: u64,
+    in_doubt: Option<usize>,
+}
+
+/// One partition batch of a write, before encoding.
+struct Planned {
+    topic: String,
+    partition: i32,
+    /// Index in the write's batch and fingerprint of each record.
+    members: Vec<(usize, u64)>,
+    records: Vec<KafkaRecord>,
+    bytes: usize,
+}
+
+/// A write's batches, the first record that could not be sent, and the ledger entries
+/// the write did not get to.
+struct Plan {
+    batches: Vec<Planned>,
+    failure: Option<(usize, Error)>,
+    leftover: VecDeque<LedgerEntry>,
+}
+
+/// What a write does with each of its records.
+#[derive(Clone, Copy, PartialEq)]
+enum Fate {
+    Written,
+    NotWritten,
+    InDoubt(usize),
+}
+
 impl Destination {
-    /// Connects and checks that the topic exists.
+    /// Connects, checks the configured topic exists, and with acks=all gets a producer id.
     pub fn open(config: DestinationConfig) -> Result<Self> {
         let mut cluster = Cluster::connect(&config.client, config.delivery_timeout)?;
-        cluster.topic(&config.topic)?;
+        if let Some(topic) = &config.topic {
+            cluster.topic(topic)?;
+        }
+        let idempotence = match config.acks {
+            Acks::All => Some(Idempotence::new(&mut cluster)?),
+            _ => None,
+        };
         Ok(Destination {
             config,
             cluster,
             sticky: Sticky::default(),
+            idempotence,
+            ledger: VecDeque::new(),
         })
     }
 
     pub fn write(&mut self, records: Vec<Record>) -> WriteOutcome {
         let deadline = Instant::now() + self.config.delivery_timeout;
-        let total = records.len();
-        // The first record that cannot even be sent bounds what the write can report.
-        let (parts, mut first_failure) = match self.partition(records) {
-            Ok(v) => v,
-            Err(e) => {
-                return WriteOutcome {
-                    written: 0,
-                    error: Some(e),
-                };
-            }
-        };
-        let mut batches = Vec::new();
-        let mut first_index = Vec::new();
-        for (partition, recs) in parts {
-            let indices: Vec<usize> = recs.iter().map(|(i, _)| *i).collect();
-            let mut kafka: Vec<KafkaRecord> = recs.into_iter().map(|(_, r)| r).collect();
-            match batch::encode(&mut kafka, -1) {
-                Ok(records) => {
-                    batches.push(PartitionBatch {
-                        topic: self.config.topic.clone(),
-                        partition,
-                        records,
-                    });
-                    first_index.push(indices[0]);
-                }
-                Err(e) => keep_first(&mut first_failure, indices[0], e),
-            }
-        }
-        let results = producer::produce(&mut self.cluster, &batches, self.config.acks, deadline);
-        for (i, result) in results.into_iter().enumerate() {
-            if let Err(e) = result {
-                keep_first(&mut first_failure, first_index[i], e);
-            }
-        }
-        match first_failure {
-            None => WriteOutcome {
-                written: total,
-                error: None,
-            },
-            Some((index, e)) => WriteOutcome {
-                written: index,
+        if let Err(e) = self.settle_in_doubt(deadline) {
+            return WriteOutcome {
+                written: 0,
                 error: Some(e),
-            },
+            };
         }
+        let total = records.len();
+        let mut fates = vec![Fate::NotWritten; total];
+        let mut prints = vec![0u64; total];
+        let plan = self.plan(records, &mut fates, &mut prints);
+        let mut failure = plan.failure;
+        self.send(plan.batches, deadline, &mut fates, &mut failure);
+        let written = fates.iter().position(|f| *f != Fate::Written).unwrap_or(total);
+        self.ledger = beyond(written, &fates, &prints).chain(plan.leftover).collect();
+        let error = (written < total).then(|| first_error(failure, written));
+        WriteOutcome { written, error }
     }
 
-    /// Maps records to Kafka and groups them by partition, in order. Records from the
-    /// first one that cannot be mapped on are left out, and that failure is returned.
-    #[allow(clippy::type_complexity)]
-    fn partition(
-        &mut self,
-        records: Vec<Record>,
-    ) -> Result<(BTreeMap<i32, Vec<(usize, KafkaRecord)>>, Option<(usize, Error)>)> {
-        let partitions = self.cluster.topic(&self.config.topic)?.leaders.len();
-        let unkeyed = self.sticky.advance(partitions);
+    /// Maps and partitions records into batches, in order, stopping at the first record
+    /// that cannot be sent (the error is returned with its index). Records the ledger
+    /// says are written already are marked so and left out.
+    fn plan(&mut self, records: Vec<Record>, fates: &mut [Fate], prints: &mut [u64]) -> Plan {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let mut parts: BTreeMap<i32, Vec<(usize, KafkaRecord)>> = BTreeMap::new();
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut open: HashMap<(String, i32), usize> = HashMap::new();
+        let mut sticky: HashMap<String, i32> = HashMap::new();
+        let mut old_ledger = std::mem::take(&mut self.ledger);
         for (i, rec) in records.into_iter().enumerate() {
-            let kafka = match mapping::to_kafka(rec, now_ms) {
-                Ok(k) => k,
-                Err(e) => return Ok((parts, Some((i, e)))),
+            let placed = self.place(rec, now_ms, &mut sticky);
+            let (topic, partition, kafka) = match placed {
+                Ok(p) => p,
+                // The host sends the rest again: what the ledger still holds stays.
+                Err(e) => {
+                    return Plan {
+                        batches: planned,
+                        failure: Some((i, e)),
+                        leftover: old_ledger,
+                    };
+                }
             };
-            let p = kafka
-                .key
-                .as_ref()
-                .map_or(unkeyed, |k| partitioner::for_key(k, partitions));
-            parts.entry(p).or_default().push((i, kafka));
+            let fingerprint = fingerprint(&topic, &kafka);
+            prints[i] = fingerprint;
+            if old_ledger
+                .front()
+                .is_some_and(|e| e.fingerprint == fingerprint && e.in_doubt.is_none())
+            {
+                old_ledger.pop_front();
+                fates[i] = Fate::Written;
+                continue;
+            }
+            let size = record_size(&kafka);
+            if size > self.config.batch_bytes {
+                let msg = format!(
+                    "record {i} for {topic}-{partition} is about {size} bytes; batchBytes allows {}",
+                    self.config.batch_bytes
+                );
+                return Plan {
+                    batches: planned,
+                    failure: Some((i, Error::RecordTooLarge(msg))),
+                    leftover: old_ledger,
+                };
+            }
+            let key = (topic, partition);
+            let slot = match open.get(&key) {
+                Some(&b) if planned[b].bytes + size <= self.config.batch_bytes => b,
+                _ => {
+                    planned.push(Planned {
+                        topic: key.0.clone(),
+                        partition,
+                        members: vec![],
+                        records: vec![],
+                        bytes: 0,
+                    });
+                    open.insert(key, planned.len() - 1);
+                    planned.len() - 1
+                }
+            };
+            let b = &mut planned[slot];
+            b.members.push((i, fingerprint));
+            b.records.push(kafka);
+            b.bytes += size;
         }
-        Ok((parts, None))
+        Plan {
+            batches: planned,
+            failure: None,
+            leftover: VecDeque::new(),
+        }
+    }
+
+    /// The topic, partition and Kafka record for `rec`.
+    fn place(
+        &mut self,
+        rec: Record,
+        now_ms: i64,
+        sticky: &mut HashMap<String, i32>,
+    ) -> Result<(String, i32, KafkaRecord)> {
+        let topic = match &self.config.topic {
+            Some(t) => t.clone(),
+            None => meta(&rec, COLLECTION).map(str::to_string).ok_or_else(|| {
+                Error::InvalidRecord(format!(
+                    "no topic is configured and the record has no {COLLECTION}"
+                ))
+            })?,
+        };
+        let from_metadata = match self.config.partitioner {
+            Partitioner::Metadata => meta(&rec, PARTITION).map(str::to_string),
+            _ => None,
+        };
+        let kafka = mapping::to_kafka(rec, now_ms, &self.config.headers, self.config.value_format)?;
+        let t = self.cluster.topic(&topic)?;
+        let partition = match (self.config.partitioner, from_metadata) {
+            (Partitioner::Fixed(p), _) => check_partition(&t, p)?,
+            (_, Some(p)) => check_partition(&t, p.parse().map_err(|_| bad_partition(&topic, &p))?)?,
+            _ => match &kafka.key {
+                Some(key) => partitioner::for_key(key, t.leaders.len()),
+                None => *sticky
+                    .entry(topic.clone())
+                    .or_insert_with(|| self.sticky.advance(t.leaders.len())),
+            },
+        };
+        Ok((topic, partition, kafka))
+    }
+
+    /// Encodes and sends the planned batches. A partition's batches go one after the
+    /// other (the next only once the previous is written); partitions go in parallel.
+    fn send(
+        &mut self,
+        planned: Vec<Planned>,
+        deadline: Instant,
+        fates: &mut [Fate],
+        failure: &mut Option<(usize, Error)>,
+    ) {
+        let mut chains: BTreeMap<(String, i32), VecDeque<Planned>> = BTreeMap::new();
+        for p in planned {
+            chains
+                .entry((p.topic.clone(), p.partition))
+                .or_default()
+                .push_back(p);
+        }
+        while !chains.is_empty() {
+            let mut round = Vec::new();
+            let mut batches = Vec::new();
+            for (key, chain) in chains.iter_mut() {
+                let Some(mut p) = chain.pop_front() else { continue };
+                match self.encode(&mut p) {
+                    Ok(b) => {
+                        batches.push(b);
+                        round.push((key.clone(), p));
+                    }
+                    Err(e) => keep_first(failure, p.members[0].0, e),
+                }
+            }
+            let outcomes = producer::produce(&mut self.cluster, &batches, self.config.acks, deadline);
+            for ((key, p), (batch, outcome)) in round.into_iter().zip(batches.into_iter().zip(outcomes)) {
+                if self.settled(&key, &p, batch, outcome, fates, failure) {
+                    continue;
+                }
+                chains.remove(&key); // the rest of this partition waits for the host's retry
+            }
+            chains.retain(|_, c| !c.is_empty());
+        }
+    }
+
+    /// Records a batch's outcome; true if its partition may go on with its next batch.
+    fn settled(
+        &mut self,
+        key: &(String, i32),
+        p: &Planned,
+        batch: PartitionBatch,
+        outcome: Outcome,
+        fates: &mut [Fate],
+        failure: &mut Option<(usize, Error)>,
+    ) -> bool {
+        match outcome {
+            Outcome::Written => {
+                if let Some(idem) = &mut self.idempotence {
+                    idem.advance(key, batch.count);
+                }
+                p.members.iter().for_each(|(i, _)| fates[*i] = Fate::Written);
+                true
+            }
+            Outcome::InDoubt(e) if self.idempotence.is_some() => {
+                let id = self
+                    .idempotence
+                    .as_mut()
+                    .map(|idem| idem.hold(batch))
+                    .unwrap_or_default();
+                p.members.iter().for_each(|(i, _)| fates[*i] = Fate::InDoubt(id));
+                keep_first(failure, p.members[0].0, e);
+                false
+            }
+            Outcome::Failed(e) | Outcome::InDoubt(e) => {
+                self.reset_if_needed(&e);
+                keep_first(failure, p.members[0].0, e);
+                false
+            }
+        }
+    }
+
+    /// Encodes a planned batch: the producer id, epoch and sequence numbers when idempotent.
+    fn encode(&mut self, p: &mut Planned) -> Result<PartitionBatch> {
+        let base_sequence = match &self.idempotence {
+            Some(idem) => {
+                for r in &mut p.records {
+                    r.producer_id = idem.producer_id;
+                    r.producer_epoch = idem.epoch;
+                }
+                idem.sequence(&(p.topic.clone(), p.partition))
+            }
+            None => -1,
+        };
+        let records = batch::encode(&mut p.records, base_sequence, self.config.compression)?;
+        Ok(PartitionBatch {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            records,
+            count: p.records.len(),
+        })
+    }
+
+    /// Resends in-doubt batches. Written (or already there): their records' ledger entries
+    /// are confirmed. Refused for good: they were not written, and leave the ledger.
+    /// Still no answer: the write fails, before anything new is sent.
+    fn settle_in_doubt(&mut self, deadline: Instant) -> Result<()> {
+        let Some(idem) = &mut self.idempotence else {
+            return Ok(());
+        };
+        if idem.in_doubt.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<(usize, PartitionBatch)> = std::mem::take(&mut idem.in_doubt).into_iter().collect();
+        let batches: Vec<PartitionBatch> = held.iter().map(|(_, b)| b.clone()).collect();
+        let outcomes = producer::produce(&mut self.cluster, &batches, self.config.acks, deadline);
+        let mut still = None;
+        for ((id, batch), outcome) in held.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Written => {
+                    self.idempotence
+                        .as_mut()
+                        .expect("checked above")
+                        .advance(&(batch.topic.clone(), batch.partition), batch.count);
+                    self.ledger
+                        .iter_mut()
+                        .filter(|e| e.in_doubt == Some(id))
+                        .for_each(|e| e.in_doubt = None);
+                }
+                Outcome::Failed(e) if !e.is_retriable() => {
+                    self.reset_if_needed(&e);
+                    self.ledger.retain(|e| e.in_doubt != Some(id));
+                }
+                Outcome::Failed(e) | Outcome::InDoubt(e) => {
+                    self.idempotence
+                        .as_mut()
+                        .expect("checked above")
+                        .in_doubt
+                        .insert(id, batch);
+                    still.get_or_insert(e);
+                }
+            }
+        }
+        match still {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A producer whose id or sequences the broker no longer accepts starts over.
+    fn reset_if_needed(&mut self, e: &Error) {
+        if self.idempotence.is_some() && producer::needs_new_producer_id(e) {
+            match Idempotence::new(&mut self.cluster) {
+                Ok(fresh) => self.idempotence = Some(fresh),
+                Err(err) => crate::log::warn(&format!("cannot get a new producer id: {err}")),
+            }
+        }
     }
 
     pub fn teardown(&mut self) {
@@ -121,8 +389,157 @@ impl Destination {
     }
 }
 
+impl Idempotence {
+    fn new(cluster: &mut Cluster) -> Result<Self> {
+        let (producer_id, epoch) = producer::init_producer_id(cluster)?;
+        Ok(Idempotence {
+            producer_id,
+            epoch,
+            next_sequence: HashMap::new(),
+            in_doubt: BTreeMap::new(),
+            next_id: 0,
+        })
+    }
+
+    fn sequence(&self, key: &(String, i32)) -> i32 {
+        self.next_sequence.get(key).copied().unwrap_or(0)
+    }
+
+    fn advance(&mut self, key: &(String, i32), count: usize) {
+        let seq = self.next_sequence.entry(key.clone()).or_insert(0);
+        *seq = seq.wrapping_add(count as i32) & i32::MAX;
+    }
+
+    fn hold(&mut self, batch: PartitionBatch) -> usize {
+        self.next_id += 1;
+        self.in_doubt.insert(self.next_id, batch);
+        self.next_id
+    }
+}
+
+/// Ledger entries for the records after the reported prefix that were written or are in
+/// doubt, in batch order.
+fn beyond<'a>(
+    written: usize,
+    fates: &'a [Fate],
+    prints: &'a [u64],
+) -> impl Iterator<Item = LedgerEntry> + 'a {
+    (written..fates.len()).filter_map(move |i| match fates[i] {
+        Fate::Written => Some(LedgerEntry {
+            fingerprint: prints[i],
+            in_doubt: None,
+        }),
+        Fate::InDoubt(id) => Some(LedgerEntry {
+            fingerprint: prints[i],
+            in_doubt: Some(id),
+        }),
+        Fate::NotWritten => None,
+    })
+}
+
+fn meta<'a>(rec: &'a Record, key: &str) -> Option<&'a str> {
+    rec.metadata
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn check_partition(t: &TopicMeta, p: i32) -> Result<i32> {
+    if p >= 0 && (p as usize) < t.leaders.len() {
+        Ok(p)
+    } else {
+        Err(Error::InvalidRecord(format!(
+            "{} has no partition {p} (it has {})",
+            t.name,
+            t.leaders.len()
+        )))
+    }
+}
+
+fn bad_partition(topic: &str, p: &str) -> Error {
+    Error::InvalidRecord(format!(
+        "{PARTITION} \"{p}\" is not a partition number of {topic}"
+    ))
+}
+
+/// Identifies a record across a host's retry: topic, key, value and headers (not the
+/// timestamp, which is the write time when the record has none).
+fn fingerprint(topic: &str, r: &KafkaRecord) -> u64 {
+    let mut h = DefaultHasher::new();
+    topic.hash(&mut h);
+    r.key.hash(&mut h);
+    r.value.hash(&mut h);
+    for (k, v) in &r.headers {
+        k.as_bytes().hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// A record's size in a batch, close enough to keep batches under `batchBytes`.
+fn record_size(r: &KafkaRecord) -> usize {
+    const OVERHEAD: usize = 24;
+    let len = |b: &Option<bytes::Bytes>| b.as_ref().map_or(0, |b| b.len());
+    let headers: usize = r.headers.iter().map(|(k, v)| k.len() + len(v) + 10).sum();
+    OVERHEAD + len(&r.key) + len(&r.value) + headers
+}
+
 fn keep_first(slot: &mut Option<(usize, Error)>, index: usize, e: Error) {
     if slot.as_ref().is_none_or(|(i, _)| index < *i) {
         *slot = Some((index, e));
+    }
+}
+
+/// The error of the first record not written.
+fn first_error(failure: Option<(usize, Error)>, written: usize) -> Error {
+    match failure {
+        Some((_, e)) => e,
+        None => Error::Other(format!("record {written} was not written")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_holds_what_lies_past_the_prefix_and_was_written_or_is_in_doubt() {
+        let fates = [
+            Fate::Written,
+            Fate::NotWritten,
+            Fate::Written,
+            Fate::InDoubt(7),
+            Fate::NotWritten,
+            Fate::Written,
+        ];
+        let prints = [10, 11, 12, 13, 14, 15];
+        let entries: Vec<(u64, Option<usize>)> = beyond(1, &fates, &prints)
+            .map(|e| (e.fingerprint, e.in_doubt))
+            .collect();
+        assert_eq!(entries, [(12, None), (13, Some(7)), (15, None)]);
+    }
+
+    #[test]
+    fn fingerprints_ignore_the_timestamp_but_not_the_content() {
+        let rec = |value: &str, ts: i64| {
+            let r = crate::record::Record {
+                position: vec![],
+                operation: crate::record::Operation::Create,
+                metadata: vec![("h".into(), "1".into())],
+                key: None,
+                before: None,
+                after: Some(crate::record::Data::Raw(value.into())),
+            };
+            mapping::to_kafka(
+                r,
+                ts,
+                &crate::config::HeaderSelection::All,
+                crate::config::ValueFormat::Raw,
+            )
+            .unwrap()
+        };
+        assert_eq!(fingerprint("t", &rec("a", 1)), fingerprint("t", &rec("a", 2)));
+        assert_ne!(fingerprint("t", &rec("a", 1)), fingerprint("t", &rec("b", 1)));
+        assert_ne!(fingerprint("t", &rec("a", 1)), fingerprint("u", &rec("a", 1)));
     }
 }

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record as KafkaRecord, TimestampType};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{HeaderSelection, ValueFormat};
 use crate::error::{Error, Result};
 use crate::record::*;
 
@@ -40,19 +41,31 @@ impl Position {
 }
 
 /// Builds the Kafka record for `rec`; `now_ms` is the timestamp when there is no
-/// `opencdc.createdAt`.
-pub fn to_kafka(rec: Record, now_ms: i64) -> Result<KafkaRecord> {
-    let mut timestamp = now_ms;
-    let mut headers = indexmap::IndexMap::new();
+/// `opencdc.createdAt`. `headers` picks the metadata written as headers; `format` what
+/// the value holds.
+pub fn to_kafka(
+    rec: Record,
+    now_ms: i64,
+    headers: &HeaderSelection,
+    format: ValueFormat,
+) -> Result<KafkaRecord> {
+    let timestamp = match rec.metadata.iter().find(|(k, _)| k == CREATED_AT) {
+        Some((_, v)) => created_at_ms(v)?,
+        None => now_ms,
+    };
+    let value = match format {
+        ValueFormat::Raw => rec.after.clone().map(|v| Bytes::from(v.into_bytes())),
+        ValueFormat::OpenCdc => Some(Bytes::from(opencdc_json(&rec))),
+    };
+    let mut kafka_headers = indexmap::IndexMap::new();
     for (k, v) in rec.metadata {
-        match k.as_str() {
-            CREATED_AT => timestamp = created_at_ms(&v)?,
-            COLLECTION | PARTITION | OFFSET | READ_AT => {}
-            _ => {
-                let name = k.strip_prefix(HEADER_PREFIX).map(str::to_string).unwrap_or(k);
-                headers.insert(StrBytes::from_string(name), Some(Bytes::from(v)));
-            }
+        if matches!(k.as_str(), CREATED_AT | COLLECTION | PARTITION | OFFSET | READ_AT)
+            || !headers.includes(&k)
+        {
+            continue;
         }
+        let name = k.strip_prefix(HEADER_PREFIX).map(str::to_string).unwrap_or(k);
+        kafka_headers.insert(StrBytes::from_string(name), Some(Bytes::from(v)));
     }
     Ok(KafkaRecord {
         transactional: false,
@@ -65,10 +78,43 @@ pub fn to_kafka(rec: Record, now_ms: i64) -> Result<KafkaRecord> {
         sequence: -1,
         timestamp,
         key: rec.key.map(|k| Bytes::from(k.into_bytes())),
-        value: rec.after.map(|v| Bytes::from(v.into_bytes())),
-        headers,
+        value,
+        headers: kafka_headers,
         delete_horizon: false,
     })
+}
+
+/// The whole record as OpenCDC JSON: raw data and the position as base64, structured
+/// data as JSON objects (the encoding Conduit and the bundled host use).
+fn opencdc_json(rec: &Record) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+    let data = |d: &Option<Data>| match d {
+        None => serde_json::Value::Null,
+        Some(Data::Raw(b)) => b64(b),
+        Some(Data::Structured(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone()))
+        }
+    };
+    let operation = match rec.operation {
+        Operation::Create => "create",
+        Operation::Update => "update",
+        Operation::Delete => "delete",
+        Operation::Snapshot => "snapshot",
+    };
+    let metadata: serde_json::Map<String, serde_json::Value> = rec
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let json = serde_json::json!({
+        "position": b64(&rec.position),
+        "operation": operation,
+        "metadata": metadata,
+        "key": data(&rec.key),
+        "payload": { "before": data(&rec.before), "after": data(&rec.after) },
+    });
+    serde_json::to_vec(&json).expect("a JSON value always serializes")
 }
 
 /// `opencdc.createdAt` is unix nanoseconds; Kafka timestamps are milliseconds.
@@ -139,7 +185,7 @@ mod tests {
             (COLLECTION, "ignored"),
             (OFFSET, "9"),
         ]);
-        let k = to_kafka(r, 5).unwrap();
+        let k = to_kafka(r, 5, &HeaderSelection::All, ValueFormat::Raw).unwrap();
         assert_eq!(k.timestamp, 1_700_000_000_123);
         let names: Vec<_> = k.headers.keys().map(|h| h.to_string()).collect();
         assert_eq!(names, ["trace", "origin"]);
@@ -173,11 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn headers_can_be_chosen_and_the_value_can_be_the_whole_record() {
+        let r = rec(&[("a", "1"), ("b", "2"), ("kafka.header.c", "3")]);
+        let only = HeaderSelection::Keys(vec!["b".into(), "kafka.header.c".into()]);
+        let k = to_kafka(r.clone(), 0, &only, ValueFormat::Raw).unwrap();
+        let names: Vec<_> = k.headers.keys().map(|h| h.to_string()).collect();
+        assert_eq!(names, ["b", "c"]);
+        assert!(
+            to_kafka(r.clone(), 0, &HeaderSelection::None, ValueFormat::Raw)
+                .unwrap()
+                .headers
+                .is_empty()
+        );
+        let k = to_kafka(r, 0, &HeaderSelection::None, ValueFormat::OpenCdc).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&k.value.unwrap()).unwrap();
+        assert_eq!(v["key"], serde_json::json!({"id": 1}));
+        assert_eq!(v["payload"]["after"], "AAEC");
+        assert_eq!(v["metadata"]["a"], "1");
+        assert_eq!(v["operation"], "create");
+    }
+
+    #[test]
     fn nulls_stay_null() {
         let mut r = rec(&[]);
         r.key = None;
         r.after = None;
-        let k = to_kafka(r, 5).unwrap();
+        let k = to_kafka(r, 5, &HeaderSelection::All, ValueFormat::Raw).unwrap();
         assert_eq!((k.key.clone(), k.value.clone(), k.timestamp), (None, None, 5));
         let back = from_kafka("t", 0, k, 0);
         assert_eq!((back.key, back.after), (None, None));
@@ -185,10 +252,13 @@ mod tests {
 
     #[test]
     fn a_bad_created_at_is_an_invalid_record() {
-        assert!(matches!(
-            to_kafka(rec(&[(CREATED_AT, "yesterday")]), 0),
-            Err(Error::InvalidRecord(_))
-        ));
+        let r = to_kafka(
+            rec(&[(CREATED_AT, "yesterday")]),
+            0,
+            &HeaderSelection::All,
+            ValueFormat::Raw,
+        );
+        assert!(matches!(r, Err(Error::InvalidRecord(_))));
         assert!(Position::decode(b"nope").is_err());
     }
 }

@@ -57,7 +57,7 @@ impl Cluster {
 
     /// A connection for cluster-wide requests (Metadata, CreateTopics): the last one that
     /// worked, else each bootstrap server and known broker in turn.
-    fn any_connection(&mut self) -> Result<&mut Connection> {
+    pub fn any(&mut self) -> Result<&mut Connection> {
         if self.any.as_ref().is_some_and(|c| c.broken().is_none()) {
             return Ok(self.any.as_mut().expect("checked above"));
         }
@@ -84,7 +84,7 @@ impl Cluster {
     /// Fetches Metadata for `topics` (and the broker list) and updates the cache.
     pub fn refresh(&mut self, topics: &[&str]) -> Result<()> {
         let deadline = self.deadline();
-        let conn = self.any_connection()?;
+        let conn = self.any()?;
         let version = conn.version::<MetadataRequest>()?;
         let request_topics = topics
             .iter()
@@ -209,7 +209,7 @@ impl Cluster {
                     .with_num_partitions(partitions)
                     .with_replication_factor(-1),
             ]);
-        let resp = self.any_connection()?.request(&req, deadline)?;
+        let resp = self.any()?.request(&req, deadline)?;
         for t in resp.topics {
             errors::check(t.error_code, &format!("CreateTopics \"{name}\""))?;
         }

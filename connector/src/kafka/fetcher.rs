@@ -109,7 +109,9 @@ impl Fetcher {
     /// A leader that could not be fetched from: log, refresh metadata (leadership may have
     /// moved), and leave it alone for a while.
     fn failed(&mut self, cluster: &mut Cluster, leader: i32, e: &Error) {
-        log::warn(&format!("fetch from broker {leader}: {e}; retrying in {RETRY_BACKOFF:?}"));
+        log::warn(&format!(
+            "fetch from broker {leader}: {e}; retrying in {RETRY_BACKOFF:?}"
+        ));
         self.backoff.insert(leader, Instant::now() + RETRY_BACKOFF);
         if let Err(e) = cluster.refresh(&[&self.topic]) {
             log::warn(&format!("metadata refresh for {}: {e}", self.topic));

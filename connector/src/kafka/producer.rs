@@ -1,14 +1,15 @@
 //! Sending record batches to partition leaders: one Produce request per leader, all of
 //! them in flight at once, and retriable failures sent again (after a metadata refresh)
-//! until the deadline.
+//! until the deadline. A batch is resent as the same bytes, so with an idempotent producer
+//! (sequence numbers in the batch) the broker writes it once however often it arrives.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
 
 use super::cluster::{Cluster, topic_name};
 use super::connection::Pending;
@@ -19,38 +20,70 @@ use crate::error::{Error, Result};
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// One partition's records of a write, encoded as one record batch.
+/// One partition's records, encoded as one record batch.
+#[derive(Debug, Clone)]
 pub struct PartitionBatch {
     pub topic: String,
     pub partition: i32,
     pub records: Bytes,
+    pub count: usize,
 }
 
-/// A Produce request in flight and the batches (by index) it carries.
-struct InFlight {
-    leader: i32,
-    /// None for acks=0: the broker sends no answer.
-    pending: Option<Pending<ProduceRequest>>,
-    batches: Vec<usize>,
+/// What became of a batch.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Written,
+    /// Not written: refused by the broker, or never sent.
+    Failed(Error),
+    /// Sent, but no answer came (timeout, connection lost): it may have been written.
+    InDoubt(Error),
 }
 
-/// Sends `batches` and returns, per batch, whether it was written as `acks` asks.
-/// Never returns before every batch has its outcome or `deadline` has passed.
+impl Outcome {
+    /// The outcome of another attempt at a batch, given what the earlier ones said. A
+    /// batch that may have been written stays in doubt until the broker answers for it:
+    /// written, or refused for good.
+    fn after(self, earlier: Option<&Outcome>) -> Outcome {
+        match (earlier, self) {
+            (Some(Outcome::InDoubt(_)), Outcome::Failed(e)) if e.is_retriable() => Outcome::InDoubt(e),
+            (_, now) => now,
+        }
+    }
+
+    fn retriable(&self) -> bool {
+        match self {
+            Outcome::Written => false,
+            Outcome::Failed(e) | Outcome::InDoubt(e) => e.is_retriable(),
+        }
+    }
+}
+
+/// Asks the cluster for a producer id and epoch (an idempotent, non-transactional producer).
+pub fn init_producer_id(cluster: &mut Cluster) -> Result<(i64, i16)> {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = cluster.deadline();
+    let resp = cluster.any()?.request(&req, deadline)?;
+    errors::check(resp.error_code, "InitProducerId")?;
+    Ok((resp.producer_id.0, resp.producer_epoch))
+}
+
+/// Sends `batches` and returns each one's outcome. Returns once every batch has a final
+/// outcome or `deadline` has passed.
 pub fn produce(
     cluster: &mut Cluster,
     batches: &[PartitionBatch],
     acks: Acks,
     deadline: Instant,
-) -> Vec<Result<()>> {
-    let mut outcome: Vec<Option<Result<()>>> = (0..batches.len()).map(|_| None).collect();
+) -> Vec<Outcome> {
+    let mut outcome: Vec<Option<Outcome>> = vec![None; batches.len()];
     let mut backoff = FIRST_BACKOFF;
     loop {
         let todo: Vec<usize> = (0..batches.len())
-            .filter(|&i| {
-                outcome[i]
-                    .as_ref()
-                    .is_none_or(|r| r.as_ref().is_err_and(Error::is_retriable))
-            })
+            .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
             .collect();
         if todo.is_empty() {
             break;
@@ -58,16 +91,13 @@ pub fn produce(
         let sent = send_round(cluster, batches, &todo, acks, deadline, &mut outcome);
         if acks == Acks::None {
             flush(cluster, deadline);
-            for i in sent.iter().flat_map(|f| &f.batches) {
-                outcome[*i] = Some(Ok(()));
-            }
+            sent.iter()
+                .flat_map(|f| &f.batches)
+                .for_each(|&i| set(&mut outcome, i, Outcome::Written));
             break;
         }
         collect(cluster, batches, sent, deadline, &mut outcome);
-        let retry = outcome
-            .iter()
-            .flatten()
-            .any(|r| r.as_ref().is_err_and(Error::is_retriable));
+        let retry = outcome.iter().flatten().any(Outcome::retriable);
         if !retry || Instant::now() + backoff >= deadline {
             break;
         }
@@ -78,8 +108,16 @@ pub fn produce(
     }
     outcome
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(Error::Timeout("no answer from the partition leader".into()))))
+        .map(|o| o.unwrap_or_else(|| Outcome::Failed(Error::Timeout("the batch was never sent".into()))))
         .collect()
+}
+
+/// A Produce request in flight and the batches (by index) it carries.
+struct InFlight {
+    leader: i32,
+    /// None for acks=0: the broker sends no answer.
+    pending: Option<Pending<ProduceRequest>>,
+    batches: Vec<usize>,
 }
 
 /// Groups the batches to send by leader and queues one request per leader.
@@ -89,7 +127,7 @@ fn send_round(
     todo: &[usize],
     acks: Acks,
     deadline: Instant,
-    outcome: &mut [Option<Result<()>>],
+    outcome: &mut [Option<Outcome>],
 ) -> Vec<InFlight> {
     let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for &i in todo {
@@ -99,8 +137,8 @@ fn send_round(
             .map(|t| t.leaders.get(b.partition as usize).copied())
         {
             Ok(Some(leader)) if leader >= 0 => by_leader.entry(leader).or_default().push(i),
-            Ok(_) => outcome[i] = Some(Err(leader_unknown(b))),
-            Err(e) => outcome[i] = Some(Err(e)),
+            Ok(_) => set(outcome, i, Outcome::Failed(leader_unknown(b))),
+            Err(e) => set(outcome, i, Outcome::Failed(e)),
         }
     }
     let timeout_ms = deadline
@@ -124,7 +162,9 @@ fn send_round(
                 pending,
                 batches: idx,
             }),
-            Err(e) => idx.iter().for_each(|&i| outcome[i] = Some(Err(e.clone()))),
+            Err(e) => idx
+                .iter()
+                .for_each(|&i| set(outcome, i, Outcome::Failed(e.clone()))),
         }
     }
     sent
@@ -155,51 +195,63 @@ fn request(batches: &[PartitionBatch], idx: &[usize], acks: Acks, timeout_ms: i3
         .with_topic_data(topic_data)
 }
 
-/// Waits for the answers to `sent` and files each partition's outcome.
+/// Waits for the answers to `sent` and files each batch's outcome. What is still
+/// unanswered at `deadline`, or lost with its connection, is in doubt.
 fn collect(
     cluster: &mut Cluster,
     batches: &[PartitionBatch],
     mut sent: Vec<InFlight>,
     deadline: Instant,
-    outcome: &mut [Option<Result<()>>],
+    outcome: &mut [Option<Outcome>],
 ) {
-    while !sent.is_empty() {
+    loop {
         sent.retain(|f| {
-            let Some(conn) = cluster.connection(f.leader) else {
-                let e = Error::Connection(format!("connection to broker {} lost", f.leader));
-                f.batches.iter().for_each(|&i| outcome[i] = Some(Err(e.clone())));
-                return false;
+            let answer = match (cluster.connection(f.leader), &f.pending) {
+                (Some(conn), Some(pending)) => conn.take(pending),
+                _ => Some(Err(Error::Connection(format!(
+                    "connection to broker {} lost",
+                    f.leader
+                )))),
             };
-            let Some(pending) = &f.pending else {
-                return false;
-            };
-            match conn.take(pending) {
-                None => true,
-                Some(Err(e)) => {
-                    f.batches.iter().for_each(|&i| outcome[i] = Some(Err(e.clone())));
-                    false
-                }
-                Some(Ok(resp)) => {
-                    for &i in &f.batches {
-                        outcome[i] = Some(partition_outcome(&resp, &batches[i]));
-                    }
-                    false
-                }
+            match answer {
+                None => return true,
+                Some(Err(e)) => f
+                    .batches
+                    .iter()
+                    .for_each(|&i| set(outcome, i, Outcome::InDoubt(e.clone()))),
+                Some(Ok(resp)) => f
+                    .batches
+                    .iter()
+                    .for_each(|&i| set(outcome, i, partition_outcome(&resp, &batches[i]))),
             }
+            false
         });
-        if sent.is_empty() || Instant::now() >= deadline {
-            break;
+        if sent.is_empty() {
+            return;
         }
-        if let Err(e) = cluster.wait(deadline) {
+        let waited = if Instant::now() < deadline {
+            cluster.wait(deadline)
+        } else {
+            Err(no_answer())
+        };
+        if let Err(e) = waited {
             sent.iter()
                 .flat_map(|f| &f.batches)
-                .for_each(|&i| outcome[i] = Some(Err(e.clone())));
-            break;
+                .for_each(|&i| set(outcome, i, Outcome::InDoubt(e.clone())));
+            return;
         }
     }
 }
 
-fn partition_outcome(resp: &kafka_protocol::messages::ProduceResponse, b: &PartitionBatch) -> Result<()> {
+fn set(outcome: &mut [Option<Outcome>], i: usize, now: Outcome) {
+    outcome[i] = Some(now.after(outcome[i].as_ref()));
+}
+
+fn no_answer() -> Error {
+    Error::Timeout("no answer from the partition leader before deliveryTimeout".into())
+}
+
+fn partition_outcome(resp: &ProduceResponse, b: &PartitionBatch) -> Outcome {
     let answer = resp
         .responses
         .iter()
@@ -207,16 +259,35 @@ fn partition_outcome(resp: &kafka_protocol::messages::ProduceResponse, b: &Parti
         .flat_map(|t| &t.partition_responses)
         .find(|p| p.index == b.partition);
     let Some(p) = answer else {
-        return Err(Error::CorruptData(format!(
+        let msg = format!(
             "no answer for {}-{} in the Produce response",
             b.topic, b.partition
-        )));
+        );
+        return Outcome::InDoubt(Error::CorruptData(msg));
     };
+    // The broker already has this batch: a resend after a lost answer.
+    if p.error_code == ResponseError::DuplicateSequenceNumber.code() {
+        return Outcome::Written;
+    }
     let mut context = format!("Produce to {}-{}", b.topic, b.partition);
     if let Some(msg) = p.error_message.as_deref().filter(|m| !m.is_empty()) {
         context.push_str(&format!(" ({msg})"));
     }
-    errors::check(p.error_code, &context)
+    match errors::check(p.error_code, &context) {
+        Ok(()) => Outcome::Written,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Whether an error says the producer's id or sequence numbers no longer match the
+/// broker's, so the producer must start over with a new id.
+pub fn needs_new_producer_id(e: &Error) -> bool {
+    const CODES: [ResponseError; 3] = [
+        ResponseError::OutOfOrderSequenceNumber,
+        ResponseError::UnknownProducerId,
+        ResponseError::InvalidProducerEpoch,
+    ];
+    matches!(e, Error::Kafka { code, .. } if CODES.iter().any(|c| c.code() == *code))
 }
 
 /// Waits until every queued byte is on the wire (acks=0 has nothing else to wait for).
@@ -233,4 +304,37 @@ fn leader_unknown(b: &PartitionBatch) -> Error {
         ResponseError::LeaderNotAvailable,
         &format!("{}-{}", b.topic, b.partition),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_in_doubt_stays_in_doubt_until_the_broker_answers_for_it() {
+        let doubt = Outcome::InDoubt(Error::Timeout("t".into()));
+        let not_sent = Outcome::Failed(Error::Connection("refused".into()));
+        assert!(matches!(
+            not_sent.clone().after(Some(&doubt)),
+            Outcome::InDoubt(_)
+        ));
+        assert!(matches!(not_sent.after(None), Outcome::Failed(_)));
+        assert!(matches!(Outcome::Written.after(Some(&doubt)), Outcome::Written));
+        let refused_for_good = Outcome::Failed(errors::check(10, "p").unwrap_err());
+        assert!(matches!(
+            refused_for_good.after(Some(&doubt)),
+            Outcome::Failed(Error::RecordTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn sequence_and_epoch_errors_call_for_a_new_producer_id() {
+        for code in [45, 59, 47] {
+            assert!(
+                needs_new_producer_id(&errors::check(code, "p").unwrap_err()),
+                "{code}"
+            );
+        }
+        assert!(!needs_new_producer_id(&errors::check(6, "p").unwrap_err()));
+    }
 }

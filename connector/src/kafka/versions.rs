@@ -18,6 +18,7 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::Fetch) => 12,
         Ok(ApiKey::ListOffsets) => 7,
         Ok(ApiKey::CreateTopics) => 7,
+        Ok(ApiKey::InitProducerId) => 4,
         _ => 0,
     }
 }
