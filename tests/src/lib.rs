@@ -6,6 +6,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod faults;
+
+pub mod interop;
+
 use connector_host::{Allowlist, Destination, Limits, Runtime, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
 use kafka_connector::kafka::cluster::Cluster;
@@ -123,4 +127,59 @@ pub fn guest_error(e: &anyhow::Error) -> &wit::Error {
     &e.downcast_ref::<connector_host::GuestError>()
         .unwrap_or_else(|| panic!("not a connector error: {e:#}"))
         .0
+}
+
+/// A record with raw or structured key and value and the given metadata.
+pub fn record(key: Option<wit::Data>, after: Option<wit::Data>, metadata: &[(&str, &str)]) -> wit::Record {
+    wit::Record {
+        position: vec![],
+        operation: wit::Operation::Create,
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        key,
+        payload: wit::Change { before: None, after },
+    }
+}
+
+/// The bytes Kafka holds for a key or value.
+pub fn bytes(d: &Option<wit::Data>) -> Option<Vec<u8>> {
+    d.as_ref().map(|d| match d {
+        wit::Data::Raw(b) => b.clone(),
+        wit::Data::Structured(s) => s.as_bytes().to_vec(),
+    })
+}
+
+/// A destination opened on `servers` with `extra` settings (`topic` among them, if any).
+pub async fn open_destination_at(servers: &str, extra: &[(&str, &str)]) -> Destination {
+    let mut dst = destination(&allow_broker()).await;
+    let mut cfg = config(&[("servers", servers)]);
+    cfg.extend(config(extra));
+    dst.open(&cfg).await.expect("open destination");
+    dst
+}
+
+/// A destination on the test broker writing to `topic`.
+pub async fn open_destination(topic: &str, extra: &[(&str, &str)]) -> Destination {
+    let mut cfg = vec![("topic", topic)];
+    cfg.extend_from_slice(extra);
+    open_destination_at(&broker(), &cfg).await
+}
+
+/// A source on `servers` reading `topic`.
+pub async fn open_source_at(servers: &str, topic: &str, from_beginning: bool) -> Source {
+    let mut src = source(&allow_broker()).await;
+    let cfg = config(&[
+        ("servers", servers),
+        ("topic", topic),
+        ("readFromBeginning", &from_beginning.to_string()),
+    ]);
+    src.open(&cfg, None).await.expect("open source");
+    src
+}
+
+/// A source on the test broker reading `topic`.
+pub async fn open_source(topic: &str, from_beginning: bool) -> Source {
+    open_source_at(&broker(), topic, from_beginning).await
 }

@@ -1,0 +1,444 @@
+//! Network faults between the connector and a real broker.
+//!
+//! Kafka clients learn broker addresses from Metadata, so a plain TCP proxy in front of
+//! the shared broker would only see the bootstrap connection. A [`PrivateBroker`] is a
+//! nisshi process of its own that advertises its [`Proxy`] as its address: every
+//! connection a client makes to it, bootstrap or not, goes through the proxy, where a
+//! test can cut, refuse, truncate or corrupt it.
+//!
+//! ```text
+//! let broker = PrivateBroker::start();
+//! let topic = broker.new_topic("faults", 1);
+//! // ... open the connector with ("servers", &broker.addr()) ...
+//! broker.proxy().cut(); // every open connection closes now
+//! broker.proxy().corrupt_responses(|api_key, frame| {
+//!     if api_key == api::FETCH && frame.len() > 100 {
+//!         frame[100] ^= 0xff;
+//!     }
+//! });
+//! ```
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kafka_connector::config::{ClientConfig, parse_server};
+use kafka_connector::kafka::cluster::Cluster;
+
+/// API keys of the requests a response hook is most likely to care about.
+pub mod api {
+    pub const PRODUCE: i16 = 0;
+    pub const FETCH: i16 = 1;
+    pub const LIST_OFFSETS: i16 = 2;
+    pub const METADATA: i16 = 3;
+    pub const API_VERSIONS: i16 = 18;
+    pub const CREATE_TOPICS: i16 = 19;
+}
+
+/// Frames larger than this are taken as garbage and close the connection.
+const MAX_FRAME: usize = 256 << 20;
+
+/// A hook that may change a response frame in place: it gets the API key of the request
+/// the response answers (-1 if unknown) and the frame's bytes after its 4-byte length
+/// prefix (correlation id first). The length cannot change.
+type Hook = Box<dyn FnMut(i16, &mut [u8]) + Send>;
+
+/// A TCP proxy on 127.0.0.1 that forwards every connection it accepts to one upstream
+/// address, on background threads, and injects faults on demand. It understands Kafka
+/// framing only as far as it must: responses are forwarded one whole frame at a time,
+/// so a hook sees a complete response and knows which request it answers.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    stopped: AtomicBool,
+    refuse: AtomicBool,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    next_id: AtomicU64,
+    /// Open connections: both sockets of each, to shut them down from outside.
+    conns: Mutex<HashMap<u64, (TcpStream, TcpStream)>>,
+    /// Bytes broker→client still to forward before one connection is cut, when armed.
+    cut_budget: Mutex<Option<u64>>,
+    hook: Mutex<Option<Hook>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Proxy {
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`.
+    pub fn start(upstream: SocketAddr) -> io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            upstream,
+            stopped: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            cut_budget: Mutex::new(None),
+            hook: Mutex::new(None),
+        });
+        let s = shared.clone();
+        thread::Builder::new()
+            .name(format!("proxy-{}", addr.port()))
+            .spawn(move || accept_loop(listener, s))?;
+        Ok(Proxy { addr, shared })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every open connection now, both directions (the client reads end of file).
+    /// New connections are accepted as before.
+    pub fn cut(&self) {
+        let conns: Vec<_> = lock(&self.shared.conns).drain().collect();
+        for (_, (client, upstream)) in conns {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// While `true`, a new connection is accepted and closed at once, before a byte is
+    /// forwarded: the broker is gone. Open connections are left alone (see [`Proxy::cut`]).
+    pub fn set_refuse(&self, refuse: bool) {
+        self.shared.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Arms a one-shot cut: once `n` more bytes have been forwarded broker→client (counted
+    /// over all connections from now), the connection that forwarded the `n`-th byte is
+    /// cut right after it, possibly in the middle of a response. `n = 0` cuts the next
+    /// connection that has a response to forward, before any of it.
+    pub fn cut_after_response_bytes(&self, n: u64) {
+        *lock(&self.shared.cut_budget) = Some(n);
+    }
+
+    /// Whether a cut armed by [`Proxy::cut_after_response_bytes`] is still to happen.
+    pub fn cut_pending(&self) -> bool {
+        lock(&self.shared.cut_budget).is_some()
+    }
+
+    /// Passes every response frame from now on through `f` before it is forwarded: `f`
+    /// gets the API key of the request it answers (see [`api`]; -1 if unknown) and the
+    /// frame after its length prefix, which it may change in place. Replaces any earlier
+    /// hook.
+    pub fn corrupt_responses(&self, f: impl FnMut(i16, &mut [u8]) + Send + 'static) {
+        *lock(&self.shared.hook) = Some(Box::new(f));
+    }
+
+    /// Removes the hook set by [`Proxy::corrupt_responses`]: responses pass unchanged.
+    pub fn stop_corrupting(&self) {
+        *lock(&self.shared.hook) = None;
+    }
+
+    /// Connections accepted so far, refused ones included.
+    pub fn accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted and closed at once because of [`Proxy::set_refuse`].
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections being forwarded now.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.conns).len()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag and ends.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        self.cut();
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for client in listener.incoming() {
+        if shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = client else { continue };
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if shared.refuse.load(Ordering::SeqCst) {
+            shared.refused.fetch_add(1, Ordering::SeqCst);
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        }
+        let s = shared.clone();
+        let _ = thread::Builder::new()
+            .name("proxy-conn".into())
+            .spawn(move || connection(client, s));
+    }
+}
+
+/// Sets up one forwarded connection and runs its two directions.
+fn connection(client: TcpStream, shared: Arc<Shared>) {
+    let Ok(upstream) = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5)) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    let clones = (
+        client.try_clone(),
+        upstream.try_clone(),
+        client.try_clone(),
+        upstream.try_clone(),
+    );
+    let (Ok(c_reg), Ok(u_reg), Ok(c_read), Ok(u_write)) = clones else {
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = upstream.shutdown(Shutdown::Both);
+        return;
+    };
+    lock(&shared.conns).insert(id, (c_reg, u_reg));
+    // Correlation id → API key of the requests sent and not yet answered.
+    let requests: Arc<Mutex<HashMap<i32, i16>>> = Arc::default();
+
+    let s = shared.clone();
+    let r = requests.clone();
+    let up = thread::Builder::new().name("proxy-up".into()).spawn(move || {
+        let _ = requests_up(c_read, u_write, &r);
+        close(&s, id);
+    });
+    let _ = responses_down(upstream, client, &requests, &shared, id);
+    close(&shared, id);
+    if let Ok(up) = up {
+        let _ = up.join();
+    }
+}
+
+/// Shuts down both sockets of connection `id`, if it is still open.
+fn close(shared: &Shared, id: u64) {
+    if let Some((client, upstream)) = lock(&shared.conns).remove(&id) {
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = upstream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Reads one length-prefixed frame (prefix included); `None` at end of file.
+fn read_frame(from: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut prefix = [0u8; 4];
+    match from.read_exact(&mut prefix) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = i32::from_be_bytes(prefix);
+    if len < 4 || len as usize > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame length {len}"),
+        ));
+    }
+    let mut frame = vec![0u8; 4 + len as usize];
+    frame[..4].copy_from_slice(&prefix);
+    from.read_exact(&mut frame[4..])?;
+    Ok(Some(frame))
+}
+
+/// Client → broker: forwards requests a frame at a time, noting each one's API key by
+/// its correlation id (request header: api key i16, api version i16, correlation id i32).
+fn requests_up(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    requests: &Mutex<HashMap<i32, i16>>,
+) -> io::Result<()> {
+    while let Some(frame) = read_frame(&mut client)? {
+        if frame.len() >= 12 {
+            let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+            let corr = i32::from_be_bytes(frame[8..12].try_into().expect("4 bytes"));
+            lock(requests).insert(corr, api_key);
+        }
+        upstream.write_all(&frame)?;
+    }
+    Ok(())
+}
+
+/// Broker → client: forwards responses a frame at a time, through the hook if one is set,
+/// and honours an armed cut.
+fn responses_down(
+    mut upstream: TcpStream,
+    mut client: TcpStream,
+    requests: &Mutex<HashMap<i32, i16>>,
+    shared: &Shared,
+    id: u64,
+) -> io::Result<()> {
+    while let Some(mut frame) = read_frame(&mut upstream)? {
+        let corr = i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
+        let api_key = lock(requests).remove(&corr).unwrap_or(-1);
+        if let Some(hook) = lock(&shared.hook).as_mut() {
+            hook(api_key, &mut frame[4..]);
+        }
+        let cut_at = {
+            let mut budget = lock(&shared.cut_budget);
+            match *budget {
+                Some(left) if left <= frame.len() as u64 => {
+                    *budget = None;
+                    Some(left as usize)
+                }
+                Some(left) => {
+                    *budget = Some(left - frame.len() as u64);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(n) = cut_at {
+            client.write_all(&frame[..n])?;
+            client.flush()?;
+            close(shared, id);
+            return Ok(());
+        }
+        client.write_all(&frame)?;
+    }
+    Ok(())
+}
+
+/// The nisshi binary: `$NISSHI`, else where `scripts/broker.sh install` puts it.
+pub fn nisshi_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("NISSHI") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("WASM_KAFKA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("wasm-kafka")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wasm-kafka")))
+        .expect("none of WASM_KAFKA_CACHE, XDG_CACHE_HOME, HOME is set");
+    cache.join("nisshi-0.8.1/bin/nisshi")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+/// A nisshi broker of one test's own (in memory, 127.0.0.1) that advertises its proxy:
+/// every client connection goes through [`PrivateBroker::proxy`]. Killed on drop.
+pub struct PrivateBroker {
+    child: Child,
+    dir: PathBuf,
+    broker: SocketAddr,
+    proxy: Proxy,
+}
+
+impl PrivateBroker {
+    /// Starts the proxy, then the broker behind it, and waits until the broker accepts
+    /// connections. Panics (with the broker's log) if it does not within 15 s.
+    pub fn start() -> PrivateBroker {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let port = free_port();
+        let broker: SocketAddr = ([127, 0, 0, 1], port).into();
+        let proxy = Proxy::start(broker).expect("start the proxy");
+        let dir = std::env::temp_dir().join(format!(
+            "wasm-kafka-private-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the broker's working directory");
+        let log = File::create(dir.join("broker.log")).expect("create the broker log");
+        let nisshi = nisshi_binary();
+        assert!(
+            nisshi.exists(),
+            "{} is missing: run `scripts/broker.sh install` or set NISSHI",
+            nisshi.display()
+        );
+        // Its own empty working directory: nisshi reads a .env file from there if one exists.
+        let child = Command::new(&nisshi)
+            .current_dir(&dir)
+            .args(["broker", "--silent", "--listener-url"])
+            .arg(format!("tcp://{broker}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{}", proxy.addr()))
+            .arg("--storage-engine")
+            .arg(format!("memory://wasm-kafka-private-{port}/"))
+            .args(["--group-initial-rebalance-delay", "0s"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", nisshi.display()));
+        let mut b = PrivateBroker {
+            child,
+            dir,
+            broker,
+            proxy,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if TcpStream::connect_timeout(&broker, Duration::from_millis(200)).is_ok() {
+                return b;
+            }
+            let exited = b.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = fs::read_to_string(b.dir.join("broker.log")).unwrap_or_default();
+                panic!("private broker on {broker} did not start ({exited:?}): {log}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The proxy's address, "127.0.0.1:P": what the connector takes as `servers`.
+    pub fn addr(&self) -> String {
+        self.proxy.addr().to_string()
+    }
+
+    /// The broker's own listener, bypassing the proxy (it still advertises the proxy).
+    pub fn broker_addr(&self) -> SocketAddr {
+        self.broker
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Creates a topic on this broker (through the proxy) with a name no other test uses.
+    pub fn new_topic(&self, prefix: &str, partitions: i32) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = ClientConfig {
+            servers: vec![parse_server(&self.addr()).expect("proxy address")],
+            client_id: "tests".into(),
+        };
+        let mut cluster =
+            Cluster::connect(&client, Duration::from_secs(10)).expect("connect to the private broker");
+        cluster.create_topic(&name, partitions).expect("create topic");
+        cluster.close();
+        name
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
