@@ -28,7 +28,7 @@ async fn missing_servers_and_topic_are_named_like_the_original_plugin() {
         ("servers".into(), "servers missing".into())
     );
     assert_eq!(
-        invalid("destination", &[("servers", "a:1")]).await,
+        invalid("source", &[("servers", "a:1")]).await,
         ("topic".into(), "topic missing".into())
     );
     assert_eq!(

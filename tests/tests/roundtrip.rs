@@ -4,47 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use connector_host::wit::{self, Change, Data, Operation, Record};
+use connector_host::wit::{self, Data, Operation, Record};
 use integration_tests::*;
-
-fn record(key: Option<Data>, after: Option<Data>, metadata: &[(&str, &str)]) -> Record {
-    Record {
-        position: vec![],
-        operation: Operation::Create,
-        metadata: metadata
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        key,
-        payload: Change { before: None, after },
-    }
-}
-
-fn bytes(d: &Option<Data>) -> Option<Vec<u8>> {
-    d.as_ref().map(|d| match d {
-        Data::Raw(b) => b.clone(),
-        Data::Structured(s) => s.as_bytes().to_vec(),
-    })
-}
-
-async fn open_destination(topic: &str, extra: &[(&str, &str)]) -> connector_host::Destination {
-    let mut dst = destination(&allow_broker()).await;
-    let mut cfg = config(&[("servers", &broker()), ("topic", topic)]);
-    cfg.extend(config(extra));
-    dst.open(&cfg).await.expect("open destination");
-    dst
-}
-
-async fn open_source(topic: &str, from_beginning: bool) -> connector_host::Source {
-    let mut src = source(&allow_broker()).await;
-    let cfg = config(&[
-        ("servers", &broker()),
-        ("topic", topic),
-        ("readFromBeginning", &from_beginning.to_string()),
-    ]);
-    src.open(&cfg, None).await.expect("open source");
-    src
-}
 
 #[tokio::test]
 async fn keys_values_and_metadata_survive_the_round_trip() {
