@@ -61,6 +61,12 @@ pub const PARTITIONER: &str = "partitioner";
 pub const PARTITION: &str = "partition";
 pub const VALUE_FORMAT: &str = "valueFormat";
 pub const HEADERS: &str = "headers";
+pub const TOPICS: &str = "topics";
+pub const GROUP_ID: &str = "groupID";
+pub const COMMIT_OFFSETS_SIZE: &str = "commitOffsetsSize";
+pub const COMMIT_OFFSETS_DELAY: &str = "commitOffsetsDelay";
+pub const SESSION_TIMEOUT: &str = "sessionTimeout";
+pub const REBALANCE_TIMEOUT: &str = "rebalanceTimeout";
 
 /// Every parameter the connector takes.
 pub const PARAMS: &[Param] = &[
@@ -75,10 +81,64 @@ pub const PARAMS: &[Param] = &[
     },
     Param {
         name: TOPIC,
-        description: "The topic to read from.",
+        description: "A topic to read from (topic, topics or both).",
         kind: ParamType::String,
         default: None,
-        required: true,
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+    Param {
+        name: TOPICS,
+        description: "Comma-separated list of topics to read from.",
+        kind: ParamType::List,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+    Param {
+        name: GROUP_ID,
+        description: "The consumer group; when empty, the one in the position, else a new one (kept in every record's position).",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+    Param {
+        name: COMMIT_OFFSETS_SIZE,
+        description: "Commit acknowledged offsets once this many records were acked since the last commit.",
+        kind: ParamType::Int,
+        default: Some("1000"),
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+    Param {
+        name: COMMIT_OFFSETS_DELAY,
+        description: "Commit acknowledged offsets at least this often.",
+        kind: ParamType::Duration,
+        default: Some("5s"),
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+    Param {
+        name: SESSION_TIMEOUT,
+        description: "How long the group waits for a silent member before giving its partitions to others; the host must call the source more often than this.",
+        kind: ParamType::Duration,
+        default: Some("30s"),
+        required: false,
+        allowed: &[],
+        roles: SOURCE,
+    },
+    Param {
+        name: REBALANCE_TIMEOUT,
+        description: "How long a rebalance may wait for every member to rejoin.",
+        kind: ParamType::Duration,
+        default: Some("30s"),
+        required: false,
         allowed: &[],
         roles: SOURCE,
     },
@@ -270,8 +330,14 @@ pub struct ClientConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     pub client: ClientConfig,
-    pub topic: String,
+    /// `topic` and `topics` together, in order, without repeats.
+    pub topics: Vec<String>,
+    pub group_id: Option<String>,
     pub read_from_beginning: bool,
+    pub commit_size: usize,
+    pub commit_delay: Duration,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,10 +357,35 @@ pub struct DestinationConfig {
 impl SourceConfig {
     pub fn parse(raw: &[(String, String)]) -> Result<Self> {
         let v = Values::new(Role::Source, raw)?;
+        let mut topics: Vec<String> = split_list(&v.string(TOPIC)?);
+        for t in v.list(TOPICS)? {
+            if !topics.contains(&t) {
+                topics.push(t);
+            }
+        }
+        if topics.is_empty() {
+            return Err(Error::config(TOPIC, "topic missing"));
+        }
+        let commit_size = v.int(COMMIT_OFFSETS_SIZE)?;
+        if commit_size < 1 {
+            return Err(Error::config(
+                COMMIT_OFFSETS_SIZE,
+                format!("{commit_size} is not a positive count"),
+            ));
+        }
+        let session_timeout = v.duration(SESSION_TIMEOUT)?;
+        if session_timeout < Duration::from_secs(1) {
+            return Err(Error::config(SESSION_TIMEOUT, "must be at least 1s"));
+        }
         Ok(SourceConfig {
             client: ClientConfig::from_values(&v)?,
-            topic: v.string(TOPIC)?,
+            topics,
+            group_id: Some(v.string(GROUP_ID)?).filter(|g| !g.is_empty()),
             read_from_beginning: v.bool(READ_FROM_BEGINNING)?,
+            commit_size: commit_size as usize,
+            commit_delay: v.duration(COMMIT_OFFSETS_DELAY)?,
+            session_timeout,
+            rebalance_timeout: v.duration(REBALANCE_TIMEOUT)?,
         })
     }
 }
@@ -614,6 +705,17 @@ mod tests {
         assert_eq!(d.headers, HeaderSelection::All);
         let s = SourceConfig::parse(&cfg(&[("servers", "a:1"), ("topic", "t")])).unwrap();
         assert!(!s.read_from_beginning);
+        assert_eq!((s.topics, s.group_id), (vec!["t".to_string()], None));
+        assert_eq!((s.commit_size, s.commit_delay), (1000, Duration::from_secs(5)));
+        let s = SourceConfig::parse(&cfg(&[
+            ("servers", "a:1"),
+            ("topic", "t"),
+            ("topics", "u, t,v"),
+            ("groupID", "g"),
+        ]))
+        .unwrap();
+        assert_eq!(s.topics, ["t", "u", "v"]);
+        assert_eq!(s.group_id.as_deref(), Some("g"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! calls of the `opencdc:connector` world into calls of `Source` and `Destination`, and
 //! their values into WIT values. Everything else is plain Rust, tested natively.
 
+pub mod commits;
 pub mod config;
 pub mod destination;
 pub mod error;
@@ -108,13 +109,10 @@ mod glue {
         }
 
         fn teardown() -> Result<(), wit::Error> {
-            STATE.with(|s| {
-                if let State::Source(src) = &mut *s.borrow_mut() {
-                    src.teardown();
-                }
-                *s.borrow_mut() = State::Idle;
-            });
-            Ok(())
+            match STATE.with(|s| std::mem::replace(&mut *s.borrow_mut(), State::Idle)) {
+                State::Source(mut src) => src.teardown().map_err(into_wit),
+                _ => Ok(()),
+            }
         }
 
         fn on_created(config: wit::Config) -> Result<(), wit::Error> {
@@ -158,12 +156,11 @@ mod glue {
         }
 
         fn teardown() -> Result<(), wit::Error> {
-            STATE.with(|s| {
-                if let State::Destination(d) = &mut *s.borrow_mut() {
-                    d.teardown();
-                }
-                *s.borrow_mut() = State::Idle;
-            });
+            if let State::Destination(mut d) =
+                STATE.with(|s| std::mem::replace(&mut *s.borrow_mut(), State::Idle))
+            {
+                d.teardown();
+            }
             Ok(())
         }
 

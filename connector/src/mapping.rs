@@ -20,6 +20,8 @@ use crate::record::*;
 /// Where a source record came from; its JSON is the record's position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
+    /// The consumer group the record was read in.
+    pub group: String,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -125,9 +127,10 @@ fn created_at_ms(v: &str) -> Result<i64> {
         .map_err(|_| Error::InvalidRecord(format!("{CREATED_AT} \"{v}\" is not unix nanoseconds")))
 }
 
-/// Builds the OpenCDC record for a Kafka record read from `topic`/`partition`.
-pub fn from_kafka(topic: &str, partition: i32, r: KafkaRecord, read_at_ns: i64) -> Record {
+/// Builds the OpenCDC record for a Kafka record read in `group` from `topic`/`partition`.
+pub fn from_kafka(group: &str, topic: &str, partition: i32, r: KafkaRecord, read_at_ns: i64) -> Record {
     let position = Position {
+        group: group.to_string(),
         topic: topic.to_string(),
         partition,
         offset: r.offset,
@@ -193,7 +196,7 @@ mod tests {
 
         let mut k = k;
         k.offset = 42;
-        let back = from_kafka("t", 3, k, 7);
+        let back = from_kafka("g", "t", 3, k, 7);
         let get = |key: &str| {
             back.metadata
                 .iter()
@@ -211,6 +214,7 @@ mod tests {
         assert_eq!(
             pos,
             Position {
+                group: "g".into(),
                 topic: "t".into(),
                 partition: 3,
                 offset: 42
@@ -246,7 +250,7 @@ mod tests {
         r.after = None;
         let k = to_kafka(r, 5, &HeaderSelection::All, ValueFormat::Raw).unwrap();
         assert_eq!((k.key.clone(), k.value.clone(), k.timestamp), (None, None, 5));
-        let back = from_kafka("t", 0, k, 0);
+        let back = from_kafka("g", "t", 0, k, 0);
         assert_eq!((back.key, back.after), (None, None));
     }
 

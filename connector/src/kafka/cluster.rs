@@ -163,6 +163,15 @@ impl Cluster {
         Ok(self.conns.get_mut(&node).expect("inserted above"))
     }
 
+    /// Learns a broker's address from outside Metadata (a FindCoordinator answer).
+    pub fn add_broker(&mut self, node: i32, host: &str, port: i32) {
+        let addr = broker_addr(&StrBytes::from_string(host.to_string()), port);
+        if self.brokers.get(&node) != Some(&addr) {
+            self.conns.remove(&node);
+            self.brokers.insert(node, addr);
+        }
+    }
+
     /// The open connection to `node`, if any (without connecting).
     pub fn connection(&mut self, node: i32) -> Option<&mut Connection> {
         self.conns.get_mut(&node)

@@ -1,5 +1,7 @@
 //! Fetching: one long-poll Fetch in flight per leader at a time, kept across calls, so a
-//! caller that waits briefly never loses or repeats a fetch and never spins.
+//! caller that waits briefly never loses or repeats a fetch and never spins. The set of
+//! partitions can change (a rebalance): fetches in flight then become stale and their
+//! answers are dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
 use kafka_protocol::records::Record;
 
+use super::assignor::TopicPartition;
 use super::batch;
 use super::cluster::{Cluster, broker_id, topic_name};
 use super::connection::Pending;
@@ -28,46 +31,70 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 
+struct InFlight {
+    pending: Pending<FetchRequest>,
+    /// Sent before the last reassignment: its answer is dropped.
+    stale: bool,
+}
+
+#[derive(Default)]
 pub struct Fetcher {
-    topic: String,
-    /// Next offset to fetch, per partition.
-    offsets: BTreeMap<i32, i64>,
+    /// Next offset to fetch, per partition this fetcher owns.
+    offsets: BTreeMap<TopicPartition, i64>,
     earliest_on_reset: bool,
-    in_flight: HashMap<i32, Pending<FetchRequest>>,
+    in_flight: HashMap<i32, InFlight>,
     /// Leaders that failed, and when to try them again.
     backoff: HashMap<i32, Instant>,
 }
 
 impl Fetcher {
-    /// Starts every partition of `topic` at `start` (where given) or else at the earliest
-    /// or latest offset.
-    pub fn new(
+    /// A fetcher that, where it has no offset for a partition, starts at the earliest or
+    /// the latest.
+    pub fn new(earliest_on_reset: bool) -> Self {
+        Fetcher {
+            earliest_on_reset,
+            ..Default::default()
+        }
+    }
+
+    /// Owns exactly `parts` from now on, each from its offset in `start` or, without one,
+    /// from the earliest or latest offset.
+    pub fn assign(
+        &mut self,
         cluster: &mut Cluster,
-        topic: &str,
-        start: BTreeMap<i32, i64>,
-        earliest: bool,
-    ) -> Result<Self> {
-        let meta = cluster.topic(topic)?;
-        let missing: Vec<i32> = (0..meta.leaders.len() as i32)
-            .filter(|p| !start.contains_key(p))
-            .collect();
-        let mut offsets = list_offsets(cluster, topic, &missing, earliest)?;
-        offsets.extend(start);
-        Ok(Fetcher {
-            topic: topic.to_string(),
-            offsets,
-            earliest_on_reset: earliest,
-            in_flight: HashMap::new(),
-            backoff: HashMap::new(),
-        })
+        parts: &[TopicPartition],
+        start: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        let mut offsets = BTreeMap::new();
+        let mut missing: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in parts {
+            match start.get(tp) {
+                Some(o) => drop(offsets.insert(tp.clone(), *o)),
+                None => missing.entry(&tp.0).or_default().push(tp.1),
+            }
+        }
+        for (topic, ps) in missing {
+            for (p, o) in list_offsets(cluster, topic, &ps, self.earliest_on_reset)? {
+                offsets.insert((topic.to_string(), p), o);
+            }
+        }
+        self.offsets = offsets;
+        self.in_flight.values_mut().for_each(|f| f.stale = true);
+        Ok(())
     }
 
     /// Records fetched by `deadline` (possibly none), with their partitions. A fetch
     /// answered empty is followed by the next at once (the broker's long poll paces them);
-    /// a leader that failed is tried again after a backoff.
-    pub fn poll(&mut self, cluster: &mut Cluster, deadline: Instant) -> Result<Vec<(i32, Record)>> {
+    /// a leader that failed is tried again after a backoff. `paused` partitions are not
+    /// fetched (the caller has enough of them buffered).
+    pub fn poll(
+        &mut self,
+        cluster: &mut Cluster,
+        deadline: Instant,
+        paused: &dyn Fn(&TopicPartition) -> bool,
+    ) -> Result<Vec<(TopicPartition, Record)>> {
         loop {
-            self.send_fetches(cluster)?;
+            self.send_fetches(cluster, paused)?;
             let out = self.collect(cluster)?;
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
@@ -77,17 +104,21 @@ impl Fetcher {
         }
     }
 
-    fn send_fetches(&mut self, cluster: &mut Cluster) -> Result<()> {
+    fn send_fetches(
+        &mut self,
+        cluster: &mut Cluster,
+        paused: &dyn Fn(&TopicPartition) -> bool,
+    ) -> Result<()> {
         let now = Instant::now();
         self.backoff.retain(|_, until| *until > now);
-        let meta = cluster.topic(&self.topic)?;
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for &p in self.offsets.keys() {
-            match meta.leaders.get(p as usize) {
-                Some(&leader) if leader >= 0 => by_leader.entry(leader).or_default().push(p),
+        let mut by_leader: BTreeMap<i32, Vec<&TopicPartition>> = BTreeMap::new();
+        for tp in self.offsets.keys().filter(|tp| !paused(tp)) {
+            match cluster.topic(&tp.0)?.leaders.get(tp.1 as usize) {
+                Some(&leader) if leader >= 0 => by_leader.entry(leader).or_default().push(tp),
                 _ => {}
             }
         }
+        let mut failed = Vec::new();
         for (leader, parts) in by_leader {
             if self.in_flight.contains_key(&leader) || self.backoff.contains_key(&leader) {
                 continue;
@@ -98,10 +129,19 @@ impl Fetcher {
                 conn.send(&request, version)
             });
             match sent {
-                Ok(pending) => drop(self.in_flight.insert(leader, pending)),
-                Err(e) if e.is_retriable() => self.failed(cluster, leader, &e),
+                Ok(pending) => drop(self.in_flight.insert(
+                    leader,
+                    InFlight {
+                        pending,
+                        stale: false,
+                    },
+                )),
+                Err(e) if e.is_retriable() => failed.push((leader, e)),
                 Err(e) => return Err(e),
             }
+        }
+        for (leader, e) in failed {
+            self.failed(cluster, leader, &e);
         }
         Ok(())
     }
@@ -113,24 +153,31 @@ impl Fetcher {
             "fetch from broker {leader}: {e}; retrying in {RETRY_BACKOFF:?}"
         ));
         self.backoff.insert(leader, Instant::now() + RETRY_BACKOFF);
-        if let Err(e) = cluster.refresh(&[&self.topic]) {
-            log::warn(&format!("metadata refresh for {}: {e}", self.topic));
+        let topics: Vec<&str> = self.topics();
+        if let Err(e) = cluster.refresh(&topics) {
+            log::warn(&format!("metadata refresh: {e}"));
         }
     }
 
-    fn request(&self, parts: &[i32]) -> FetchRequest {
-        let partitions = parts
-            .iter()
-            .map(|&p| {
+    fn topics(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = self.offsets.keys().map(|(t, _)| t.as_str()).collect();
+        topics.dedup();
+        topics
+    }
+
+    fn request(&self, parts: &[&TopicPartition]) -> FetchRequest {
+        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        for tp in parts {
+            topics.entry(&tp.0).or_default().push(
                 FetchPartition::default()
-                    .with_partition(p)
-                    .with_fetch_offset(self.offsets[&p])
+                    .with_partition(tp.1)
+                    .with_fetch_offset(self.offsets[*tp])
                     .with_current_leader_epoch(-1)
                     .with_last_fetched_epoch(-1)
                     .with_log_start_offset(-1)
-                    .with_partition_max_bytes(PARTITION_MAX_BYTES)
-            })
-            .collect();
+                    .with_partition_max_bytes(PARTITION_MAX_BYTES),
+            );
+        }
         FetchRequest::default()
             .with_replica_id(broker_id(-1))
             .with_max_wait_ms(FETCH_MAX_WAIT.as_millis() as i32)
@@ -139,15 +186,20 @@ impl Fetcher {
             .with_isolation_level(0)
             .with_session_id(0)
             .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(topic_name(&self.topic))
-                    .with_partitions(partitions),
-            ])
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        FetchTopic::default()
+                            .with_topic(topic_name(t))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            )
     }
 
     /// Takes every answered fetch and decodes it.
-    fn collect(&mut self, cluster: &mut Cluster) -> Result<Vec<(i32, Record)>> {
+    fn collect(&mut self, cluster: &mut Cluster) -> Result<Vec<(TopicPartition, Record)>> {
         let mut out = Vec::new();
         let leaders: Vec<i32> = self.in_flight.keys().copied().collect();
         for leader in leaders {
@@ -155,11 +207,14 @@ impl Fetcher {
                 None => Some(Err(Error::Connection(format!(
                     "connection to broker {leader} lost"
                 )))),
-                Some(conn) => conn.take(&self.in_flight[&leader]),
+                Some(conn) => conn.take(&self.in_flight[&leader].pending),
             };
             let Some(answer) = answer else { continue };
-            self.in_flight.remove(&leader);
+            let Some(fetch) = self.in_flight.remove(&leader) else {
+                continue;
+            };
             match answer {
+                Ok(_) if fetch.stale => {}
                 Ok(resp) => self.apply(cluster, resp, &mut out)?,
                 // A broken connection is not the caller's error: reconnect after a backoff.
                 Err(e) if e.is_retriable() => self.failed(cluster, leader, &e),
@@ -173,37 +228,40 @@ impl Fetcher {
         &mut self,
         cluster: &mut Cluster,
         resp: FetchResponse,
-        out: &mut Vec<(i32, Record)>,
+        out: &mut Vec<(TopicPartition, Record)>,
     ) -> Result<()> {
         errors::check(resp.error_code, "Fetch")?;
-        for part in resp.responses.into_iter().flat_map(|t| t.partitions) {
-            let p = part.partition_index;
-            let Some(&from) = self.offsets.get(&p) else {
-                continue;
-            };
-            let what = format!("{}-{p}", self.topic);
-            match ResponseError::try_from_code(part.error_code) {
-                None => {}
-                Some(ResponseError::OffsetOutOfRange) => {
-                    let reset = list_offsets(cluster, &self.topic, &[p], self.earliest_on_reset)?;
-                    log::warn(&format!(
-                        "{what}: offset {from} is out of range; resetting to {:?}",
-                        reset.get(&p)
-                    ));
-                    self.offsets.extend(reset);
+        for topic in resp.responses {
+            let name = topic.topic.0.to_string();
+            for part in topic.partitions {
+                let tp = (name.clone(), part.partition_index);
+                let Some(&from) = self.offsets.get(&tp) else {
                     continue;
+                };
+                let what = format!("{}-{}", tp.0, tp.1);
+                match ResponseError::try_from_code(part.error_code) {
+                    None => {}
+                    Some(ResponseError::OffsetOutOfRange) => {
+                        let reset = list_offsets(cluster, &tp.0, &[tp.1], self.earliest_on_reset)?;
+                        let to = reset.get(&tp.1).copied().unwrap_or(from);
+                        log::warn(&format!(
+                            "{what}: offset {from} is out of range; resetting to {to}"
+                        ));
+                        self.offsets.insert(tp, to);
+                        continue;
+                    }
+                    Some(e) if e.is_retriable() => {
+                        log::warn(&format!("fetch {what}: {e}; refreshing metadata"));
+                        cluster.refresh(&[&tp.0])?;
+                        continue;
+                    }
+                    Some(e) => return Err(errors::kafka_error(e, &format!("Fetch {what}"))),
                 }
-                Some(e) if e.is_retriable() => {
-                    log::warn(&format!("fetch {what}: {e}; refreshing metadata"));
-                    cluster.refresh(&[&self.topic])?;
-                    continue;
-                }
-                Some(e) => return Err(errors::kafka_error(e, &format!("Fetch {what}"))),
+                let Some(data) = part.records else { continue };
+                let decoded = batch::decode(data, from, &what)?;
+                self.offsets.insert(tp.clone(), decoded.next_offset);
+                out.extend(decoded.records.into_iter().map(|r| (tp.clone(), r)));
             }
-            let Some(data) = part.records else { continue };
-            let decoded = batch::decode(data, from, &what)?;
-            self.offsets.insert(p, decoded.next_offset);
-            out.extend(decoded.records.into_iter().map(|r| (p, r)));
         }
         Ok(())
     }

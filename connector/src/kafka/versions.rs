@@ -19,6 +19,14 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::ListOffsets) => 7,
         Ok(ApiKey::CreateTopics) => 7,
         Ok(ApiKey::InitProducerId) => 4,
+        // Group APIs: the versions before batched coordinators and topic ids.
+        Ok(ApiKey::FindCoordinator) => 3,
+        Ok(ApiKey::JoinGroup) => 7,
+        Ok(ApiKey::SyncGroup) => 5,
+        Ok(ApiKey::Heartbeat) => 4,
+        Ok(ApiKey::LeaveGroup) => 4,
+        Ok(ApiKey::OffsetCommit) => 8,
+        Ok(ApiKey::OffsetFetch) => 7,
         _ => 0,
     }
 }
