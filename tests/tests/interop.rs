@@ -283,9 +283,13 @@ async fn librdkafka_writes_our_source_reads() {
                 "{ctx}: createdAt"
             );
             let position: serde_json::Value = serde_json::from_slice(&r.position).expect("position JSON");
+            let group = position["group"]
+                .as_str()
+                .expect("the position names the group")
+                .to_string();
             assert_eq!(
                 position,
-                serde_json::json!({"topic": topic, "partition": p, "offset": o}),
+                serde_json::json!({"group": group, "topic": topic, "partition": p, "offset": o}),
                 "{ctx}: position"
             );
             placed.push((p, o, id));

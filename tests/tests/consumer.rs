@@ -1,0 +1,153 @@
+//! The source as a consumer-group member: resume from commits, redelivery of what was not
+//! acked, members splitting partitions and taking them over, several topics.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use connector_host::Source;
+use connector_host::wit::{self, Data};
+use integration_tests::*;
+
+async fn write_values(topic: &str, values: impl Iterator<Item = String>) {
+    let recs: Vec<_> = values
+        .map(|v| record(Some(Data::Raw(v.clone().into())), Some(Data::Raw(v.into())), &[]))
+        .collect();
+    let mut dst = open_destination(topic, &[]).await;
+    let (n, err) = dst.write(&recs).await.unwrap();
+    assert_eq!((n as usize, err.map(|e| e.to_string())), (recs.len(), None));
+}
+
+async fn open_group(topics: &str, group: &str, position: Option<Vec<u8>>) -> Source {
+    let mut src = source(&allow_broker()).await;
+    let mut cfg = config(&[
+        ("servers", &broker()),
+        ("topics", topics),
+        ("readFromBeginning", "true"),
+    ]);
+    if !group.is_empty() {
+        cfg.push(("groupID".into(), group.into()));
+    }
+    src.open(&cfg, position).await.expect("open source");
+    src
+}
+
+fn value(r: &wit::Record) -> String {
+    String::from_utf8(bytes(&r.payload.after).unwrap()).unwrap()
+}
+
+fn partition(r: &wit::Record) -> i32 {
+    metadata_value(r, "kafka.partition").unwrap().parse().unwrap()
+}
+
+async fn ack_all(src: &mut Source, recs: &[wit::Record]) {
+    let positions: Vec<Vec<u8>> = recs.iter().map(|r| r.position.clone()).collect();
+    src.ack(&positions).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_from_the_last_position_continues_after_the_last_commit() {
+    let topic = new_topic("resume", 1);
+    write_values(&topic, (0..100).map(|i| format!("v{i:03}"))).await;
+    // No groupID: the source makes one and keeps it in every position.
+    let mut first = open_group(&topic, "", None).await;
+    let read = read_n(&mut first, 50, Duration::from_secs(20)).await;
+    assert_eq!(read.len(), 50);
+    ack_all(&mut first, &read).await;
+    first.teardown().await.unwrap();
+
+    let last = read.last().unwrap().position.clone();
+    let mut second = open_group(&topic, "", Some(last)).await;
+    let rest = read_n(&mut second, 60, Duration::from_secs(5)).await;
+    let values: Vec<String> = rest.iter().map(value).collect();
+    let want: Vec<String> = (50..100).map(|i| format!("v{i:03}")).collect();
+    assert_eq!(values, want, "nothing skipped, nothing repeated");
+}
+
+#[tokio::test]
+async fn unacked_records_come_again_after_a_restart_and_acked_ones_do_not() {
+    let topic = new_topic("redeliver", 1);
+    write_values(&topic, (0..10).map(|i| format!("v{i}"))).await;
+    let group = format!("redeliver-{}", std::process::id());
+    let mut first = open_group(&topic, &group, None).await;
+    let read = read_n(&mut first, 10, Duration::from_secs(20)).await;
+    assert_eq!(read.len(), 10);
+    // Acks out of order: 0-3 and 6; 4 is missing, so only 0-3 may be committed.
+    ack_all(&mut first, &read[..4]).await;
+    ack_all(&mut first, &read[6..7]).await;
+    first.teardown().await.unwrap();
+
+    let mut second = open_group(&topic, &group, None).await;
+    let again = read_n(&mut second, 10, Duration::from_secs(5)).await;
+    let values: Vec<String> = again.iter().map(value).collect();
+    assert_eq!(values, ["v4", "v5", "v6", "v7", "v8", "v9"]);
+}
+
+/// Reads from `src` while keeping it called, until `n` records or the deadline.
+async fn drain(src: &mut Source, n: usize, seen: &mut Vec<wit::Record>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let start = seen.len();
+    while seen.len() - start < n && Instant::now() < deadline {
+        let batch = src.read(100, 200).await.unwrap();
+        ack_all(src, &batch).await;
+        seen.extend(batch);
+    }
+}
+
+#[tokio::test]
+async fn two_members_split_six_partitions_and_one_takes_over_when_the_other_leaves() {
+    let topic = new_topic("split", 6);
+    let group = format!("split-{}", std::process::id());
+    write_values(&topic, (0..600).map(|i| format!("a{i}"))).await;
+
+    let mut a = open_group(&topic, &group, None).await;
+    let mut seen_a = Vec::new();
+    // B joins while A keeps being called, so A hears of the rebalance and rejoins.
+    let (mut b, ()) = tokio::join!(open_group(&topic, &group, None), async {
+        drain(&mut a, usize::MAX, &mut seen_a, Duration::from_secs(4)).await;
+    });
+    // What is written now is read by both, each from its own partitions.
+    write_values(&topic, (0..600).map(|i| format!("m{i}"))).await;
+    let mut seen_b = Vec::new();
+    let mark_a = seen_a.len();
+    tokio::join!(
+        drain(&mut a, usize::MAX, &mut seen_a, Duration::from_secs(4)),
+        drain(&mut b, usize::MAX, &mut seen_b, Duration::from_secs(4)),
+    );
+    let parts_a: BTreeSet<i32> = seen_a[mark_a..].iter().map(partition).collect();
+    let parts_b: BTreeSet<i32> = seen_b.iter().map(partition).collect();
+    assert_eq!(parts_b.len(), 3, "B owns half of the partitions: {parts_b:?}");
+    assert!(
+        parts_a.is_disjoint(&parts_b),
+        "no partition is read by both: {parts_a:?} {parts_b:?}"
+    );
+
+    // B leaves; A takes all six over and reads what is written from now on.
+    b.teardown().await.unwrap();
+    write_values(&topic, (0..600).map(|i| format!("b{i}"))).await;
+    let mark_a = seen_a.len();
+    drain(&mut a, 600, &mut seen_a, Duration::from_secs(20)).await;
+    let parts_after: BTreeSet<i32> = seen_a[mark_a..].iter().map(partition).collect();
+    assert_eq!(parts_after.len(), 6, "{parts_after:?}");
+
+    let all: HashSet<String> = seen_a.iter().chain(&seen_b).map(value).collect();
+    let missing: Vec<String> = (0..600)
+        .flat_map(|i| [format!("a{i}"), format!("m{i}"), format!("b{i}")])
+        .filter(|v| !all.contains(v))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+#[tokio::test]
+async fn one_source_reads_several_topics() {
+    let (t1, t2) = (new_topic("multi-a", 2), new_topic("multi-b", 1));
+    write_values(&t1, (0..20).map(|i| format!("x{i}"))).await;
+    write_values(&t2, (0..20).map(|i| format!("y{i}"))).await;
+    let mut src = open_group(&format!("{t1},{t2}"), "", None).await;
+    let read = read_n(&mut src, 40, Duration::from_secs(20)).await;
+    let collections: BTreeSet<&str> = read
+        .iter()
+        .map(|r| metadata_value(r, "opencdc.collection").unwrap())
+        .collect();
+    assert_eq!(read.len(), 40);
+    assert_eq!(collections, BTreeSet::from([t1.as_str(), t2.as_str()]));
+}
