@@ -27,7 +27,8 @@ pub struct Source {
     cluster: Cluster,
     group: Membership,
     fetcher: Fetcher,
-    buffer: VecDeque<(TopicPartition, Record)>,
+    /// Fetched records not handed out yet, with their partition and offset.
+    buffer: VecDeque<(TopicPartition, i64, Record)>,
     buffered: HashMap<TopicPartition, usize>,
     commits: Commits,
     last_commit: Instant,
@@ -88,11 +89,10 @@ impl Source {
         }
         let n = max.min(self.buffer.len());
         let mut out = Vec::with_capacity(n);
-        for (tp, rec) in self.buffer.drain(..n) {
+        for (tp, offset, rec) in self.buffer.drain(..n) {
             if let Some(count) = self.buffered.get_mut(&tp) {
                 *count -= 1;
             }
-            let offset = Position::decode(&rec.position).map(|p| p.offset)?;
             self.commits.delivered(&tp, offset);
             out.push(rec);
         }
@@ -107,9 +107,10 @@ impl Source {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         for (tp, r) in fetched {
+            let offset = r.offset;
             let rec = mapping::from_kafka(self.group.group_id(), &tp.0, tp.1, r, read_at);
             *self.buffered.entry(tp.clone()).or_default() += 1;
-            self.buffer.push_back((tp, rec));
+            self.buffer.push_back((tp, offset, rec));
         }
         Ok(())
     }
@@ -136,7 +137,7 @@ impl Source {
         let committed = self.group.committed(&mut self.cluster, &parts)?;
         self.fetcher.assign(&mut self.cluster, &parts, &committed)?;
         self.commits.assign(&parts);
-        self.buffer.retain(|(tp, _)| parts.contains(tp));
+        self.buffer.retain(|(tp, _, _)| parts.contains(tp));
         self.buffered.retain(|tp, _| parts.contains(tp));
         self.rejoin = false;
         Ok(())

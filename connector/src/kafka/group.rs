@@ -123,7 +123,14 @@ impl Membership {
                     ));
                     return Ok(assignment);
                 }
-                Ok(None) => continue,
+                Ok(None) if Instant::now() < give_up => continue,
+                Ok(None) => {
+                    let msg = format!(
+                        "group {} did not settle within the rebalance timeout",
+                        self.settings.group_id
+                    );
+                    return Err(Error::Timeout(msg));
+                }
                 Err(e) if e.is_retriable() && Instant::now() < give_up => {
                     log::warn(&format!(
                         "joining group {}: {e}; trying again",
