@@ -7,6 +7,11 @@ build:
     cargo build -p kafka-connector --target wasm32-wasip2 --release
     cargo build -p connector-host
 
+# Producer throughput and memory next to librdkafka on a fresh broker (ratios, never pass/fail).
+bench *ARGS:
+    cargo build -p kafka-connector --target wasm32-wasip2 --release
+    scripts/broker.sh run cargo run --release -p integration-tests --features bench --bin bench -- {{ARGS}}
+
 # Unit tests (natively), then integration tests through the host against a fresh broker.
 test: build
     cargo test -p kafka-connector -p connector-host
