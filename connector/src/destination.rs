@@ -12,6 +12,7 @@
 //!   that it already has them. Then their records join the ledger.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,7 @@ use kafka_protocol::records::Record as KafkaRecord;
 use crate::config::{Acks, DestinationConfig, Partitioner};
 use crate::error::{Error, Result};
 use crate::kafka::batch;
+use crate::kafka::compression::Compression;
 use crate::kafka::cluster::{Cluster, TopicMeta};
 use crate::kafka::partitioner::{self, Sticky};
 use crate::kafka::producer::{self, Outcome, PartitionBatch};
@@ -36,6 +38,8 @@ pub struct WriteOutcome {
 
 pub struct Destination {
     config: DestinationConfig,
+    /// The configured topic, shared by every record that goes to it.
+    topic: Option<Rc<str>>,
     cluster: Cluster,
     sticky: Sticky,
     idempotence: Option<Idempotence>,
@@ -60,10 +64,10 @@ struct LedgerEntry {
 
 /// One partition batch of a write, before encoding.
 struct Planned {
-    topic: String,
+    topic: Rc<str>,
     partition: i32,
-    /// Index in the write's batch and fingerprint of each record.
-    members: Vec<(usize, u64)>,
+    /// Index of each record in the write's batch.
+    members: Vec<usize>,
     records: Vec<KafkaRecord>,
     bytes: usize,
 }
@@ -96,6 +100,7 @@ impl Destination {
             _ => None,
         };
         Ok(Destination {
+            topic: config.topic.as_deref().map(Rc::from),
             config,
             cluster,
             sticky: Sticky::default(),
@@ -117,8 +122,16 @@ impl Destination {
         let mut prints = vec![0u64; total];
         let plan = self.plan(records, &mut fates, &mut prints);
         let mut failure = plan.failure;
-        self.send(plan.batches, deadline, &mut fates, &mut failure);
+        let sent = self.send(plan.batches, deadline, &mut fates, &mut failure);
         let written = fates.iter().position(|f| *f != Fate::Written).unwrap_or(total);
+        if written < total {
+            // Only now are fingerprints needed: for what lies past the reported prefix.
+            for p in &sent {
+                for (i, r) in p.members.iter().zip(&p.records).filter(|(i, _)| **i >= written) {
+                    prints[*i] = fingerprint(&p.topic, r);
+                }
+            }
+        }
         self.ledger = beyond(written, &fates, &prints).chain(plan.leftover).collect();
         let error = (written < total).then(|| first_error(failure, written));
         WriteOutcome { written, error }
@@ -132,8 +145,8 @@ impl Destination {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let mut planned: Vec<Planned> = Vec::new();
-        let mut open: HashMap<(String, i32), usize> = HashMap::new();
-        let mut sticky: HashMap<String, i32> = HashMap::new();
+        let mut open: HashMap<(Rc<str>, i32), usize> = HashMap::new();
+        let mut sticky: HashMap<Rc<str>, i32> = HashMap::new();
         let mut old_ledger = std::mem::take(&mut self.ledger);
         for (i, rec) in records.into_iter().enumerate() {
             let placed = self.place(rec, now_ms, &mut sticky);
@@ -148,15 +161,13 @@ impl Destination {
                     };
                 }
             };
-            let fingerprint = fingerprint(&topic, &kafka);
-            prints[i] = fingerprint;
-            if old_ledger
-                .front()
-                .is_some_and(|e| e.fingerprint == fingerprint && e.in_doubt.is_none())
-            {
-                old_ledger.pop_front();
-                fates[i] = Fate::Written;
-                continue;
+            if let Some(entry) = old_ledger.front() {
+                prints[i] = fingerprint(&topic, &kafka);
+                if entry.fingerprint == prints[i] && entry.in_doubt.is_none() {
+                    old_ledger.pop_front();
+                    fates[i] = Fate::Written;
+                    continue;
+                }
             }
             let size = record_size(&kafka);
             if size > self.config.batch_bytes {
@@ -186,7 +197,7 @@ impl Destination {
                 }
             };
             let b = &mut planned[slot];
-            b.members.push((i, fingerprint));
+            b.members.push(i);
             b.records.push(kafka);
             b.bytes += size;
         }
@@ -202,11 +213,11 @@ impl Destination {
         &mut self,
         rec: Record,
         now_ms: i64,
-        sticky: &mut HashMap<String, i32>,
-    ) -> Result<(String, i32, KafkaRecord)> {
-        let topic = match &self.config.topic {
+        sticky: &mut HashMap<Rc<str>, i32>,
+    ) -> Result<(Rc<str>, i32, KafkaRecord)> {
+        let topic = match &self.topic {
             Some(t) => t.clone(),
-            None => meta(&rec, COLLECTION).map(str::to_string).ok_or_else(|| {
+            None => meta(&rec, COLLECTION).map(Rc::from).ok_or_else(|| {
                 Error::InvalidRecord(format!(
                     "no topic is configured and the record has no {COLLECTION}"
                 ))
@@ -231,50 +242,57 @@ impl Destination {
         Ok((topic, partition, kafka))
     }
 
-    /// Encodes and sends the planned batches. A partition's batches go one after the
-    /// other (the next only once the previous is written); partitions go in parallel.
+    /// Encodes and sends the planned batches, each as soon as it is encoded. A partition's
+    /// batches go one after the other (the next only once the previous is written);
+    /// partitions go in parallel. Returns the batches sent.
     fn send(
         &mut self,
         planned: Vec<Planned>,
         deadline: Instant,
         fates: &mut [Fate],
         failure: &mut Option<(usize, Error)>,
-    ) {
-        let mut chains: BTreeMap<(String, i32), VecDeque<Planned>> = BTreeMap::new();
+    ) -> Vec<Planned> {
+        let mut chains: BTreeMap<(Rc<str>, i32), VecDeque<Planned>> = BTreeMap::new();
         for p in planned {
-            chains
-                .entry((p.topic.clone(), p.partition))
-                .or_default()
-                .push_back(p);
+            chains.entry((p.topic.clone(), p.partition)).or_default().push_back(p);
         }
+        let mut sent = Vec::new();
         while !chains.is_empty() {
             let mut round = Vec::new();
-            let mut batches = Vec::new();
-            for (key, chain) in chains.iter_mut() {
-                let Some(mut p) = chain.pop_front() else { continue };
-                match self.encode(&mut p) {
+            let mut unencodable = Vec::new();
+            let (idem, compression) = (self.idempotence.as_ref(), self.config.compression);
+            let encoded = chains.iter_mut().filter_map(|(key, chain)| {
+                let mut p = chain.pop_front()?;
+                match encode(idem, compression, &mut p) {
                     Ok(b) => {
-                        batches.push(b);
                         round.push((key.clone(), p));
+                        Some(b)
                     }
-                    Err(e) => keep_first(failure, p.members[0].0, e),
+                    Err(e) => {
+                        unencodable.push((key.clone(), p.members[0], e));
+                        None
+                    }
                 }
+            });
+            let (batches, outcomes) = producer::produce(&mut self.cluster, encoded, self.config.acks, deadline);
+            for (key, first, e) in unencodable {
+                keep_first(failure, first, e);
+                chains.remove(&key);
             }
-            let outcomes = producer::produce(&mut self.cluster, &batches, self.config.acks, deadline);
             for ((key, p), (batch, outcome)) in round.into_iter().zip(batches.into_iter().zip(outcomes)) {
-                if self.settled(&key, &p, batch, outcome, fates, failure) {
-                    continue;
+                if !self.settled(&p, batch, outcome, fates, failure) {
+                    chains.remove(&key); // the rest of this partition waits for the host's retry
                 }
-                chains.remove(&key); // the rest of this partition waits for the host's retry
+                sent.push(p);
             }
             chains.retain(|_, c| !c.is_empty());
         }
+        sent
     }
 
     /// Records a batch's outcome; true if its partition may go on with its next batch.
     fn settled(
         &mut self,
-        key: &(String, i32),
         p: &Planned,
         batch: PartitionBatch,
         outcome: Outcome,
@@ -284,9 +302,9 @@ impl Destination {
         match outcome {
             Outcome::Written => {
                 if let Some(idem) = &mut self.idempotence {
-                    idem.advance(key, batch.count);
+                    idem.advance(&(batch.topic.clone(), batch.partition), batch.count);
                 }
-                p.members.iter().for_each(|(i, _)| fates[*i] = Fate::Written);
+                p.members.iter().for_each(|i| fates[*i] = Fate::Written);
                 true
             }
             Outcome::InDoubt(e) if self.idempotence.is_some() => {
@@ -295,37 +313,16 @@ impl Destination {
                     .as_mut()
                     .map(|idem| idem.hold(batch))
                     .unwrap_or_default();
-                p.members.iter().for_each(|(i, _)| fates[*i] = Fate::InDoubt(id));
-                keep_first(failure, p.members[0].0, e);
+                p.members.iter().for_each(|i| fates[*i] = Fate::InDoubt(id));
+                keep_first(failure, p.members[0], e);
                 false
             }
             Outcome::Failed(e) | Outcome::InDoubt(e) => {
                 self.reset_if_needed(&e);
-                keep_first(failure, p.members[0].0, e);
+                keep_first(failure, p.members[0], e);
                 false
             }
         }
-    }
-
-    /// Encodes a planned batch: the producer id, epoch and sequence numbers when idempotent.
-    fn encode(&mut self, p: &mut Planned) -> Result<PartitionBatch> {
-        let base_sequence = match &self.idempotence {
-            Some(idem) => {
-                for r in &mut p.records {
-                    r.producer_id = idem.producer_id;
-                    r.producer_epoch = idem.epoch;
-                }
-                idem.sequence(&(p.topic.clone(), p.partition))
-            }
-            None => -1,
-        };
-        let records = batch::encode(&mut p.records, base_sequence, self.config.compression)?;
-        Ok(PartitionBatch {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            records,
-            count: p.records.len(),
-        })
     }
 
     /// Resends in-doubt batches. Written (or already there): their records' ledger entries
@@ -338,11 +335,10 @@ impl Destination {
         if idem.in_doubt.is_empty() {
             return Ok(());
         }
-        let held: Vec<(usize, PartitionBatch)> = std::mem::take(&mut idem.in_doubt).into_iter().collect();
-        let batches: Vec<PartitionBatch> = held.iter().map(|(_, b)| b.clone()).collect();
-        let outcomes = producer::produce(&mut self.cluster, &batches, self.config.acks, deadline);
+        let (ids, held): (Vec<usize>, Vec<PartitionBatch>) = std::mem::take(&mut idem.in_doubt).into_iter().unzip();
+        let (batches, outcomes) = producer::produce(&mut self.cluster, held, self.config.acks, deadline);
         let mut still = None;
-        for ((id, batch), outcome) in held.into_iter().zip(outcomes) {
+        for ((id, batch), outcome) in ids.into_iter().zip(batches).zip(outcomes) {
             match outcome {
                 Outcome::Written => {
                     self.idempotence
@@ -435,6 +431,22 @@ fn beyond<'a>(
         }),
         Fate::NotWritten => None,
     })
+}
+
+/// Encodes a planned batch: the producer id, epoch and sequence numbers when idempotent.
+fn encode(idem: Option<&Idempotence>, compression: Compression, p: &mut Planned) -> Result<PartitionBatch> {
+    let base_sequence = match idem {
+        Some(idem) => {
+            for r in &mut p.records {
+                r.producer_id = idem.producer_id;
+                r.producer_epoch = idem.epoch;
+            }
+            idem.sequence(&(p.topic.to_string(), p.partition))
+        }
+        None => -1,
+    };
+    let records = batch::encode(&mut p.records, base_sequence, compression)?;
+    Ok(PartitionBatch { topic: p.topic.to_string(), partition: p.partition, records, count: p.records.len() })
 }
 
 fn meta<'a>(rec: &'a Record, key: &str) -> Option<&'a str> {

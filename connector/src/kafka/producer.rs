@@ -71,45 +71,61 @@ pub fn init_producer_id(cluster: &mut Cluster) -> Result<(i64, i16)> {
     Ok((resp.producer_id.0, resp.producer_epoch))
 }
 
-/// Sends `batches` and returns each one's outcome. Returns once every batch has a final
-/// outcome or `deadline` has passed.
+/// Sends `batches` and returns them with each one's outcome. Each batch goes out as its
+/// own request as soon as the iterator yields it, so the broker works on the first while
+/// later ones are still being encoded; several requests are in flight per connection.
+/// Returns once every batch has a final outcome or `deadline` has passed.
 pub fn produce(
     cluster: &mut Cluster,
-    batches: &[PartitionBatch],
+    batches: impl IntoIterator<Item = PartitionBatch>,
     acks: Acks,
     deadline: Instant,
-) -> Vec<Outcome> {
-    let mut outcome: Vec<Option<Outcome>> = vec![None; batches.len()];
+) -> (Vec<PartitionBatch>, Vec<Outcome>) {
+    let mut sent = Vec::new();
+    let mut all = Vec::new();
+    let mut outcome: Vec<Option<Outcome>> = Vec::new();
+    for batch in batches {
+        all.push(batch);
+        outcome.push(None);
+        let i = all.len() - 1;
+        sent.extend(send_round(cluster, &all, &[i], acks, deadline, &mut outcome));
+    }
+    settle(cluster, &all, sent, acks, deadline, &mut outcome);
+    let outcome = outcome
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Failed(Error::Timeout("the batch was never sent".into()))))
+        .collect();
+    (all, outcome)
+}
+
+/// Waits for the first answers, then sends what failed retriably again (grouped per
+/// leader, after a metadata refresh and a backoff) until all are settled or the deadline.
+fn settle(
+    cluster: &mut Cluster,
+    batches: &[PartitionBatch],
+    mut sent: Vec<InFlight>,
+    acks: Acks,
+    deadline: Instant,
+    outcome: &mut [Option<Outcome>],
+) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let todo: Vec<usize> = (0..batches.len())
-            .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
-            .collect();
-        if todo.is_empty() {
-            break;
-        }
-        let sent = send_round(cluster, batches, &todo, acks, deadline, &mut outcome);
         if acks == Acks::None {
             flush(cluster, deadline);
-            sent.iter()
-                .flat_map(|f| &f.batches)
-                .for_each(|&i| set(&mut outcome, i, Outcome::Written));
-            break;
+            sent.iter().flat_map(|f| &f.batches).for_each(|&i| set(outcome, i, Outcome::Written));
+            return;
         }
-        collect(cluster, batches, sent, deadline, &mut outcome);
-        let retry = outcome.iter().flatten().any(Outcome::retriable);
-        if !retry || Instant::now() + backoff >= deadline {
-            break;
+        collect(cluster, batches, sent, deadline, outcome);
+        let todo: Vec<usize> = (0..batches.len()).filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable)).collect();
+        if todo.is_empty() || Instant::now() + backoff >= deadline {
+            return;
         }
         super::poll::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
         let topics: Vec<&str> = todo.iter().map(|&i| batches[i].topic.as_str()).collect();
         let _ = cluster.refresh(&topics);
+        sent = send_round(cluster, batches, &todo, acks, deadline, outcome);
     }
-    outcome
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Failed(Error::Timeout("the batch was never sent".into()))))
-        .collect()
 }
 
 /// A Produce request in flight and the batches (by index) it carries.
