@@ -177,7 +177,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_source();
             let position = position.as_deref().map(decode_position).transpose()?;
             src.open(config, position).await?;
-            let result = read_loop(&mut src, *max, *idle_exit, print_records).await;
+            let result = read_loop(&mut src, *max, *idle_exit, async |recs| print_records(recs)).await;
             src.teardown().await?;
             result?;
         }
@@ -212,7 +212,11 @@ async fn run(cli: Cli) -> Result<()> {
             src.open(source, None).await?;
             dst.open(destination).await?;
             let mut moved = 0u64;
-            let result = pipe(&mut src, &mut dst, *max, *idle_exit, &mut moved).await;
+            let sink = async |recs: &[wit::Record]| {
+                moved += write_all(&mut dst, recs).await?;
+                Ok(())
+            };
+            let result = read_loop(&mut src, *max, *idle_exit, sink).await;
             src.teardown().await?;
             dst.teardown().await?;
             result?;
@@ -245,12 +249,13 @@ const READ_BATCH: u32 = 1000;
 const READ_WAIT_MS: u32 = 1000;
 
 /// Reads until `max` records or `idle_exit` without any; hands each batch to `sink`
-/// and acks it once the sink took it.
+/// and acks it once the sink took it (for a pipe: once the destination wrote it, so
+/// commits follow what was really written: at-least-once end to end).
 async fn read_loop(
     src: &mut Source,
     max: Option<u64>,
     idle_exit: Option<Duration>,
-    mut sink: impl FnMut(&[wit::Record]) -> Result<()>,
+    mut sink: impl AsyncFnMut(&[wit::Record]) -> Result<()>,
 ) -> Result<()> {
     let mut seen = 0u64;
     let mut last = Instant::now();
@@ -265,7 +270,7 @@ async fn read_loop(
         }
         last = Instant::now();
         seen += records.len() as u64;
-        sink(&records)?;
+        sink(&records).await?;
         let positions: Vec<Vec<u8>> = records.into_iter().map(|r| r.position).collect();
         src.ack(&positions).await?;
     }
@@ -311,33 +316,6 @@ async fn write_all(dst: &mut Destination, records: &[wit::Record]) -> Result<u64
         bail!("{n} of {} records written; the next failed: {e}", records.len());
     }
     Ok(n as u64)
-}
-
-async fn pipe(
-    src: &mut Source,
-    dst: &mut Destination,
-    max: Option<u64>,
-    idle_exit: Option<Duration>,
-    moved: &mut u64,
-) -> Result<()> {
-    let mut seen = 0u64;
-    let mut last = Instant::now();
-    while max.is_none_or(|m| seen < m) {
-        let records = src.read(READ_BATCH, READ_WAIT_MS).await?;
-        if records.is_empty() {
-            if idle_exit.is_some_and(|d| last.elapsed() >= d) {
-                break;
-            }
-            continue;
-        }
-        last = Instant::now();
-        seen += records.len() as u64;
-        *moved += write_all(dst, &records).await?;
-        // Only what the destination wrote is acked: at-least-once end to end.
-        let positions: Vec<Vec<u8>> = records.into_iter().map(|r| r.position).collect();
-        src.ack(&positions).await?;
-    }
-    Ok(())
 }
 
 fn type_name(t: wit::ParameterType) -> &'static str {

@@ -29,9 +29,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kafka_connector::config::{ClientConfig, parse_server};
-use kafka_connector::kafka::cluster::Cluster;
-
 /// API keys of the requests a response hook is most likely to care about.
 pub mod api {
     pub const PRODUCE: i16 = 0;
@@ -417,21 +414,7 @@ impl PrivateBroker {
 
     /// Creates a topic on this broker (through the proxy) with a name no other test uses.
     pub fn new_topic(&self, prefix: &str, partitions: i32) -> String {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let client = ClientConfig {
-            servers: vec![parse_server(&self.addr()).expect("proxy address")],
-            client_id: "tests".into(),
-        };
-        let mut cluster =
-            Cluster::connect(&client, Duration::from_secs(10)).expect("connect to the private broker");
-        cluster.create_topic(&name, partitions).expect("create topic");
-        cluster.close();
-        name
+        crate::new_topic_at(&self.addr(), prefix, partitions)
     }
 }
 

@@ -91,8 +91,13 @@ pub async fn destination(allow: &Allowlist) -> Destination {
         .into_destination()
 }
 
-/// Creates a topic with a name no other test uses.
+/// Creates a topic on the test broker with a name no other test uses.
 pub fn new_topic(prefix: &str, partitions: i32) -> String {
+    new_topic_at(&broker(), prefix, partitions)
+}
+
+/// Creates a topic through `servers` with a name no other test uses.
+pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{prefix}-{}-{}",
@@ -100,7 +105,7 @@ pub fn new_topic(prefix: &str, partitions: i32) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     );
     let client = ClientConfig {
-        servers: vec![parse_server(&broker()).expect("broker address")],
+        servers: vec![parse_server(servers).expect("broker address")],
         client_id: "tests".into(),
     };
     let mut cluster = Cluster::connect(&client, Duration::from_secs(10)).expect("connect to the broker");

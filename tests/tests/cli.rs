@@ -83,3 +83,66 @@ fn a_bad_config_exits_non_zero_naming_the_parameter() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid config \"acks\""), "{stderr}");
 }
+
+#[test]
+fn pipe_moves_records_from_a_source_to_a_destination() {
+    let (from, to) = (new_topic("pipe-in", 2), new_topic("pipe-out", 1));
+    let servers = format!("servers={}", broker());
+    let mut write = host()
+        .args(["write", "-c", &servers, "-c", &format!("topic={from}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: String = (0..5)
+        .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
+        .collect();
+    write.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    assert!(write.wait().unwrap().success());
+
+    let pipe = host()
+        .args([
+            "pipe",
+            "-s",
+            &servers,
+            "-s",
+            &format!("topic={from}"),
+            "-s",
+            "readFromBeginning=true",
+        ])
+        .args(["-d", &servers, "-d", &format!("topic={to}"), "--max", "5"])
+        .output()
+        .unwrap();
+    assert!(pipe.status.success(), "{}", String::from_utf8_lossy(&pipe.stderr));
+    assert!(String::from_utf8_lossy(&pipe.stderr).contains("moved 5 records"));
+
+    let out = host()
+        .args([
+            "read",
+            "-c",
+            &servers,
+            "-c",
+            &format!("topic={to}"),
+            "-c",
+            "readFromBeginning=true",
+            "--max",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    let mut values: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let b64 = serde_json::from_str::<serde_json::Value>(l).unwrap()["payload"]["after"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap()
+        })
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        (0..5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>()
+    );
+}
