@@ -44,10 +44,11 @@ impl Commits {
         let Some(p) = self.parts.get_mut(tp) else {
             return false;
         };
-        let Some(slot) = p.outstanding.iter_mut().find(|(o, _)| *o == offset) else {
+        // Offsets are handed out in increasing order, so the deque is sorted.
+        let Ok(at) = p.outstanding.binary_search_by_key(&offset, |(o, _)| *o) else {
             return false;
         };
-        slot.1 = true;
+        p.outstanding[at].1 = true;
         while let Some(&(o, true)) = p.outstanding.front() {
             p.outstanding.pop_front();
             p.ready = Some(o + 1);

@@ -30,6 +30,8 @@ pub struct Source {
     /// Fetched records not handed out yet, with their partition and offset.
     buffer: VecDeque<(TopicPartition, i64, Record)>,
     buffered: HashMap<TopicPartition, usize>,
+    /// Each partition's `Position::prefix`.
+    prefixes: HashMap<TopicPartition, Vec<u8>>,
     commits: Commits,
     last_commit: Instant,
     rejoin: bool,
@@ -65,6 +67,7 @@ impl Source {
             group,
             buffer: VecDeque::new(),
             buffered: HashMap::new(),
+            prefixes: HashMap::new(),
             commits: Commits::default(),
             last_commit: Instant::now(),
             rejoin: true,
@@ -108,7 +111,11 @@ impl Source {
             .map_or(0, |d| d.as_nanos() as i64);
         for (tp, r) in fetched {
             let offset = r.offset;
-            let rec = mapping::from_kafka(self.group.group_id(), &tp.0, tp.1, r, read_at);
+            let prefix = self
+                .prefixes
+                .entry(tp.clone())
+                .or_insert_with(|| Position::prefix(self.group.group_id(), &tp.0, tp.1));
+            let rec = mapping::from_kafka(prefix, &tp.0, tp.1, r, read_at);
             *self.buffered.entry(tp.clone()).or_default() += 1;
             self.buffer.push_back((tp, offset, rec));
         }
