@@ -11,7 +11,23 @@
 //!
 //! Both write the same records, generated in memory before the clock starts, to their own fresh
 //! 6-partition topic. The parent prints ratios and the targets; a missed target is reported,
-//! never a failure. `--count N` overrides the records per run (1,000,000).
+//! never a failure.
+//!
+//! The consumer side (the source) next to librdkafka's consumer, in the same way: one fresh
+//! 6-partition topic is filled once (by librdkafka in this process: 100 B values, keys
+//! `key-{i % 10000}`, acks=all, snappy), then each side reads all of it from the beginning in
+//! its own child process (`bench consume-run SIDE TOPIC COUNT`) with a fresh consumer group:
+//! - `ours`: a source through `connector_host` (`readFromBeginning=true`), `read(10000, 1000)`
+//!   in a loop, every batch's positions acked right after it as a pipeline would; timed from
+//!   `open()` returning (the group joined, the partitions assigned) to the last record received;
+//! - `librdkafka`: rdkafka's `BaseConsumer`, `auto.offset.reset=earliest`, auto commit, one
+//!   `poll` per message, `fetch.queue.backoff.ms=10` (see `consume_librdkafka`), other settings
+//!   default; timed from the assignment (the rebalance callback) to the last record.
+//!
+//! Each side checks it got exactly every record once (per-partition bitsets of offsets).
+//!
+//! `bench [produce] [consume] [--count N]`: which parts (default both); `--count N` overrides
+//! the records per run (1,000,000), for both parts.
 
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -20,11 +36,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use connector_host::{Allowlist, Limits, Runtime, wit};
-use integration_tests::{broker, component_path, new_topic, workspace};
-use rdkafka::ClientContext;
+use integration_tests::{broker, component_path, metadata_value, new_topic, workspace};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message};
 
 const SIZES: [usize; 2] = [100, 1024];
 const DEFAULT_COUNT: usize = 1_000_000;
@@ -38,13 +55,28 @@ const SIDES: [&str; 2] = ["ours", "librdkafka"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("run") {
-        let [_, side, size, count] = &args[..] else {
-            bail!("usage: bench run ours|librdkafka SIZE COUNT");
-        };
-        return child(side, size.parse()?, count.parse()?);
+    match args.first().map(String::as_str) {
+        Some("run") => {
+            let [_, side, size, count] = &args[..] else {
+                bail!("usage: bench run ours|librdkafka SIZE COUNT");
+            };
+            return child(side, size.parse()?, count.parse()?);
+        }
+        Some("consume-run") => {
+            let [_, side, topic, count] = &args[..] else {
+                bail!("usage: bench consume-run ours|librdkafka TOPIC COUNT");
+            };
+            return consume_child(side, topic, count.parse()?);
+        }
+        _ => {}
     }
+    let usage = || {
+        anyhow!(
+            "usage: bench [produce] [consume] [--count N]   (default both parts; records per run, default {DEFAULT_COUNT})"
+        )
+    };
     let mut count = DEFAULT_COUNT;
+    let (mut produce, mut consume) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -56,11 +88,28 @@ fn main() -> Result<()> {
                     .parse()
                     .context("--count needs a number")?
             }
-            _ => bail!("usage: bench [--count N]   (records per run, default {DEFAULT_COUNT})"),
+            "produce" | "producer" => produce = true,
+            "consume" | "consumer" => consume = true,
+            _ => return Err(usage()),
         }
     }
     ensure!(count > 0, "--count must be positive");
-    parent(count)
+    if !produce && !consume {
+        (produce, consume) = (true, true);
+    }
+    let broker = broker();
+    println!("broker {broker}; {} cores, {}", nproc(), cpu_model());
+    println!();
+    if produce {
+        parent(count)?;
+    }
+    if consume {
+        if produce {
+            println!();
+        }
+        consume_parent(count)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -94,7 +143,6 @@ impl Measured {
 }
 
 fn parent(count: usize) -> Result<()> {
-    let broker = broker();
     let component = component_path();
     let exe = std::env::current_exe()?;
     println!(
@@ -108,7 +156,6 @@ fn parent(count: usize) -> Result<()> {
         "  librdkafka {}: BaseProducer, enable.idempotence=true, partitioner=murmur2_random, other settings default",
         rdkafka::util::get_rdkafka_version().1
     );
-    println!("  broker {broker}; {} cores, {}", nproc(), cpu_model());
     println!(
         "  keys key-{{i % {DISTINCT_KEYS}}}, values pseudo-random letters; MB = 10^6 value bytes; each side in its own process"
     );
@@ -325,11 +372,7 @@ fn run_ours(records: &[wit::Record]) -> Result<(Duration, String)> {
     let topic = new_topic("bench-ours", PARTITIONS);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let cache = std::env::var_os("CARGO_TARGET_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| workspace().join("target"))
-            .join("component-cache");
-        let runtime = Runtime::new(&component_path(), &cache)?;
+        let runtime = Runtime::new(&component_path(), &component_cache())?;
         let mut allow = Allowlist::default();
         allow.allow_servers(&broker)?;
         let mut dst = runtime
@@ -413,6 +456,13 @@ impl ProducerContext for Deliveries {
 
 fn run_librdkafka(records: &[wit::Record]) -> Result<(Duration, String)> {
     let topic = new_topic("bench-librdkafka", PARTITIONS);
+    let elapsed = produce_librdkafka(&topic, records)?;
+    Ok((elapsed, topic))
+}
+
+/// Writes `records` to `topic` with librdkafka (acks=all, idempotence, snappy, murmur2) and
+/// returns the time from the first send to `flush()` returning, every record delivered.
+fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result<Duration> {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", broker())
         .set("client.id", "bench-librdkafka")
@@ -426,7 +476,7 @@ fn run_librdkafka(records: &[wit::Record]) -> Result<(Duration, String)> {
 
     let start = Instant::now();
     for (i, r) in records.iter().enumerate() {
-        let mut record = BaseRecord::to(&topic)
+        let mut record = BaseRecord::to(topic)
             .key(raw(&r.key))
             .payload(raw(&r.payload.after));
         loop {
@@ -462,5 +512,474 @@ fn run_librdkafka(records: &[wit::Record]) -> Result<(Duration, String)> {
         "librdkafka: {delivered} of {} records reported delivered",
         records.len()
     );
-    Ok((elapsed, topic))
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer: one topic filled once, then each side reads all of it in its own process.
+
+/// Value size of the records the consumer benchmark reads.
+const CONSUME_SIZE: usize = 100;
+/// `source.read(max, wait-ms)` as the benchmark calls it.
+const READ_MAX: u32 = 10_000;
+const READ_WAIT_MS: u32 = 1_000;
+/// librdkafka's `fetch.queue.backoff.ms` in the consumer benchmark (its default is 1000).
+const LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS: &str = "10";
+/// A side that gets no record for this long has stalled: the run fails (a broken run, not a
+/// slow one).
+const STALL: Duration = Duration::from_secs(60);
+
+/// What one consumer child measured.
+struct ConsumeMeasured {
+    records: u64,
+    value_bytes: u64,
+    /// From the group joined (partitions assigned) to the last record received.
+    seconds: f64,
+    /// VmHWM of the whole child process.
+    peak_kib: u64,
+    /// From `open()`/`subscribe()` to the partitions assigned (not in `seconds`).
+    join_ms: f64,
+    /// From the clock's start to the first record.
+    first_ms: f64,
+    /// CPU time (user + system, all threads) of the side's process on the clock.
+    cpu_seconds: f64,
+}
+
+impl ConsumeMeasured {
+    fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    fn mb_per_sec(&self) -> f64 {
+        self.value_bytes as f64 / self.seconds / 1e6
+    }
+    fn peak_mib(&self) -> f64 {
+        self.peak_kib as f64 / 1024.0
+    }
+}
+
+fn consume_parent(count: usize) -> Result<()> {
+    let component = component_path();
+    let exe = std::env::current_exe()?;
+    let version = rdkafka::util::get_rdkafka_version().1;
+    println!(
+        "consumer benchmark: {count} records of {CONSUME_SIZE} B in one {PARTITIONS}-partition topic, read from the beginning by each side with a fresh group"
+    );
+    println!(
+        "  topic filled once by librdkafka {version} (acks=all, idempotence, snappy, murmur2_random), keys key-{{i % {DISTINCT_KEYS}}}"
+    );
+    println!(
+        "  ours: {} through connector_host, source readFromBeginning=true, read({READ_MAX}, {READ_WAIT_MS}) in a loop, every batch acked; commit settings default",
+        component.display()
+    );
+    println!(
+        "  librdkafka {version}: BaseConsumer, one poll per message, auto.offset.reset=earliest, enable.auto.commit=true, fetch.queue.backoff.ms={LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS} (default 1000: whole-second stalls), other settings default"
+    );
+    println!(
+        "  clock: from the partitions assigned (ours: open() returned; librdkafka: the assign callback) to the last record received"
+    );
+    println!();
+
+    let topic = new_topic("bench-consume", PARTITIONS);
+    eprintln!("bench: filling {topic} with {count} x {CONSUME_SIZE} B through librdkafka ...");
+    let fill = {
+        let records = generate(CONSUME_SIZE, count);
+        produce_librdkafka(&topic, &records)?
+    };
+    let in_topic = topic_records(&topic)?;
+    ensure!(
+        in_topic == count as u64,
+        "{topic} holds {in_topic} records after the fill, not {count}"
+    );
+    eprintln!("bench: filled {topic} in {:.3} s", fill.as_secs_f64());
+
+    let mut results = Vec::new();
+    for side in SIDES {
+        eprintln!("bench: {side} reads {count} records from {topic} ...");
+        let out = Command::new(&exe)
+            .args(["consume-run", side, &topic, &count.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "the {side} consumer run failed: {}\n{stdout}",
+            out.status
+        );
+        results.push(
+            parse_consume_result(&stdout)
+                .with_context(|| format!("the {side} consumer run said: {stdout}"))?,
+        );
+    }
+
+    let ratio = results[0].records_per_sec() / results[1].records_per_sec();
+    println!(
+        "{:<11} {:>12} {:>9} {:>14} {:>7} {:>9} {:>10} {:>16}",
+        "side", "records/s", "MB/s", "peak RSS MiB", "CPU s", "join ms", "first ms", "ours/librdkafka"
+    );
+    for (side, m) in SIDES.iter().zip(&results) {
+        println!(
+            "{:<11} {:>12.0} {:>9.1} {:>14.1} {:>7.2} {:>9.0} {:>10.0} {:>16}",
+            side,
+            m.records_per_sec(),
+            m.mb_per_sec(),
+            m.peak_mib(),
+            m.cpu_seconds,
+            m.join_ms,
+            m.first_ms,
+            if *side == "ours" {
+                format!("{ratio:.2}x")
+            } else {
+                String::new()
+            },
+        );
+    }
+    println!();
+    println!("each side received exactly {count} records, every (partition, offset) once;");
+    println!(
+        "peak RSS = VmHWM of the side's whole process (ours: host, wasmtime, compiled component, guest memory);"
+    );
+    println!("CPU = user + system time of the side's process (all its threads) on the clock;");
+    println!(
+        "join = open() (ours) or subscribe() to the assignment (librdkafka), outside the clock; first = clock start to the first record."
+    );
+    println!();
+    println!("targets (reported, never failing the run):");
+    println!(
+        "  consume throughput ours >= {TARGET_RATIO:.1}x librdkafka: {ratio:.2}x  {}",
+        met(ratio >= TARGET_RATIO)
+    );
+    Ok(())
+}
+
+fn parse_consume_result(stdout: &str) -> Result<ConsumeMeasured> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("no RESULT line")?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let num = |k: &str| v[k].as_f64().with_context(|| format!("no {k} in {line}"));
+    Ok(ConsumeMeasured {
+        records: num("records")? as u64,
+        value_bytes: num("value_bytes")? as u64,
+        seconds: num("seconds")?,
+        peak_kib: num("peak_kib")? as u64,
+        join_ms: num("join_ms")?,
+        first_ms: num("first_ms")?,
+        cpu_seconds: num("cpu_seconds")?,
+    })
+}
+
+/// Records in `topic` (high minus low watermark, summed over its partitions).
+fn topic_records(topic: &str) -> Result<u64> {
+    let client: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()
+        .context("cannot create a librdkafka client")?;
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let (low, high) = client
+            .client()
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("watermarks of {topic}-{p}"))?;
+        total += (high - low) as u64;
+    }
+    Ok(total)
+}
+
+/// What a consumer side saw.
+struct Consumed {
+    tally: Tally,
+    elapsed: Duration,
+    /// Process CPU time on the clock.
+    cpu: Duration,
+    join: Duration,
+    first: Duration,
+}
+
+fn consume_child(side: &str, topic: &str, count: usize) -> Result<()> {
+    let c = match side {
+        "ours" => consume_ours(topic, count)?,
+        "librdkafka" => consume_librdkafka(topic, count)?,
+        _ => bail!("unknown side {side}"),
+    };
+    let peak_kib = status_kib("VmHWM")?;
+    let t = &c.tally;
+    ensure!(
+        t.duplicates == 0,
+        "{side}: {} of {} records were duplicates",
+        t.duplicates,
+        t.records
+    );
+    ensure!(
+        t.records == count as u64,
+        "{side}: {} records received, not {count}",
+        t.records
+    );
+    let seconds = c.elapsed.as_secs_f64();
+    eprintln!(
+        "bench: {side} read {} records from {topic} in {seconds:.3} s, {:.2} s CPU (join {:.0} ms, first record {:.0} ms), peak {} MiB",
+        t.records,
+        c.cpu.as_secs_f64(),
+        c.join.as_secs_f64() * 1e3,
+        c.first.as_secs_f64() * 1e3,
+        peak_kib / 1024
+    );
+    println!(
+        "RESULT {}",
+        serde_json::json!({
+            "side": side,
+            "records": t.records,
+            "value_bytes": t.value_bytes,
+            "seconds": seconds,
+            "peak_kib": peak_kib,
+            "join_ms": c.join.as_secs_f64() * 1e3,
+            "first_ms": c.first.as_secs_f64() * 1e3,
+            "cpu_seconds": c.cpu.as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+/// Counts records and finds duplicates: one bitset of offsets per partition.
+struct Tally {
+    records: u64,
+    value_bytes: u64,
+    duplicates: u64,
+    seen: Vec<Vec<u64>>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            records: 0,
+            value_bytes: 0,
+            duplicates: 0,
+            seen: vec![Vec::new(); PARTITIONS as usize],
+        }
+    }
+
+    fn add(&mut self, partition: i32, offset: i64, value_len: usize) -> Result<()> {
+        ensure!(
+            (0..PARTITIONS).contains(&partition) && offset >= 0,
+            "a record at partition {partition}, offset {offset}"
+        );
+        ensure!(
+            value_len == CONSUME_SIZE,
+            "a record of {value_len} B at {partition}@{offset}, not {CONSUME_SIZE} B"
+        );
+        let bits = &mut self.seen[partition as usize];
+        let (word, bit) = (offset as usize / 64, offset as usize % 64);
+        if bits.len() <= word {
+            bits.resize((word + 1).next_power_of_two(), 0);
+        }
+        if bits[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+        }
+        bits[word] |= 1 << bit;
+        self.records += 1;
+        self.value_bytes += value_len as u64;
+        Ok(())
+    }
+}
+
+fn fresh_group(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn component_cache() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("component-cache")
+}
+
+/// A numeric metadata entry of a source record (`kafka.partition`, `kafka.offset`).
+fn metadata_num<T: std::str::FromStr>(r: &wit::Record, key: &str) -> Result<T> {
+    metadata_value(r, key)
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("a record without a numeric {key}"))
+}
+
+fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
+    let broker = broker();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let runtime = Runtime::new(&component_path(), &component_cache())?;
+        let mut allow = Allowlist::default();
+        allow.allow_servers(&broker)?;
+        let mut src = runtime
+            .instantiate("bench/source", &allow, &Limits::default())
+            .await?
+            .into_source();
+        let group = fresh_group("bench-ours");
+        let config: Vec<(String, String)> = [
+            ("servers", broker.as_str()),
+            ("topic", topic),
+            ("readFromBeginning", "true"),
+            ("groupID", group.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let t = Instant::now();
+        src.open(&config, None).await?;
+        let join = t.elapsed();
+
+        let mut tally = Tally::new();
+        let start = Instant::now();
+        let cpu_start = process_cpu()?;
+        let (mut first, mut last) = (None, start);
+        let (mut reads, mut empty, mut in_read, mut in_ack) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+        let mut cpu_end = cpu_start;
+        while tally.records < count as u64 {
+            let t = Instant::now();
+            let batch = src.read(READ_MAX, READ_WAIT_MS).await?;
+            let now = Instant::now();
+            in_read += now - t;
+            reads += 1;
+            if batch.is_empty() {
+                empty += 1;
+                ensure!(
+                    now - last < STALL,
+                    "ours: no record for {STALL:?} after {} of {count}",
+                    tally.records
+                );
+                continue;
+            }
+            first.get_or_insert(now - start);
+            last = now;
+            if tally.records + batch.len() as u64 >= count as u64 {
+                cpu_end = process_cpu()?;
+            }
+            let mut positions = Vec::with_capacity(batch.len());
+            for r in batch {
+                let len = match &r.payload.after {
+                    Some(wit::Data::Raw(v)) => v.len(),
+                    _ => bail!("ours: a record without a raw value"),
+                };
+                tally.add(
+                    metadata_num(&r, "kafka.partition")?,
+                    metadata_num(&r, "kafka.offset")?,
+                    len,
+                )?;
+                positions.push(r.position);
+            }
+            let t = Instant::now();
+            src.ack(&positions).await?;
+            in_ack += t.elapsed();
+        }
+        let elapsed = last - start;
+        src.teardown().await?;
+        eprintln!(
+            "bench: ours: {reads} read calls ({empty} empty), {:.3} s in read, {:.3} s in ack, {:.3} s in the bench's own bookkeeping",
+            in_read.as_secs_f64(),
+            in_ack.as_secs_f64(),
+            (elapsed.saturating_sub(in_read + in_ack)).as_secs_f64(),
+        );
+        Ok(Consumed {
+            tally,
+            elapsed,
+            cpu: cpu_end.saturating_sub(cpu_start),
+            join,
+            first: first.unwrap_or_default(),
+        })
+    })
+}
+
+/// Notes when librdkafka got its partitions, and the process CPU time then.
+#[derive(Default)]
+struct Assigned(Mutex<Option<(Instant, Duration)>>);
+
+impl ClientContext for Assigned {
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("bench: librdkafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Assigned {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(parts) = rebalance
+            && parts.count() > 0
+        {
+            self.0
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| (Instant::now(), process_cpu().unwrap_or_default()));
+        }
+    }
+}
+
+fn consume_librdkafka(topic: &str, count: usize) -> Result<Consumed> {
+    let consumer: BaseConsumer<Assigned> = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("client.id", "bench-librdkafka")
+        .set("group.id", fresh_group("bench-librdkafka"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        // The one setting off its default: with 1000 ms, a partition whose prefetch queue passed
+        // queued.min.messages (100,000, i.e. whenever the application falls behind the fetcher, as
+        // it does here against a local broker) is not fetched for a whole second, so the run took
+        // 0.95 s, 1.8 s or 2.8 s at the same CPU time. librdkafka's docs advise lowering it
+        // against such ~1 s stalls; 10 ms makes the yardstick steady (and no slower).
+        .set("fetch.queue.backoff.ms", LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS)
+        .create_with_context(Assigned::default())
+        .context("cannot create the librdkafka consumer")?;
+    let subscribed = Instant::now();
+    consumer.subscribe(&[topic])?;
+
+    let mut tally = Tally::new();
+    let (mut first, mut last) = (None, subscribed);
+    while tally.records < count as u64 {
+        match consumer.poll(Duration::from_millis(READ_WAIT_MS as u64)) {
+            None => ensure!(
+                last.elapsed() < STALL,
+                "librdkafka: no record for {STALL:?} after {} of {count}",
+                tally.records
+            ),
+            Some(Err(e)) => bail!("librdkafka: {e}"),
+            Some(Ok(m)) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+                tally.add(m.partition(), m.offset(), m.payload().map_or(0, <[u8]>::len))?;
+            }
+        }
+    }
+    let cpu_end = process_cpu()?;
+    let (start, cpu_start) = consumer
+        .context()
+        .0
+        .lock()
+        .unwrap()
+        .context("librdkafka delivered records without an assignment")?;
+    // Closing (a last commit, leaving the group) is outside the clock, as teardown is for ours.
+    drop(consumer);
+    Ok(Consumed {
+        tally,
+        elapsed: last - start,
+        cpu: cpu_end.saturating_sub(cpu_start),
+        join: start - subscribed,
+        first: first.map_or(Duration::ZERO, |f| f - start),
+    })
+}
+
+/// User + system CPU time of this process, all threads (/proc/self/stat, in USER_HZ = 100 ticks).
+fn process_cpu() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .context("/proc/self/stat has no CPU times")
+    };
+    Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
 }
