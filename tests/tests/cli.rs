@@ -13,54 +13,60 @@ fn host() -> Command {
     c
 }
 
-#[test]
-fn write_then_read_through_the_command_line() {
-    let topic = new_topic("cli", 2);
-    let servers = format!("servers={}", broker());
-    let topic_cfg = format!("topic={topic}");
+/// `connector-host write` of `lines` (JSON Lines) to `topic`.
+fn write_lines(topic: &str, lines: &str) {
     let mut write = host()
-        .args(["write", "-c", &servers, "-c", &topic_cfg])
+        .args([
+            "write",
+            "-c",
+            &format!("servers={}", broker()),
+            "-c",
+            &format!("topic={topic}"),
+        ])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines =
-        (0..4).map(|i| format!("{{\"key\":{{\"id\":{i}}},\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"));
-    write
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.collect::<String>().as_bytes())
-        .unwrap();
+    write.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
     assert!(write.wait().unwrap().success());
+}
 
+/// `connector-host read` of `n` records from the beginning of `topic`; the raw data found
+/// at `pointer` (a JSON pointer such as `/key`) of each, decoded from base64, sorted.
+fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
     let out = host()
         .args([
             "read",
             "-c",
-            &servers,
+            &format!("servers={}", broker()),
             "-c",
-            &topic_cfg,
-            "-c",
-            "readFromBeginning=true",
-            "--max",
-            "4",
+            &format!("topic={topic}"),
         ])
+        .args(["-c", "readFromBeginning=true", "--max", &n.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // Keys were structured on the way in; Kafka keeps bytes, so they come back raw (base64).
-    let mut keys: Vec<String> = String::from_utf8(out.stdout)
+    let mut values: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| {
-            let b64 = serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_string();
+            let record: serde_json::Value = serde_json::from_str(l).unwrap();
+            let b64 = record.pointer(pointer).and_then(|v| v.as_str()).unwrap();
             String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap()
         })
         .collect();
-    keys.sort();
+    values.sort();
+    values
+}
+
+#[test]
+fn write_then_read_through_the_command_line() {
+    let topic = new_topic("cli", 2);
+    let lines: String = (0..4)
+        .map(|i| format!("{{\"key\":{{\"id\":{i}}},\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
+        .collect();
+    write_lines(&topic, &lines);
+    // Keys were structured on the way in; Kafka keeps bytes, so they come back raw (base64).
+    let keys = read_sorted(&topic, 4, "/key");
     assert_eq!(keys, [r#"{"id":0}"#, r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":3}"#]);
 }
 
@@ -88,16 +94,10 @@ fn a_bad_config_exits_non_zero_naming_the_parameter() {
 fn pipe_moves_records_from_a_source_to_a_destination() {
     let (from, to) = (new_topic("pipe-in", 2), new_topic("pipe-out", 1));
     let servers = format!("servers={}", broker());
-    let mut write = host()
-        .args(["write", "-c", &servers, "-c", &format!("topic={from}")])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
     let lines: String = (0..5)
         .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
         .collect();
-    write.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-    assert!(write.wait().unwrap().success());
+    write_lines(&from, &lines);
 
     let pipe = host()
         .args([
@@ -115,32 +115,7 @@ fn pipe_moves_records_from_a_source_to_a_destination() {
     assert!(pipe.status.success(), "{}", String::from_utf8_lossy(&pipe.stderr));
     assert!(String::from_utf8_lossy(&pipe.stderr).contains("moved 5 records"));
 
-    let out = host()
-        .args([
-            "read",
-            "-c",
-            &servers,
-            "-c",
-            &format!("topic={to}"),
-            "-c",
-            "readFromBeginning=true",
-            "--max",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    let mut values: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let b64 = serde_json::from_str::<serde_json::Value>(l).unwrap()["payload"]["after"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap()
-        })
-        .collect();
-    values.sort();
+    let values = read_sorted(&to, 5, "/payload/after");
     assert_eq!(
         values,
         (0..5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>()
