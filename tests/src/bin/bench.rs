@@ -115,18 +115,32 @@ fn main() -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Parent: runs the children, prints the table.
 
-/// What one child measured.
-struct Measured {
+/// What every child measures, read from its `RESULT` line.
+struct Run {
     records: u64,
     value_bytes: u64,
     seconds: f64,
     /// VmHWM of the whole child process.
     peak_kib: u64,
-    /// VmRSS once the records were generated, before the client existed.
-    input_kib: u64,
 }
 
-impl Measured {
+impl Run {
+    /// The child's `RESULT {json}` line, and the run it reports.
+    fn parse(stdout: &str) -> Result<(serde_json::Value, Run)> {
+        let line = stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .context("no RESULT line")?;
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let run = Run {
+            records: number(&v, "records")? as u64,
+            value_bytes: number(&v, "value_bytes")? as u64,
+            seconds: number(&v, "seconds")?,
+            peak_kib: number(&v, "peak_kib")? as u64,
+        };
+        Ok((v, run))
+    }
     fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.seconds
     }
@@ -136,6 +150,27 @@ impl Measured {
     fn peak_mib(&self) -> f64 {
         self.peak_kib as f64 / 1024.0
     }
+}
+
+fn number(v: &serde_json::Value, key: &str) -> Result<f64> {
+    v[key].as_f64().with_context(|| format!("no {key} in {v}"))
+}
+
+/// What one producer child measured.
+struct Measured {
+    run: Run,
+    /// VmRSS once the records were generated, before the client existed.
+    input_kib: u64,
+}
+
+impl std::ops::Deref for Measured {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
+impl Measured {
     /// The peak above the generated records: what the client itself needed.
     fn client_mib(&self) -> f64 {
         self.peak_kib.saturating_sub(self.input_kib) as f64 / 1024.0
@@ -249,19 +284,10 @@ fn size_name(size: usize) -> String {
 }
 
 fn parse_result(stdout: &str) -> Result<Measured> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .context("no RESULT line")?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
-    let num = |k: &str| v[k].as_f64().with_context(|| format!("no {k} in {line}"));
+    let (v, run) = Run::parse(stdout)?;
     Ok(Measured {
-        records: num("records")? as u64,
-        value_bytes: num("value_bytes")? as u64,
-        seconds: num("seconds")?,
-        peak_kib: num("peak_kib")? as u64,
-        input_kib: num("input_kib")? as u64,
+        run,
+        input_kib: number(&v, "input_kib")? as u64,
     })
 }
 
@@ -531,12 +557,8 @@ const STALL: Duration = Duration::from_secs(60);
 
 /// What one consumer child measured.
 struct ConsumeMeasured {
-    records: u64,
-    value_bytes: u64,
-    /// From the group joined (partitions assigned) to the last record received.
-    seconds: f64,
-    /// VmHWM of the whole child process.
-    peak_kib: u64,
+    /// Its `seconds` run from the group joined (partitions assigned) to the last record.
+    run: Run,
     /// From `open()`/`subscribe()` to the partitions assigned (not in `seconds`).
     join_ms: f64,
     /// From the clock's start to the first record.
@@ -545,15 +567,10 @@ struct ConsumeMeasured {
     cpu_seconds: f64,
 }
 
-impl ConsumeMeasured {
-    fn records_per_sec(&self) -> f64 {
-        self.records as f64 / self.seconds
-    }
-    fn mb_per_sec(&self) -> f64 {
-        self.value_bytes as f64 / self.seconds / 1e6
-    }
-    fn peak_mib(&self) -> f64 {
-        self.peak_kib as f64 / 1024.0
+impl std::ops::Deref for ConsumeMeasured {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
     }
 }
 
@@ -654,21 +671,12 @@ fn consume_parent(count: usize) -> Result<()> {
 }
 
 fn parse_consume_result(stdout: &str) -> Result<ConsumeMeasured> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .context("no RESULT line")?;
-    let v: serde_json::Value = serde_json::from_str(line)?;
-    let num = |k: &str| v[k].as_f64().with_context(|| format!("no {k} in {line}"));
+    let (v, run) = Run::parse(stdout)?;
     Ok(ConsumeMeasured {
-        records: num("records")? as u64,
-        value_bytes: num("value_bytes")? as u64,
-        seconds: num("seconds")?,
-        peak_kib: num("peak_kib")? as u64,
-        join_ms: num("join_ms")?,
-        first_ms: num("first_ms")?,
-        cpu_seconds: num("cpu_seconds")?,
+        run,
+        join_ms: number(&v, "join_ms")?,
+        first_ms: number(&v, "first_ms")?,
+        cpu_seconds: number(&v, "cpu_seconds")?,
     })
 }
 
