@@ -2,9 +2,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 host := "target/debug/connector-host"
 
-# Build the connector component (wasm32-wasip2) and the host.
+# Build the connector component (wasm32-wasip2), the tests' hostile guest and the host.
 build:
-    cargo build -p kafka-connector --target wasm32-wasip2 --release
+    cargo build -p kafka-connector -p hostile-guest --target wasm32-wasip2 --release
     cargo build -p connector-host
 
 # Producer throughput and memory next to librdkafka on a fresh broker (ratios, never pass/fail).

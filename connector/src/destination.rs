@@ -12,8 +12,8 @@
 //!   that it already has them. Then their records join the ledger.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::rc::Rc;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::records::Record as KafkaRecord;
@@ -21,8 +21,8 @@ use kafka_protocol::records::Record as KafkaRecord;
 use crate::config::{Acks, DestinationConfig, Partitioner};
 use crate::error::{Error, Result};
 use crate::kafka::batch;
-use crate::kafka::compression::Compression;
 use crate::kafka::cluster::{Cluster, TopicMeta};
+use crate::kafka::compression::Compression;
 use crate::kafka::partitioner::{self, Sticky};
 use crate::kafka::producer::{self, Outcome, PartitionBatch};
 use crate::mapping;
@@ -254,7 +254,10 @@ impl Destination {
     ) -> Vec<Planned> {
         let mut chains: BTreeMap<(Rc<str>, i32), VecDeque<Planned>> = BTreeMap::new();
         for p in planned {
-            chains.entry((p.topic.clone(), p.partition)).or_default().push_back(p);
+            chains
+                .entry((p.topic.clone(), p.partition))
+                .or_default()
+                .push_back(p);
         }
         let mut sent = Vec::new();
         while !chains.is_empty() {
@@ -274,7 +277,8 @@ impl Destination {
                     }
                 }
             });
-            let (batches, outcomes) = producer::produce(&mut self.cluster, encoded, self.config.acks, deadline);
+            let (batches, outcomes) =
+                producer::produce(&mut self.cluster, encoded, self.config.acks, deadline);
             for (key, first, e) in unencodable {
                 keep_first(failure, first, e);
                 chains.remove(&key);
@@ -335,7 +339,8 @@ impl Destination {
         if idem.in_doubt.is_empty() {
             return Ok(());
         }
-        let (ids, held): (Vec<usize>, Vec<PartitionBatch>) = std::mem::take(&mut idem.in_doubt).into_iter().unzip();
+        let (ids, held): (Vec<usize>, Vec<PartitionBatch>) =
+            std::mem::take(&mut idem.in_doubt).into_iter().unzip();
         let (batches, outcomes) = producer::produce(&mut self.cluster, held, self.config.acks, deadline);
         let mut still = None;
         for ((id, batch), outcome) in ids.into_iter().zip(batches).zip(outcomes) {
@@ -446,7 +451,12 @@ fn encode(idem: Option<&Idempotence>, compression: Compression, p: &mut Planned)
         None => -1,
     };
     let records = batch::encode(&mut p.records, base_sequence, compression)?;
-    Ok(PartitionBatch { topic: p.topic.to_string(), partition: p.partition, records, count: p.records.len() })
+    Ok(PartitionBatch {
+        topic: p.topic.to_string(),
+        partition: p.partition,
+        records,
+        count: p.records.len(),
+    })
 }
 
 fn meta<'a>(rec: &'a Record, key: &str) -> Option<&'a str> {

@@ -1,11 +1,21 @@
-//! The connector host: loads a connector component and runs instances of it, each in its
-//! own sandbox. `runtime` owns instances and calls, `sandbox` what an instance may touch,
-//! `cache` compiled components on disk, `opencdc_json` records as JSON Lines.
+//! The connector host: loads connector components and runs instances of them, each in its
+//! own sandbox, many tenants in one process. `engine` owns the shared wasmtime engine
+//! (instance pool, epoch ticker), `runtime` instances and calls, `sandbox` what an
+//! instance may touch, `limits` what it may consume, `cache` compiled components on disk,
+//! `opencdc_json` records as JSON Lines. `pipeline` reads pipeline files and runs them;
+//! `metrics` counts what they do, `progress` shows it and carries every log line.
 
 pub mod cache;
+pub mod engine;
+pub mod limits;
+pub mod metrics;
 pub mod opencdc_json;
+pub mod pipeline;
+pub mod progress;
 pub mod runtime;
 pub mod sandbox;
 
+pub use engine::{EngineOptions, SharedEngine};
+pub use limits::Limits;
 pub use runtime::{Destination, GuestError, Instance, Runtime, Source, wit};
-pub use sandbox::{Allowlist, Limits};
+pub use sandbox::Allowlist;

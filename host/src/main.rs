@@ -1,18 +1,26 @@
 //! `connector-host`: run the connector component from the command line.
 
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use connector_host::metrics::Status;
+use connector_host::pipeline::file::parse_duration;
+use connector_host::pipeline::run::{self, Runner};
+use connector_host::pipeline::{self, DEFAULT_BATCH, Endpoint, Pipeline};
 use connector_host::runtime::ConfigPairs;
-use connector_host::{Allowlist, Destination, Limits, Runtime, Source, opencdc_json, wit};
+use connector_host::{Allowlist, EngineOptions, Limits, SharedEngine, progress, wit};
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Runs connector components, each instance in its own sandbox"
+    about = "Runs connector components, each instance in its own sandbox, many tenants per process"
 )]
 struct Cli {
     #[command(flatten)]
@@ -23,22 +31,23 @@ struct Cli {
 
 #[derive(Args)]
 struct Common {
-    /// The connector component (.wasm). Default: the one built beside this binary.
+    /// The Kafka connector component (.wasm). Default: the one built beside this binary.
     #[arg(long, env = "CONNECTOR_COMPONENT", global = true)]
     component: Option<PathBuf>,
     /// Where compiled components are cached.
     #[arg(long, env = "CONNECTOR_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
     /// More hosts, IPs or CIDR blocks the connector may connect to (the hosts in
-    /// `servers` are always allowed). Repeatable.
+    /// `servers` are always allowed). Repeatable. Not for `run`: pipeline files say it.
     #[arg(long = "allow", global = true)]
     allow: Vec<String>,
-    /// Linear memory an instance may use, in MiB.
+    /// Linear memory an instance may use, in MiB. Not for `run`.
     #[arg(long, default_value_t = 256, global = true)]
     memory_mib: usize,
-    /// Tag for the instance's log lines.
-    #[arg(long, default_value = "cli", global = true)]
-    tag: String,
+    /// How often progress is logged when stderr is not a terminal (on a terminal it is
+    /// redrawn every second).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
+    progress_every: Duration,
 }
 
 #[derive(Subcommand)]
@@ -73,7 +82,7 @@ enum Command {
         config: Vec<(String, String)>,
         /// Records per write call.
         #[arg(long, default_value_t = 1000)]
-        batch: usize,
+        batch: u32,
     },
     /// Move records from a source to a destination.
     Pipe {
@@ -87,6 +96,17 @@ enum Command {
         max: Option<u64>,
         #[arg(long, value_parser = parse_duration)]
         idle_exit: Option<Duration>,
+    },
+    /// Run the pipelines of a pipeline file (TOML) until they finish or a SIGINT/SIGTERM
+    /// drains them. Exits non-zero when any pipeline failed.
+    Run {
+        file: PathBuf,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Instances that may be alive at once (the size of the instance pool).
+        #[arg(long, default_value_t = EngineOptions::default().max_instances)]
+        max_instances: u32,
     },
 }
 
@@ -102,94 +122,49 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 5s or 2m")),
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            progress::log(&format!("error: {e:#}"));
+            std::process::exit(1);
+        }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// Runs the command; the process's exit code.
+async fn run(cli: Cli) -> Result<i32> {
     let c = &cli.common;
     let component = c.component.clone().unwrap_or_else(default_component);
     let cache_dir = c
         .cache_dir
         .clone()
         .unwrap_or_else(connector_host::cache::default_dir);
-    let runtime = Runtime::new(&component, &cache_dir)?;
-    let limits = Limits {
-        memory: c.memory_mib << 20,
-    };
-    let instance = |config: &ConfigPairs| -> Result<Allowlist> {
-        let mut allow = Allowlist::default();
-        for entry in &c.allow {
-            allow.allow(entry)?;
-        }
-        if let Some((_, servers)) = config.iter().find(|(k, _)| k == "servers") {
-            allow.allow_servers(servers)?;
-        }
-        Ok(allow)
-    };
-    match &cli.command {
-        Command::Spec => {
-            let mut inst = runtime
-                .instantiate(&c.tag, &Allowlist::default(), &limits)
-                .await?;
-            let spec = inst.specify().await?;
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &spec_json(&spec))?;
-            writeln!(out)?;
-        }
-        Command::Validate { role, config } => {
-            let inst = runtime
-                .instantiate(&c.tag, &Allowlist::default(), &limits)
-                .await?;
-            match role {
-                Role::Source => inst.into_source().validate(config).await?,
-                Role::Destination => inst.into_destination().validate(config).await?,
-            }
-            println!("ok");
-        }
+    let mut opts = EngineOptions::default();
+    if let Command::Run { max_instances, .. } = &cli.command {
+        opts.max_instances = *max_instances;
+    }
+    let runner = Runner::new(SharedEngine::new(&opts)?, cache_dir, component);
+    let pipelines = match &cli.command {
+        Command::Spec | Command::Validate { .. } => return describe(&cli, runner).await.map(|()| 0),
+        Command::Run { file, metrics, .. } => return run_file(file, *metrics, runner, c).await,
         Command::Read {
             config,
             max,
             idle_exit,
             position,
         } => {
-            let mut src = runtime
-                .instantiate(&c.tag, &instance(config)?, &limits)
-                .await?
-                .into_source();
-            let position = position.as_deref().map(decode_position).transpose()?;
-            src.open(config, position).await?;
-            let result = read_loop(&mut src, *max, *idle_exit, async |recs| print_records(recs)).await;
-            src.teardown().await?;
-            result?;
+            let mut p = cli_pipeline(c, "read", connector(config), Endpoint::Stdio)?;
+            (p.max_records, p.idle_exit) = (*max, *idle_exit);
+            p.start = position.as_deref().map(decode_position).transpose()?;
+            p
         }
         Command::Write { config, batch } => {
-            let mut dst = runtime
-                .instantiate(&c.tag, &instance(config)?, &limits)
-                .await?
-                .into_destination();
-            dst.open(config).await?;
-            let result = write_stdin(&mut dst, *batch).await;
-            dst.teardown().await?;
-            eprintln!("wrote {} records", result?);
+            let mut p = cli_pipeline(c, "write", Endpoint::Stdio, connector(config))?;
+            p.batch = *batch;
+            p
         }
         Command::Pipe {
             source,
@@ -197,33 +172,139 @@ async fn run(cli: Cli) -> Result<()> {
             max,
             idle_exit,
         } => {
-            let mut src = runtime
-                .instantiate(&format!("{}/source", c.tag), &instance(source)?, &limits)
-                .await?
-                .into_source();
-            let mut dst = runtime
-                .instantiate(
-                    &format!("{}/destination", c.tag),
-                    &instance(destination)?,
-                    &limits,
-                )
-                .await?
-                .into_destination();
-            src.open(source, None).await?;
-            dst.open(destination).await?;
-            let mut moved = 0u64;
-            let sink = async |recs: &[wit::Record]| {
-                moved += write_all(&mut dst, recs).await?;
-                Ok(())
-            };
-            let result = read_loop(&mut src, *max, *idle_exit, sink).await;
-            src.teardown().await?;
-            dst.teardown().await?;
-            result?;
-            eprintln!("moved {moved} records");
+            let mut p = cli_pipeline(c, "pipe", connector(source), connector(destination))?;
+            (p.max_records, p.idle_exit) = (*max, *idle_exit);
+            p
+        }
+    };
+    run_pipelines(vec![pipelines], None, runner, c).await
+}
+
+/// `spec` and `validate`: one instance, no I/O.
+async fn describe(cli: &Cli, mut runner: Runner) -> Result<()> {
+    let limits = Limits::default();
+    let inst = runner
+        .instantiate(None, "cli/spec", &Allowlist::default(), &limits)
+        .await?;
+    match &cli.command {
+        Command::Validate { role, config } => {
+            match role {
+                Role::Source => inst.into_source().validate(config).await?,
+                Role::Destination => inst.into_destination().validate(config).await?,
+            }
+            println!("ok");
+        }
+        _ => {
+            let mut inst = inst;
+            let spec = inst.specify().await?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &spec_json(&spec))?;
+            writeln!(out)?;
         }
     }
     Ok(())
+}
+
+fn connector(config: &ConfigPairs) -> Endpoint {
+    Endpoint::Connector {
+        component: None,
+        config: config.clone(),
+        at: "command line".into(),
+    }
+}
+
+/// A one-off pipeline of tenant `cli`, allowed the `servers` hosts and `--allow`.
+fn cli_pipeline(c: &Common, name: &str, source: Endpoint, destination: Endpoint) -> Result<Pipeline> {
+    let mut allow = Allowlist::default();
+    for entry in &c.allow {
+        allow.allow(entry)?;
+    }
+    for end in [&source, &destination] {
+        if let Endpoint::Connector { config, .. } = end
+            && let Some((_, servers)) = config.iter().find(|(k, _)| k == "servers")
+        {
+            allow.allow_servers(servers)?;
+        }
+    }
+    Ok(Pipeline {
+        tenant: "cli".into(),
+        name: name.into(),
+        at: "command line".into(),
+        allow,
+        limits: Limits {
+            memory: c.memory_mib << 20,
+            ..Limits::default()
+        },
+        max_records: None,
+        idle_exit: None,
+        batch: DEFAULT_BATCH,
+        source,
+        start: None,
+        destination,
+    })
+}
+
+async fn run_file(file: &Path, metrics: Option<SocketAddr>, runner: Runner, c: &Common) -> Result<i32> {
+    let pipelines = pipeline::file::load(file)?;
+    run_pipelines(pipelines, metrics, runner, c).await
+}
+
+/// Prepares every pipeline (all errors before anything starts), runs them with progress
+/// reporting until done or drained by a signal, then prints one summary line each.
+async fn run_pipelines(
+    pipelines: Vec<Pipeline>,
+    metrics: Option<SocketAddr>,
+    mut runner: Runner,
+    c: &Common,
+) -> Result<i32> {
+    let prepared = runner.prepare(pipelines).await?;
+    let reg = Arc::new(run::registry(&prepared));
+    if let Some(addr) = metrics {
+        let bound = connector_host::metrics::serve(addr, reg.clone()).await?;
+        progress::log(&format!("metrics at http://{bound}/metrics"));
+    }
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(stop_on_signals(stop_tx));
+    progress::report(&reg, c.progress_every, run::run_all(prepared, &reg, stop)).await;
+    let mut code = 0;
+    for m in reg.iter() {
+        let (read, written, errors) = (
+            m.read.load(Relaxed),
+            m.written.load(Relaxed),
+            m.errors.load(Relaxed),
+        );
+        let counts = format!("{read} read, {written} written, {errors} errors");
+        match m.status() {
+            Status::Failed(why) => {
+                code = 1;
+                progress::log(&format!("pipeline {} failed ({counts}): {why}", m.id()));
+            }
+            s => progress::log(&format!("pipeline {} {} ({counts})", m.id(), s.word())),
+        }
+    }
+    Ok(code)
+}
+
+/// The first SIGINT or SIGTERM drains every pipeline; a second one exits at once.
+async fn stop_on_signals(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        progress::log("warning: cannot listen for signals; stop with SIGKILL");
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if n > 0 {
+            progress::log("second signal: exiting without draining");
+            std::process::exit(130);
+        }
+        progress::log("stopping: draining every pipeline (signal again to exit at once)");
+        let _ = stop.send(true);
+    }
 }
 
 /// The component built beside this binary: `target/<profile>/connector-host` →
@@ -243,79 +324,6 @@ fn decode_position(b64: &str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .context("--position is not base64")
-}
-
-const READ_BATCH: u32 = 1000;
-const READ_WAIT_MS: u32 = 1000;
-
-/// Reads until `max` records or `idle_exit` without any; hands each batch to `sink`
-/// and acks it once the sink took it (for a pipe: once the destination wrote it, so
-/// commits follow what was really written: at-least-once end to end).
-async fn read_loop(
-    src: &mut Source,
-    max: Option<u64>,
-    idle_exit: Option<Duration>,
-    mut sink: impl AsyncFnMut(&[wit::Record]) -> Result<()>,
-) -> Result<()> {
-    let mut seen = 0u64;
-    let mut last = Instant::now();
-    while max.is_none_or(|m| seen < m) {
-        let want = max.map_or(READ_BATCH as u64, |m| (m - seen).min(READ_BATCH as u64)) as u32;
-        let records = src.read(want, READ_WAIT_MS).await?;
-        if records.is_empty() {
-            if idle_exit.is_some_and(|d| last.elapsed() >= d) {
-                break;
-            }
-            continue;
-        }
-        last = Instant::now();
-        seen += records.len() as u64;
-        sink(&records).await?;
-        let positions: Vec<Vec<u8>> = records.into_iter().map(|r| r.position).collect();
-        src.ack(&positions).await?;
-    }
-    Ok(())
-}
-
-fn print_records(records: &[wit::Record]) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    for r in records {
-        serde_json::to_writer(&mut out, &opencdc_json::to_json(r)?)?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-async fn write_stdin(dst: &mut Destination, batch: usize) -> Result<u64> {
-    let mut lines = std::io::stdin().lock().lines();
-    let mut written = 0u64;
-    let mut line_no = 0usize;
-    loop {
-        let mut records = Vec::with_capacity(batch);
-        while records.len() < batch {
-            let Some(line) = lines.next() else { break };
-            line_no += 1;
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let value = serde_json::from_str(&line).with_context(|| format!("stdin line {line_no}"))?;
-            records.push(opencdc_json::from_json(&value).with_context(|| format!("stdin line {line_no}"))?);
-        }
-        if records.is_empty() {
-            return Ok(written);
-        }
-        written += write_all(dst, &records).await?;
-    }
-}
-
-async fn write_all(dst: &mut Destination, records: &[wit::Record]) -> Result<u64> {
-    let (n, err) = dst.write(records).await?;
-    if let Some(e) = err {
-        bail!("{n} of {} records written; the next failed: {e}", records.len());
-    }
-    Ok(n as u64)
 }
 
 fn type_name(t: wit::ParameterType) -> &'static str {

@@ -1,15 +1,18 @@
-//! Loading the connector component once and running instances of it, each in its own
-//! store and sandbox. Calls are async: many instances share a few threads.
+//! Loading a connector component once and running instances of it, each in its own
+//! store, sandbox and limits. Calls are async: many instances share a few threads.
 
 use std::fmt;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::component::ResourceTableError;
+use wasmtime::{Engine, Store};
 
 use crate::cache;
-use crate::sandbox::{Allowlist, HostState, Limits};
+use crate::engine::SharedEngine;
+use crate::limits::Limits;
+use crate::sandbox::{Allowlist, HostState};
 
 wasmtime::component::bindgen!({
     world: "connector",
@@ -24,7 +27,15 @@ impl opencdc::connector::types::Host for HostState {}
 
 impl opencdc::connector::log::Host for HostState {
     async fn log(&mut self, level: opencdc::connector::log::Level, message: String) {
-        eprintln!("[{}] {level:?} {message}", self.tag);
+        use opencdc::connector::log::Level;
+        let level = match level {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        };
+        crate::progress::log(&format!("[{}] {level} {message}", self.tag));
     }
 }
 
@@ -51,7 +62,8 @@ impl fmt::Display for GuestError {
 
 impl std::error::Error for GuestError {}
 
-/// The compiled connector, ready to be instantiated any number of times.
+/// A connector component, compiled and linked, ready to be instantiated any number of
+/// times in the shared engine.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
@@ -60,38 +72,46 @@ pub struct Runtime {
 
 impl Runtime {
     /// Loads the component at `component`, compiled or from `cache_dir`.
-    pub fn new(component: &Path, cache_dir: &Path) -> Result<Self> {
-        let engine = Engine::new(&Config::new()).map_err(anyhow::Error::from)?;
-        let component = cache::load(&engine, component, cache_dir)?;
-        let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(anyhow::Error::from)?;
-        let pre = linker
-            .instantiate_pre(&component)
+    pub fn load(shared: &SharedEngine, component: &Path, cache_dir: &Path) -> Result<Self> {
+        let compiled = cache::load(&shared.engine, component, cache_dir)?;
+        let pre = shared
+            .linker
+            .instantiate_pre(&compiled)
             .and_then(ConnectorPre::new)
             .map_err(anyhow::Error::from)
-            .context("the component does not fit the connector world")?;
-        Ok(Runtime { engine, pre })
+            .with_context(|| format!("{} does not fit the connector world", component.display()))?;
+        Ok(Runtime {
+            engine: shared.engine.clone(),
+            pre,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    /// A new instance tagged `tag` (e.g. `tenant/pipeline`), confined to `allow`.
+    /// A new instance tagged `tag` (e.g. `tenant/pipeline/source`), confined to `allow`
+    /// and `limits`.
     pub async fn instantiate(&self, tag: &str, allow: &Allowlist, limits: &Limits) -> Result<Instance> {
         let mut store = Store::new(&self.engine, HostState::new(tag, allow, limits));
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.meters);
+        store.epoch_deadline_callback(|mut s| s.data_mut().meters.tick());
+        store.set_epoch_deadline(1);
+        store.call_hook(|mut s, hook| {
+            s.data_mut().meters.on(hook, Instant::now());
+            Ok(())
+        });
         let bindings = self
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(anyhow::Error::from)?;
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot instantiate connector {tag}"))?;
         Ok(Instance {
             store,
             bindings,
             tag: tag.to_string(),
+            stopped: None,
         })
     }
 }
@@ -101,10 +121,13 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: Connector,
     tag: String,
+    /// Why the instance stopped (a trap or a limit); no call enters it afterwards.
+    stopped: Option<String>,
 }
 
 impl Instance {
     pub async fn specify(&mut self) -> Result<wit::Specification> {
+        self.alive()?;
         let r = self
             .bindings
             .opencdc_connector_specifier()
@@ -113,16 +136,45 @@ impl Instance {
         self.trap(r)
     }
 
-    /// Turns a trap into an error naming the instance and what its stderr said.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// What the sandbox refused this instance so far, e.g. `the sandbox denied
+    /// TcpConnect 10.0.0.1:80`; empty when nothing.
+    pub fn denied(&self) -> String {
+        self.store.data().denied.summary()
+    }
+
+    fn alive(&self) -> Result<()> {
+        match &self.stopped {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Turns a trap into an error naming the instance and the cause: the limit it hit,
+    /// or the trap and what the guest wrote to stderr (a panic message).
     fn trap<T>(&mut self, r: wasmtime::Result<T>) -> Result<T> {
         r.map_err(|e| {
-            let stderr = self.store.data().stderr.take();
-            let stderr = if stderr.trim().is_empty() {
-                String::new()
-            } else {
-                format!("; guest stderr: {}", stderr.trim())
+            let state = self.store.data();
+            let full = matches!(e.root_cause().downcast_ref(), Some(ResourceTableError::Full));
+            let cause = match (&state.meters.violation, e.downcast_ref::<wasmtime::Trap>()) {
+                (Some(limit), _) => limit.clone(),
+                _ if full => format!(
+                    "handle limit: holds {} open handles, the limit",
+                    state.table.max_capacity()
+                ),
+                (None, Some(trap)) => format!("trapped: {trap}"),
+                (None, None) => format!("failed: {}", e.root_cause()),
             };
-            anyhow::anyhow!("connector {} failed: {e:?}{stderr}", self.tag)
+            let mut why = format!("connector {} stopped: {cause}", self.tag);
+            let stderr = state.stderr.take();
+            if !stderr.trim().is_empty() {
+                why.push_str(&format!("; guest stderr: {}", stderr.trim()));
+            }
+            self.stopped = Some(why.clone());
+            anyhow::anyhow!(why)
         })
     }
 
@@ -145,8 +197,13 @@ pub type ConfigPairs = Vec<(String, String)>;
 pub struct Source(Instance);
 
 impl Source {
+    pub fn instance(&self) -> &Instance {
+        &self.0
+    }
+
     pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_source()
@@ -157,6 +214,7 @@ impl Source {
 
     pub async fn open(&mut self, config: &ConfigPairs, position: Option<Vec<u8>>) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_source()
@@ -167,6 +225,7 @@ impl Source {
 
     pub async fn read(&mut self, max: u32, wait_ms: u32) -> Result<Vec<wit::Record>> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_source()
@@ -177,6 +236,7 @@ impl Source {
 
     pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_source()
@@ -187,6 +247,7 @@ impl Source {
 
     pub async fn teardown(&mut self) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_source()
@@ -200,8 +261,13 @@ impl Source {
 pub struct Destination(Instance);
 
 impl Destination {
+    pub fn instance(&self) -> &Instance {
+        &self.0
+    }
+
     pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_destination()
@@ -212,6 +278,7 @@ impl Destination {
 
     pub async fn open(&mut self, config: &ConfigPairs) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_destination()
@@ -223,6 +290,7 @@ impl Destination {
     /// Writes `records`; returns how many were written and the error for the rest.
     pub async fn write(&mut self, records: &[wit::Record]) -> Result<(u32, Option<GuestError>)> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_destination()
@@ -234,6 +302,7 @@ impl Destination {
 
     pub async fn teardown(&mut self) -> Result<()> {
         let i = &mut self.0;
+        i.alive()?;
         let r = i
             .bindings
             .opencdc_connector_destination()

@@ -1,6 +1,7 @@
 //! What one connector instance may touch: the network hosts on its allowlist and nothing
 //! else (no filesystem, no environment, no stdin, no stdout). Policy lives here as data
-//! (`Allowlist`); `wasmtime-wasi` enforces it through its socket address check.
+//! (`Allowlist`); `wasmtime-wasi` enforces it through its socket address check, which
+//! runs on every connect, including to brokers the guest learnt from metadata.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -8,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Result, bail};
 use ipnet::IpNet;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::limits::{Limits, Meters};
 
 /// The networks an instance may connect to, any port.
 #[derive(Debug, Clone, Default)]
@@ -59,18 +61,10 @@ impl Allowlist {
     pub fn permits(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(&ip))
     }
-}
 
-/// Per-instance limits.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Bytes of linear memory the instance may grow to.
-    pub memory: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { memory: 256 << 20 }
+    /// Whether everything `other` allows is allowed here too.
+    pub fn covers(&self, other: &Allowlist) -> bool {
+        other.nets.iter().all(|o| self.nets.iter().any(|n| n.contains(o)))
     }
 }
 
@@ -78,10 +72,11 @@ impl Default for Limits {
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
-    /// Tag put before every line this instance logs, e.g. `tenant-a/orders`.
+    pub(crate) meters: Meters,
+    /// Tag put before every line this instance logs, e.g. `tenant-a/orders/source`.
     pub(crate) tag: String,
     pub(crate) stderr: CapturedStderr,
+    pub(crate) denied: Denials,
 }
 
 impl WasiView for HostState {
@@ -96,23 +91,59 @@ impl WasiView for HostState {
 impl HostState {
     pub fn new(tag: &str, allow: &Allowlist, limits: &Limits) -> Self {
         let stderr = CapturedStderr::default();
-        let allow = Arc::new(allow.clone());
+        let denied = Denials::default();
+        let (allow, check_tag, check_denied) = (Arc::new(allow.clone()), tag.to_string(), denied.clone());
         let mut b = WasiCtxBuilder::new();
         b.stderr(stderr.clone())
             .allow_tcp(true)
             .allow_udp(false)
             .allow_ip_name_lookup(allow.names)
             .socket_addr_check(move |addr, usage| {
-                let allow = allow.clone();
-                Box::pin(async move { permitted(&allow, addr, usage) })
+                let ok = permitted(&allow, addr, usage);
+                if !ok {
+                    check_denied.record(&check_tag, addr, usage);
+                }
+                Box::pin(async move { ok })
             });
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.handles);
         HostState {
             wasi: b.build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory).build(),
+            table,
+            meters: Meters::new(limits),
             tag: tag.to_string(),
             stderr,
+            denied,
         }
+    }
+}
+
+/// Addresses the sandbox refused an instance, logged once each and named when the
+/// instance fails.
+#[derive(Clone, Default)]
+pub struct Denials(Arc<Mutex<Vec<String>>>);
+
+impl Denials {
+    const KEPT: usize = 16;
+
+    fn record(&self, tag: &str, addr: SocketAddr, usage: SocketAddrUse) {
+        let what = format!("{usage:?} {addr}");
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < Self::KEPT && !seen.contains(&what) {
+            crate::progress::log(&format!(
+                "[{tag}] sandbox: denied {what}: not in the instance's allowlist"
+            ));
+            seen.push(what);
+        }
+    }
+
+    /// `denied TcpConnect 10.0.0.1:80, ...`, or empty.
+    pub fn summary(&self) -> String {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.is_empty() {
+            return String::new();
+        }
+        format!("the sandbox denied {}", seen.join(", "))
     }
 }
 

@@ -10,7 +10,7 @@ pub mod faults;
 
 pub mod interop;
 
-use connector_host::{Allowlist, Destination, Limits, Runtime, Source, wit};
+use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
 use kafka_connector::kafka::cluster::Cluster;
 
@@ -49,13 +49,21 @@ pub fn host_binary() -> PathBuf {
     path
 }
 
+/// The engine shared by every instance of the test binary, as in one host process.
+pub fn engine() -> SharedEngine {
+    static ENGINE: OnceLock<SharedEngine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| SharedEngine::new(&EngineOptions::default()).expect("the engine starts"))
+        .clone()
+}
+
 /// One runtime for the whole test binary: the component is compiled (or loaded from the
 /// cache) once.
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         let cache = target_dir().join("component-cache");
-        Runtime::new(&component_path(), &cache).expect("the connector component loads")
+        Runtime::load(&engine(), &component_path(), &cache).expect("the connector component loads")
     })
 }
 

@@ -113,7 +113,11 @@ fn pipe_moves_records_from_a_source_to_a_destination() {
         .output()
         .unwrap();
     assert!(pipe.status.success(), "{}", String::from_utf8_lossy(&pipe.stderr));
-    assert!(String::from_utf8_lossy(&pipe.stderr).contains("moved 5 records"));
+    let stderr = String::from_utf8_lossy(&pipe.stderr);
+    assert!(
+        stderr.contains("pipeline cli/pipe finished (5 read, 5 written, 0 errors)"),
+        "{stderr}"
+    );
 
     let values = read_sorted(&to, 5, "/payload/after");
     assert_eq!(

@@ -112,11 +112,15 @@ fn settle(
     loop {
         if acks == Acks::None {
             flush(cluster, deadline);
-            sent.iter().flat_map(|f| &f.batches).for_each(|&i| set(outcome, i, Outcome::Written));
+            sent.iter()
+                .flat_map(|f| &f.batches)
+                .for_each(|&i| set(outcome, i, Outcome::Written));
             return;
         }
         collect(cluster, batches, sent, deadline, outcome);
-        let todo: Vec<usize> = (0..batches.len()).filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable)).collect();
+        let todo: Vec<usize> = (0..batches.len())
+            .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
+            .collect();
         if todo.is_empty() || Instant::now() + backoff >= deadline {
             return;
         }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use connector_host::{Allowlist, Limits, Runtime, wit};
+use connector_host::{Allowlist, EngineOptions, Limits, Runtime, SharedEngine, wit};
 use integration_tests::{broker, component_path, metadata_value, new_topic, workspace};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -398,7 +398,11 @@ fn run_ours(records: &[wit::Record]) -> Result<(Duration, String)> {
     let topic = new_topic("bench-ours", PARTITIONS);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let runtime = Runtime::new(&component_path(), &component_cache())?;
+        let runtime = Runtime::load(
+            &SharedEngine::new(&EngineOptions::default())?,
+            &component_path(),
+            &component_cache(),
+        )?;
         let mut allow = Allowlist::default();
         allow.allow_servers(&broker)?;
         let mut dst = runtime
@@ -818,7 +822,7 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
     let broker = broker();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let runtime = Runtime::new(&component_path(), &component_cache())?;
+        let runtime = Runtime::load(&SharedEngine::new(&EngineOptions::default())?, &component_path(), &component_cache())?;
         let mut allow = Allowlist::default();
         allow.allow_servers(&broker)?;
         let mut src = runtime

@@ -1,0 +1,102 @@
+//! The one wasmtime engine a host process shares between all its instances, configured
+//! for many tenants: instances come from a pre-reserved pool (instantiation is a slot
+//! reuse, not a fresh mmap), and a ticker advances the epoch so that every running guest
+//! yields to the executor once per tick and can be stopped when it computes too long.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::runtime::Connector;
+use crate::sandbox::HostState;
+
+/// How often the epoch advances: the scheduling slice of a computing guest and the
+/// granularity of the CPU limit.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the shared engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Instances that can be alive at once (the size of the pool).
+    pub max_instances: u32,
+    /// The largest linear memory any instance may have; per-instance limits are lower.
+    pub max_memory: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_instances: 1000,
+            max_memory: 4 << 30,
+        }
+    }
+}
+
+/// An engine plus the linker of everything a connector may import (WASI 0.2 and `log`).
+#[derive(Clone)]
+pub struct SharedEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<HostState>>,
+}
+
+impl SharedEngine {
+    pub fn new(opts: &EngineOptions) -> Result<Self> {
+        let engine = match Engine::new(&config(Some(opts))) {
+            Ok(e) => e,
+            // A pool is reserved address space up front; where that is refused (a low
+            // `ulimit -v`), instances are allocated one by one instead.
+            Err(e) => {
+                eprintln!("warning: no instance pool ({e}); allocating instances on demand");
+                Engine::new(&config(None)).map_err(anyhow::Error::from)?
+            }
+        };
+        start_ticker(&engine);
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the connector world")?;
+        Ok(SharedEngine {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+}
+
+fn config(pool: Option<&EngineOptions>) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true);
+    if let Some(opts) = pool {
+        let n = opts.max_instances;
+        let mut p = PoolingAllocationConfig::new();
+        // A Rust wasip2 component instantiates a few core modules (the program and
+        // adapter shims); each has at most one memory and one table.
+        p.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(opts.max_memory);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    c
+}
+
+/// Advances the epoch every tick for as long as the process lives.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

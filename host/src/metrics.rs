@@ -1,0 +1,195 @@
+//! What each pipeline did: counters the pipeline task bumps and everyone else reads
+//! (the progress display, the summary, the Prometheus endpoint). Lock-free except the
+//! status, which changes a few times per run.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Starting,
+    Running,
+    /// Stopping on a signal: finishing the batch in hand, committing, tearing down.
+    Draining,
+    /// Drained after a signal; a restart continues where it stopped.
+    Stopped,
+    /// Ran out of input or reached its stop condition.
+    Finished,
+    Failed(String),
+}
+
+impl Status {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Draining => "draining",
+            Status::Stopped => "stopped",
+            Status::Finished => "finished",
+            Status::Failed(_) => "failed",
+        }
+    }
+}
+
+pub struct PipelineMetrics {
+    pub tenant: String,
+    pub name: String,
+    pub read: AtomicU64,
+    pub written: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    /// Records the source has not delivered yet, as it last reported; -1: unknown.
+    pub lag: AtomicI64,
+    status: Mutex<Status>,
+}
+
+impl PipelineMetrics {
+    pub fn new(tenant: &str, name: &str) -> Arc<Self> {
+        Arc::new(PipelineMetrics {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            lag: AtomicI64::new(-1),
+            status: Mutex::new(Status::Starting),
+        })
+    }
+
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.tenant, self.name)
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_status(&self, s: Status) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    pub fn lag(&self) -> Option<u64> {
+        u64::try_from(self.lag.load(Relaxed)).ok()
+    }
+}
+
+/// Every pipeline of the process.
+pub type Registry = Vec<Arc<PipelineMetrics>>;
+
+/// The registry in the Prometheus text exposition format (version 0.0.4).
+pub fn prometheus_text(reg: &Registry) -> String {
+    type Get = fn(&PipelineMetrics) -> Option<u64>;
+    let families: [(&str, &str, &str, Get); 7] = [
+        (
+            "records_read_total",
+            "counter",
+            "Records read by the pipeline's source.",
+            |m| Some(m.read.load(Relaxed)),
+        ),
+        (
+            "records_written_total",
+            "counter",
+            "Records written by the pipeline's destination.",
+            |m| Some(m.written.load(Relaxed)),
+        ),
+        (
+            "bytes_written_total",
+            "counter",
+            "Key and payload bytes of the records written.",
+            |m| Some(m.bytes.load(Relaxed)),
+        ),
+        ("errors_total", "counter", "Failed reads and writes.", |m| {
+            Some(m.errors.load(Relaxed))
+        }),
+        (
+            "consumer_lag_records",
+            "gauge",
+            "Records the source has not delivered yet.",
+            |m| m.lag(),
+        ),
+        ("pipeline_running", "gauge", "1 while the pipeline runs.", |m| {
+            Some((m.status() == Status::Running) as u64)
+        }),
+        ("pipeline_failed", "gauge", "1 once the pipeline failed.", |m| {
+            Some(matches!(m.status(), Status::Failed(_)) as u64)
+        }),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, get) in families {
+        let _ = writeln!(
+            out,
+            "# HELP connector_{name} {help}\n# TYPE connector_{name} {kind}"
+        );
+        for m in reg {
+            if let Some(v) = get(m) {
+                let (t, p) = (label(&m.tenant), label(&m.name));
+                let _ = writeln!(out, "connector_{name}{{tenant=\"{t}\",pipeline=\"{p}\"}} {v}");
+            }
+        }
+    }
+    out
+}
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends; returns the bound address.
+pub async fn serve(addr: SocketAddr, reg: Arc<Registry>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let reg = reg.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 2048];
+                let n = conn.read(&mut head).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&head[..n]);
+                let response = match request.split_whitespace().nth(1) {
+                    Some("/metrics") => {
+                        let body = prometheus_text(&reg);
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                    _ => {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    }
+                };
+                let _ = conn.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_has_one_sample_per_pipeline_and_escapes_labels() {
+        let a = PipelineMetrics::new("acme", "orders");
+        a.written.store(42, Relaxed);
+        a.set_status(Status::Running);
+        let b = PipelineMetrics::new("t\"x", "p");
+        b.lag.store(7, Relaxed);
+        let text = prometheus_text(&vec![a, b]);
+        assert!(text.contains("# TYPE connector_records_written_total counter"));
+        assert!(text.contains("connector_records_written_total{tenant=\"acme\",pipeline=\"orders\"} 42"));
+        assert!(text.contains("connector_pipeline_running{tenant=\"acme\",pipeline=\"orders\"} 1"));
+        assert!(text.contains("connector_consumer_lag_records{tenant=\"t\\\"x\",pipeline=\"p\"} 7"));
+        assert!(!text.contains("connector_consumer_lag_records{tenant=\"acme\""));
+    }
+}

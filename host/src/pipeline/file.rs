@@ -1,0 +1,474 @@
+//! The pipeline file: TOML with one `[[pipeline]]` table per pipeline. Everything is
+//! checked before anything starts, and every problem is reported with its line.
+//!
+//! ```toml
+//! [[pipeline]]
+//! name = "orders-mirror"
+//! tenant = "acme"
+//! allow = ["10.0.0.0/8"]        # optional: default, the hosts in the `servers` settings
+//! max-records = 1000000         # optional: stop after this many written
+//! idle-exit = "30s"             # optional: stop once nothing arrived for this long
+//! batch = 1000                  # optional: records per read
+//! limits = { memory = "128MiB", cpu = "5s", handles = 500 }   # optional, per instance
+//!
+//! [pipeline.source]
+//! type = "kafka"                # kafka | component | file | stdin
+//! settings = { servers = "10.0.0.5:9092", topics = "orders", groupID = "mirror" }
+//!
+//! [pipeline.destination]
+//! type = "file"                 # kafka | component | file | stdout
+//! path = "orders.jsonl"
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+use super::{DEFAULT_BATCH, Endpoint, Pipeline};
+use crate::limits::Limits;
+use crate::sandbox::Allowlist;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    #[serde(default)]
+    pipeline: Vec<PipelineDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PipelineDoc {
+    name: Spanned<String>,
+    tenant: Spanned<String>,
+    allow: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    limits: LimitsDoc,
+    max_records: Option<u64>,
+    idle_exit: Option<Text<Duration>>,
+    batch: Option<Spanned<u32>>,
+    source: Spanned<EndpointDoc>,
+    destination: Spanned<EndpointDoc>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsDoc {
+    memory: Option<Text<Bytes>>,
+    cpu: Option<Text<Duration>>,
+    handles: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointDoc {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    component: Option<PathBuf>,
+    settings: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    path: Option<PathBuf>,
+}
+
+/// A value written as text (`"5s"`, `"64MiB"`) and parsed on deserialization, so that a
+/// bad one is reported at its line by the TOML parser.
+struct Text<T>(T);
+
+trait FromText: Sized {
+    fn from_text(s: &str) -> Result<Self, String>;
+}
+
+impl FromText for Duration {
+    fn from_text(s: &str) -> Result<Self, String> {
+        parse_duration(s)
+    }
+}
+
+struct Bytes(usize);
+
+impl FromText for Bytes {
+    fn from_text(s: &str) -> Result<Self, String> {
+        parse_size(s).map(Bytes)
+    }
+}
+
+impl<'de, T: FromText> Deserialize<'de> for Text<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        T::from_text(&s).map(Text).map_err(de::Error::custom)
+    }
+}
+
+/// `500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 500ms, 5s, 2m or 1h");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(bad()),
+    }
+}
+
+/// `65536`, `512KiB`, `64MiB`, `1GiB`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("{s:?} is not a size like 512KiB, 64MiB or 1GiB");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = num.parse().map_err(|_| bad())?;
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// Reads and checks the pipeline file at `path`. Relative paths in it (components,
+/// files) are relative to the file's folder.
+pub fn load(path: &Path) -> Result<Vec<Pipeline>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &path.display().to_string(), base)
+}
+
+/// Checks a pipeline file's text; `name` is how messages refer to it.
+pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
+    let doc: Doc = toml::from_str(text).map_err(|e| anyhow!("{name}: {e}"))?;
+    let mut check = Checker {
+        text,
+        name,
+        base,
+        problems: Vec::new(),
+    };
+    let pipelines: Vec<Pipeline> = doc
+        .pipeline
+        .into_iter()
+        .filter_map(|p| check.pipeline(p))
+        .collect();
+    check.across(&pipelines);
+    if pipelines.is_empty() && check.problems.is_empty() {
+        check
+            .problems
+            .push(format!("{name}: no [[pipeline]] in the file"));
+    }
+    match check.problems.is_empty() {
+        true => Ok(pipelines),
+        false => Err(anyhow!("{}", check.problems.join("\n"))),
+    }
+}
+
+/// Collects every problem of a file instead of stopping at the first.
+struct Checker<'a> {
+    text: &'a str,
+    name: &'a str,
+    base: &'a Path,
+    problems: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn at(&self, span: std::ops::Range<usize>) -> String {
+        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+        format!("{}:{line}", self.name)
+    }
+
+    fn problem(&mut self, span: std::ops::Range<usize>, msg: impl std::fmt::Display) {
+        let at = self.at(span);
+        self.problems.push(format!("{at}: {msg}"));
+    }
+
+    fn pipeline(&mut self, p: PipelineDoc) -> Option<Pipeline> {
+        let before = self.problems.len();
+        for field in [&p.tenant, &p.name] {
+            if !valid_name(field.get_ref()) {
+                self.problem(
+                    field.span(),
+                    format!("{:?} must be letters, digits, '.', '_' or '-'", field.get_ref()),
+                );
+            }
+        }
+        let source = self.endpoint(&p.source, Side::Source);
+        let destination = self.endpoint(&p.destination, Side::Destination);
+        let allow = self.allowlist(&p, [&source, &destination]);
+        if let Some(b) = &p.batch
+            && *b.get_ref() == 0
+        {
+            self.problem(b.span(), "batch must be at least 1");
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        let d = Limits::default();
+        Some(Pipeline {
+            at: self.at(p.name.span()),
+            tenant: p.tenant.into_inner(),
+            name: p.name.into_inner(),
+            allow: allow?,
+            limits: Limits {
+                memory: p.limits.memory.map_or(d.memory, |m| m.0.0),
+                cpu: p.limits.cpu.map_or(d.cpu, |c| c.0),
+                handles: p.limits.handles.unwrap_or(d.handles),
+            },
+            max_records: p.max_records,
+            idle_exit: p.idle_exit.map(|t| t.0),
+            batch: p.batch.map_or(DEFAULT_BATCH, |b| b.into_inner()),
+            source: source?,
+            start: None,
+            destination: destination?,
+        })
+    }
+
+    fn endpoint(&mut self, e: &Spanned<EndpointDoc>, side: Side) -> Option<Endpoint> {
+        let (doc, span) = (e.get_ref(), e.span());
+        let kind = doc.kind.get_ref().as_str();
+        let allowed: &[&str] = match side {
+            Side::Source => &["kafka", "component", "file", "stdin"],
+            Side::Destination => &["kafka", "component", "file", "stdout"],
+        };
+        if !allowed.contains(&kind) {
+            let msg = format!("{side} type {kind:?} is not one of {}", allowed.join(", "));
+            self.problem(doc.kind.span(), msg);
+            return None;
+        }
+        let wants = |field: bool, name: &str, needed: bool| -> Option<String> {
+            match (field, needed) {
+                (false, true) => Some(format!("a {kind} {side} needs `{name}`")),
+                (true, false) => Some(format!("a {kind} {side} takes no `{name}`")),
+                _ => None,
+            }
+        };
+        let connector = matches!(kind, "kafka" | "component");
+        let misfits = [
+            wants(doc.settings.is_some(), "settings", connector),
+            wants(doc.component.is_some(), "component", kind == "component"),
+            wants(doc.path.is_some(), "path", kind == "file"),
+        ];
+        let mut ok = true;
+        for m in misfits.into_iter().flatten() {
+            self.problem(span.clone(), m);
+            ok = false;
+        }
+        if !ok {
+            return None;
+        }
+        match kind {
+            "file" => Some(Endpoint::File(self.base.join(doc.path.as_ref()?))),
+            "stdin" | "stdout" => Some(Endpoint::Stdio),
+            _ => {
+                let settings = doc.settings.as_ref()?;
+                let config = self.settings(settings)?;
+                Some(Endpoint::Connector {
+                    component: doc.component.as_ref().map(|c| self.base.join(c)),
+                    config,
+                    at: self.at(settings.span()),
+                })
+            }
+        }
+    }
+
+    /// Settings are strings to the connector; numbers, booleans and lists are accepted
+    /// and written the way its parameters take them (lists comma-separated).
+    fn settings(&mut self, s: &Spanned<BTreeMap<String, toml::Value>>) -> Option<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (k, v) in s.get_ref() {
+            match setting_text(v) {
+                Some(text) => out.push((k.clone(), text)),
+                None => self.problem(
+                    s.span(),
+                    format!("setting {k:?} must be a string, number, boolean or list"),
+                ),
+            }
+        }
+        (out.len() == s.get_ref().len()).then_some(out)
+    }
+
+    /// The pipeline's allowlist: as given, and then every `servers` host must be on it;
+    /// or, when not given, the hosts of the `servers` settings.
+    fn allowlist(&mut self, p: &PipelineDoc, ends: [&Option<Endpoint>; 2]) -> Option<Allowlist> {
+        let mut allow = Allowlist::default();
+        let servers = ends.into_iter().flatten().filter_map(|e| match e {
+            Endpoint::Connector { config, .. } => config.iter().find(|(k, _)| k == "servers").map(|(_, v)| v),
+            _ => None,
+        });
+        let Some(given) = &p.allow else {
+            for s in servers {
+                if let Err(e) = allow.allow_servers(s) {
+                    self.problem(p.name.span(), format!("{e:#}"));
+                    return None;
+                }
+            }
+            return Some(allow);
+        };
+        for entry in given.get_ref() {
+            if let Err(e) = allow.allow(entry) {
+                self.problem(given.span(), format!("{e:#}"));
+                return None;
+            }
+        }
+        for s in servers {
+            let mut needed = Allowlist::default();
+            if needed.allow_servers(s).is_ok() && !allow.covers(&needed) {
+                self.problem(
+                    given.span(),
+                    format!("servers {s:?} are not all in the allow list"),
+                );
+            }
+        }
+        Some(allow)
+    }
+
+    fn across(&mut self, pipelines: &[Pipeline]) {
+        let mut seen = HashSet::new();
+        for p in pipelines {
+            if !seen.insert(p.id()) {
+                self.problems
+                    .push(format!("{}: pipeline {} is defined twice", p.at, p.id()));
+            }
+        }
+        let stdin = pipelines
+            .iter()
+            .filter(|p| matches!(p.source, Endpoint::Stdio))
+            .count();
+        if stdin > 1 {
+            self.problems.push(format!(
+                "{}: {stdin} pipelines read stdin; at most one may",
+                self.name
+            ));
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn setting_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::Array(_) | toml::Value::Table(_) => None,
+                scalar => setting_text(scalar),
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|parts| parts.join(",")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[pipeline]]
+name = "mirror"
+tenant = "acme"
+max-records = 10
+limits = { memory = "64MiB", cpu = "2s" }
+
+[pipeline.source]
+type = "kafka"
+settings = { servers = "127.0.0.1:9092", topics = ["a", "b"], readFromBeginning = true }
+
+[pipeline.destination]
+type = "file"
+path = "out.jsonl"
+"#;
+
+    #[test]
+    fn a_good_file_gives_validated_pipelines() {
+        let ps = parse(GOOD, "p.toml", Path::new("/etc/p")).unwrap();
+        let p = &ps[0];
+        assert_eq!(p.id(), "acme/mirror");
+        assert_eq!(p.at, "p.toml:3");
+        assert_eq!(p.limits.memory, 64 << 20);
+        assert_eq!(p.limits.cpu, Duration::from_secs(2));
+        assert_eq!(p.limits.handles, Limits::default().handles);
+        assert!(p.allow.permits("127.0.0.1".parse().unwrap()));
+        let Endpoint::Connector { config, at, .. } = &p.source else {
+            panic!()
+        };
+        assert!(config.contains(&("topics".into(), "a,b".into())));
+        assert!(config.contains(&("readFromBeginning".into(), "true".into())));
+        assert_eq!(at, "p.toml:10");
+        assert!(matches!(&p.destination, Endpoint::File(f) if f == Path::new("/etc/p/out.jsonl")));
+    }
+
+    fn problems(text: &str) -> String {
+        parse(text, "p.toml", Path::new("/etc/p"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let bad = GOOD
+            .replace("type = \"file\"", "type = \"ftp\"")
+            .replace("tenant = \"acme\"", "tenant = \"ac me\"");
+        let e = problems(&bad);
+        assert!(e.contains("p.toml:4: \"ac me\" must be"), "{e}");
+        assert!(
+            e.contains("p.toml:13: destination type \"ftp\" is not one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_unknown_keys_and_bad_values_name_their_line() {
+        let e = problems(&GOOD.replace("max-records = 10", "max-records = 10\nmax-recs = 3"));
+        assert!(e.contains("line 6") && e.contains("max-recs"), "{e}");
+        let e = problems(&GOOD.replace("cpu = \"2s\"", "cpu = \"2 seconds\""));
+        assert!(e.contains("line 6") && e.contains("not a duration"), "{e}");
+        let e = problems(&GOOD.replace("name = \"mirror\"", "name = mirror"));
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_need_their_fields_and_servers_must_be_allowed() {
+        let e = problems(&GOOD.replace("path = \"out.jsonl\"", ""));
+        assert!(e.contains("p.toml:12: a file destination needs `path`"), "{e}");
+        let e = problems(&GOOD.replace("tenant = \"acme\"", "tenant = \"acme\"\nallow = [\"10.0.0.0/8\"]"));
+        assert!(
+            e.contains("p.toml:5: servers \"127.0.0.1:9092\" are not all in the allow list"),
+            "{e}"
+        );
+        let twice = format!("{GOOD}\n{GOOD}");
+        assert!(problems(&twice).contains("pipeline acme/mirror is defined twice"));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("64MB").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+    }
+}

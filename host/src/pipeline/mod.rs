@@ -1,0 +1,60 @@
+//! Pipelines: a source and a destination, run together for one tenant. `file` reads a
+//! pipeline file (TOML) into validated `Pipeline`s, `ends` adapts connector instances and
+//! JSON Lines files to one read/write/ack shape, `run` drives them all concurrently.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits::Limits;
+use crate::runtime::ConfigPairs;
+use crate::sandbox::Allowlist;
+
+pub mod ends;
+pub mod file;
+pub mod run;
+
+/// One validated pipeline, ready to run.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub tenant: String,
+    pub name: String,
+    /// Where it was defined, for messages: `pipelines.toml:12`, or `command line`.
+    pub at: String,
+    pub allow: Allowlist,
+    pub limits: Limits,
+    /// Stop after this many records were written.
+    pub max_records: Option<u64>,
+    /// Stop once no record arrived for this long.
+    pub idle_exit: Option<Duration>,
+    /// Records per read.
+    pub batch: u32,
+    pub source: Endpoint,
+    /// Where the source starts (a position it produced before); none: its own default.
+    pub start: Option<Vec<u8>>,
+    pub destination: Endpoint,
+}
+
+impl Pipeline {
+    /// `tenant/name`, the prefix of everything this pipeline logs.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.tenant, self.name)
+    }
+}
+
+/// One end of a pipeline.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A connector component instance: the bundled Kafka connector when `component` is
+    /// none. `at` is where its settings were given.
+    Connector {
+        component: Option<PathBuf>,
+        config: ConfigPairs,
+        at: String,
+    },
+    /// OpenCDC records as JSON Lines in a file.
+    File(PathBuf),
+    /// JSON Lines on the process's stdin (as a source) or stdout (as a destination).
+    Stdio,
+}
+
+pub const DEFAULT_BATCH: u32 = 1000;

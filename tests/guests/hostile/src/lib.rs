@@ -1,0 +1,239 @@
+//! A hostile guest: a component of the same `connector` world as the real connector that
+//! tries everything the host's sandbox must stop (reaching the network, files and the
+//! environment, eating memory, CPU and handles, trapping). The host's sandbox tests load it
+//! and check that each attempt is refused or cut short.
+//!
+//! The source's `open` takes `mode` (and the keys that mode needs) from the config; every
+//! `read` then makes the attempt again. A record coming back means the attempt got through:
+//! its payload is what leaked. There is no destination.
+
+use std::cell::{Cell, RefCell};
+
+wit_bindgen::generate!({ world: "connector", path: "../../../wit" });
+
+use exports::opencdc::connector::{destination, source, specifier};
+use opencdc::connector::types as wit;
+
+/// The values `mode` takes.
+const MODES: [&str; 8] = [
+    "connect",
+    "read-file",
+    "env",
+    "grow",
+    "spin",
+    "trap",
+    "handles",
+    "quiet",
+];
+
+/// What `read` attempts, as chosen by the config given to `open`.
+enum Mode {
+    Connect(String),
+    ReadFile(String),
+    Env(String),
+    Grow,
+    Spin,
+    Trap,
+    Handles,
+    Quiet,
+}
+
+thread_local! {
+    static MODE: RefCell<Option<Mode>> = const { RefCell::new(None) };
+    /// Positions of the records returned so far.
+    static COUNTER: Cell<u64> = const { Cell::new(0) };
+    /// Everything `mode=grow` allocated, kept so none of it is freed.
+    static HOARD: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Component;
+export!(Component);
+
+fn invalid(parameter: &str, message: impl Into<String>) -> wit::Error {
+    wit::Error::InvalidConfig(wit::ConfigError {
+        parameter: parameter.into(),
+        message: message.into(),
+    })
+}
+
+fn parse(config: &wit::Config) -> Result<Mode, wit::Error> {
+    let get = |key: &str| config.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let need = |key: &str| get(key).ok_or_else(|| invalid(key, format!("{key} is required by this mode")));
+    Ok(match get("mode").as_deref() {
+        Some("connect") => Mode::Connect(need("target")?),
+        Some("read-file") => Mode::ReadFile(need("path")?),
+        Some("env") => Mode::Env(need("name")?),
+        Some("grow") => Mode::Grow,
+        Some("spin") => Mode::Spin,
+        Some("trap") => Mode::Trap,
+        Some("handles") => Mode::Handles,
+        Some("quiet") => Mode::Quiet,
+        Some(other) => return Err(invalid("mode", format!("unknown mode {other:?}"))),
+        None => return Err(invalid("mode", "mode is required")),
+    })
+}
+
+/// One record carrying `leak` as its raw payload, at the next position.
+fn leaked(leak: Vec<u8>) -> Vec<wit::Record> {
+    let n = COUNTER.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    vec![wit::Record {
+        position: n.to_be_bytes().to_vec(),
+        operation: wit::Operation::Create,
+        metadata: Vec::new(),
+        key: None,
+        payload: wit::Change {
+            before: None,
+            after: Some(wit::Data::Raw(leak)),
+        },
+    }]
+}
+
+fn attempt(mode: &Mode) -> Result<Vec<wit::Record>, wit::Error> {
+    match mode {
+        // Open a TCP connection to an address the host did not allow, and send on it.
+        Mode::Connect(target) => {
+            let mut stream = std::net::TcpStream::connect(target.as_str())
+                .map_err(|e| wit::Error::Connection(format!("connect to {target}: {e}")))?;
+            std::io::Write::write_all(&mut stream, b"leak")
+                .map_err(|e| wit::Error::Connection(format!("write to {target}: {e}")))?;
+            Ok(leaked(format!("connected to {target}").into_bytes()))
+        }
+        // Read a file of the host's filesystem.
+        Mode::ReadFile(path) => {
+            let bytes = std::fs::read(path).map_err(|e| wit::Error::Other(format!("read {path}: {e}")))?;
+            Ok(leaked(bytes))
+        }
+        // Read one of the host process's environment variables.
+        Mode::Env(name) => {
+            let value =
+                std::env::var(name).map_err(|_| wit::Error::Other(format!("env {name}: not visible")))?;
+            Ok(leaked(value.into_bytes()))
+        }
+        // Take memory 1 MiB at a time, touching every page, and never give it back.
+        Mode::Grow => loop {
+            let mut block = vec![0u8; 1 << 20];
+            for page in block.iter_mut().step_by(4096) {
+                *page = 1;
+            }
+            HOARD.with(|h| h.borrow_mut().push(block));
+        },
+        // Burn CPU without ever calling the host.
+        Mode::Spin => {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        // Trap the instance.
+        Mode::Trap => panic!("hostile guest panics on purpose"),
+        // Create WASI resources (pollables) without end and leak them; only the host's
+        // handle cap stops this. `subscribe-duration` has no error result, so the cap shows
+        // as a trap of the call.
+        Mode::Handles => loop {
+            let pollable = wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000);
+            std::mem::forget(pollable);
+        },
+        // A well-behaved idle source: nothing to read.
+        Mode::Quiet => Ok(Vec::new()),
+    }
+}
+
+impl specifier::Guest for Component {
+    fn specify() -> wit::Specification {
+        wit::Specification {
+            name: "hostile-guest".into(),
+            summary: "A guest that tries everything the sandbox must stop.".into(),
+            description: "Used by the host's sandbox tests: each read makes the attempt `mode` names.".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            author: "kafka-wasm-connector authors".into(),
+            source_params: vec![wit::Parameter {
+                name: "mode".into(),
+                description: "What every read attempts.".into(),
+                type_: wit::ParameterType::String,
+                default: None,
+                required: true,
+                allowed: MODES.map(String::from).to_vec(),
+            }],
+            destination_params: Vec::new(),
+        }
+    }
+}
+
+impl source::Guest for Component {
+    fn validate(config: wit::Config) -> Result<(), wit::Error> {
+        parse(&config).map(drop)
+    }
+
+    fn open(config: wit::Config, _position: Option<wit::Position>) -> Result<(), wit::Error> {
+        let mode = parse(&config)?;
+        MODE.with(|m| *m.borrow_mut() = Some(mode));
+        Ok(())
+    }
+
+    fn read(_max: u32, _wait_ms: u32) -> Result<Vec<wit::Record>, wit::Error> {
+        MODE.with(|m| match &*m.borrow() {
+            Some(mode) => attempt(mode),
+            None => Err(wit::Error::InvalidState("the source is not open".into())),
+        })
+    }
+
+    fn ack(_positions: Vec<wit::Position>) -> Result<(), wit::Error> {
+        Ok(())
+    }
+
+    fn teardown() -> Result<(), wit::Error> {
+        Ok(())
+    }
+
+    fn on_created(_config: wit::Config) -> Result<(), wit::Error> {
+        Ok(())
+    }
+
+    fn on_updated(_old: wit::Config, _new: wit::Config) -> Result<(), wit::Error> {
+        Ok(())
+    }
+
+    fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
+        Ok(())
+    }
+}
+
+fn no_destination() -> wit::Error {
+    wit::Error::InvalidState("the hostile guest has no destination".into())
+}
+
+impl destination::Guest for Component {
+    fn validate(_config: wit::Config) -> Result<(), wit::Error> {
+        Err(no_destination())
+    }
+
+    fn open(_config: wit::Config) -> Result<(), wit::Error> {
+        Err(no_destination())
+    }
+
+    fn write(_records: Vec<wit::Record>) -> wit::WriteOutcome {
+        wit::WriteOutcome {
+            written: 0,
+            error: Some(no_destination()),
+        }
+    }
+
+    fn teardown() -> Result<(), wit::Error> {
+        Err(no_destination())
+    }
+
+    fn on_created(_config: wit::Config) -> Result<(), wit::Error> {
+        Err(no_destination())
+    }
+
+    fn on_updated(_old: wit::Config, _new: wit::Config) -> Result<(), wit::Error> {
+        Err(no_destination())
+    }
+
+    fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
+        Err(no_destination())
+    }
+}
