@@ -10,6 +10,8 @@ pub mod faults;
 
 pub mod interop;
 
+pub mod pipelines;
+
 use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
 use kafka_connector::kafka::cluster::Cluster;
@@ -38,6 +40,13 @@ pub fn component_path() -> PathBuf {
     let path = std::env::var_os("CONNECTOR_COMPONENT")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("wasm32-wasip2/release/kafka_connector.wasm"));
+    assert!(path.exists(), "{} is missing: run `just build`", path.display());
+    path
+}
+
+/// The hostile guest component `just build` made (tests/guests/hostile).
+pub fn hostile_component_path() -> PathBuf {
+    let path = target_dir().join("wasm32-wasip2/release/hostile_guest.wasm");
     assert!(path.exists(), "{} is missing: run `just build`", path.display());
     path
 }

@@ -1,0 +1,118 @@
+//! Helpers for tests of `connector-host run`: topics filled and read back through the
+//! connector, pipeline files in a scratch folder, the host run as a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use connector_host::wit::Data;
+use tokio::process::{Child, Command};
+
+use crate::{broker, bytes, component_path, host_binary, open_destination, read_n, record, source};
+
+/// Writes `n` raw values `{tag}-{i}` to `topic`; returns them.
+pub async fn fill(topic: &str, n: usize, tag: &str) -> Vec<String> {
+    let values: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+    let mut dst = open_destination(topic, &[]).await;
+    for chunk in values.chunks(5000) {
+        let batch: Vec<_> = chunk
+            .iter()
+            .map(|v| record(None, Some(Data::Raw(v.clone().into_bytes())), &[]))
+            .collect();
+        let (written, err) = dst.write(&batch).await.expect("write");
+        assert!(err.is_none() && written as usize == batch.len(), "{err:?}");
+    }
+    dst.teardown().await.expect("teardown");
+    values
+}
+
+/// Every value in `topic` (expecting `n`, and waiting a little longer for any extra, so
+/// that duplicates show), sorted.
+pub async fn topic_values(topic: &str, n: usize) -> Vec<String> {
+    static GROUP: AtomicU32 = AtomicU32::new(0);
+    let group = format!(
+        "check-{}-{}",
+        std::process::id(),
+        GROUP.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut src = source(&crate::allow_broker()).await;
+    let cfg = crate::config(&[
+        ("servers", &broker()),
+        ("topic", topic),
+        ("readFromBeginning", "true"),
+        ("groupID", &group),
+    ]);
+    src.open(&cfg, None).await.expect("open source");
+    let mut records = read_n(&mut src, n, Duration::from_secs(60)).await;
+    records.extend(src.read(1000, 1000).await.expect("read"));
+    src.teardown().await.expect("teardown");
+    let mut values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(bytes(&r.payload.after).unwrap_or_default()).expect("utf-8"))
+        .collect();
+    values.sort();
+    values
+}
+
+/// A fresh scratch folder for one test's pipeline file and JSON Lines files.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pipelines-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+/// `connector-host run <file>` with the Kafka connector, stdout and stderr piped.
+pub fn run_host(file: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(host_binary());
+    c.arg("--component")
+        .arg(component_path())
+        .args(["--progress-every", "1s"])
+        .arg("run")
+        .arg(file)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Waits for the host to exit within `limit`: its exit code and stderr.
+pub async fn finish(child: Child, limit: Duration) -> (i32, String) {
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("the host exits in time")
+        .expect("wait for the host");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// The line `pipeline <id> <status> (<r> read, <w> written, <e> errors)...` of a run.
+pub fn summary<'a>(stderr: &'a str, id: &str) -> &'a str {
+    let prefix = format!("pipeline {id} ");
+    stderr
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no summary for {id} in:\n{stderr}"))
+}
+
+/// The written count of a summary line.
+pub fn written(summary: &str) -> usize {
+    let (_, rest) = summary.split_once(" read, ").expect("a summary line");
+    rest.split_once(' ')
+        .and_then(|(n, _)| n.parse().ok())
+        .expect("a written count")
+}
+
+/// A `[pipeline.<side>]` table of the bundled Kafka connector on the test broker.
+pub fn kafka_end(side: &str, settings: &str) -> String {
+    format!(
+        "[pipeline.{side}]\ntype = \"kafka\"\nsettings = {{ servers = \"{}\", {settings} }}\n",
+        broker()
+    )
+}

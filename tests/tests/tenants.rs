@@ -1,0 +1,224 @@
+//! Many tenants in one host process (`connector-host run`): hostile guests are stopped,
+//! each with the right error, while a good pipeline beside them moves every record.
+
+use std::fmt::Write as _;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use integration_tests::pipelines::*;
+use integration_tests::*;
+
+/// A pipeline of tenant `evil` whose source is the hostile guest in `mode`, writing what
+/// it gets (a leak, if anything) to `<name>.jsonl`.
+fn hostile(name: &str, settings: &str, limits: &str) -> String {
+    format!(
+        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\nlimits = {{ {limits} }}\n\
+         [pipeline.source]\ntype = \"component\"\ncomponent = \"{}\"\nsettings = {{ {settings} }}\n\
+         [pipeline.destination]\ntype = \"file\"\npath = \"{name}.jsonl\"\n\n",
+        hostile_component_path().display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
+    const N: usize = 20_000;
+    let (from, to) = (new_topic("tenants-in", 3), new_topic("tenants-out", 2));
+    let sent = fill(&from, N, "good").await;
+    let dir = scratch("hostile");
+    let secret_file = dir.join("secret.txt");
+    std::fs::write(&secret_file, "s3cret-file").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let mut file =
+        format!("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\nmax-records = {N}\nbatch = 500\n");
+    file += &kafka_end(
+        "source",
+        &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
+    );
+    file += &kafka_end("destination", &format!("topic = \"{to}\""));
+    file += "\n";
+    file += &hostile("spin", "mode = \"spin\"", "cpu = \"300ms\"");
+    file += &hostile("grow", "mode = \"grow\"", "memory = \"32MiB\"");
+    file += &hostile("trap", "mode = \"trap\"", "");
+    file += &hostile("handles", "mode = \"handles\"", "handles = 50");
+    file += &hostile(
+        "connect",
+        &format!("mode = \"connect\", target = \"127.0.0.1:{port}\""),
+        "",
+    );
+    file += &hostile("env", "mode = \"env\", name = \"HOSTILE_SECRET\"", "");
+    let read_file = format!("mode = \"read-file\", path = \"{}\"", secret_file.display());
+    file += &hostile("file", &read_file, "");
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, &file).unwrap();
+
+    let child = run_host(&path, &[])
+        .env("HOSTILE_SECRET", "s3cret-env")
+        .spawn()
+        .unwrap();
+    let (code, stderr) = finish(child, Duration::from_secs(120)).await;
+
+    assert_eq!(code, 1, "failed pipelines make the exit code 1:\n{stderr}");
+    let good = summary(&stderr, "good/mirror");
+    assert!(
+        good.contains(&format!("finished ({N} read, {N} written, 0 errors)")),
+        "{good}"
+    );
+    let expected = [
+        ("spin", "connector evil/spin/source stopped: CPU limit: computed"),
+        ("grow", "connector evil/grow/source stopped: memory limit:"),
+        ("trap", "connector evil/trap/source stopped: trapped:"),
+        (
+            "handles",
+            "connector evil/handles/source stopped: handle limit: holds 50 open handles",
+        ),
+        (
+            "connect",
+            &format!("the sandbox denied TcpConnect 127.0.0.1:{port}"),
+        ),
+        ("env", "env HOSTILE_SECRET: not visible"),
+        ("file", &format!("read {}:", secret_file.display())),
+    ];
+    let mut report = String::new();
+    for (name, cause) in expected {
+        let line = summary(&stderr, &format!("evil/{name}"));
+        if !(line.contains(" failed (0 read, 0 written") && line.contains(cause)) {
+            writeln!(report, "evil/{name}: expected {cause:?} in {line:?}").unwrap();
+        }
+        let leaked = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap();
+        assert!(leaked.is_empty(), "evil/{name} got something out: {leaked}");
+    }
+    assert!(report.is_empty(), "{report}");
+    assert!(
+        stderr.contains("hostile guest panics on purpose"),
+        "the panic message is shown"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "nothing reached the listener outside the allowlist"
+    );
+    assert_eq!(topic_values(&to, N).await, sorted(sent));
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives() {
+    const N: usize = 3000;
+    let dir = scratch("tenants");
+    let mut file = String::new();
+    let mut checks = Vec::new();
+    for tenant in ["acme", "globex", "initech"] {
+        let (from, to) = (new_topic(tenant, 3), new_topic(&format!("{tenant}-out"), 1));
+        checks.push((to.clone(), sorted(fill(&from, N, tenant).await)));
+        write!(
+            file,
+            "[[pipeline]]\nname = \"mirror\"\ntenant = \"{tenant}\"\nmax-records = {N}\n"
+        )
+        .unwrap();
+        file += "limits = { memory = \"128MiB\", cpu = \"5s\", handles = 200 }\n";
+        file += &kafka_end(
+            "source",
+            &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
+        );
+        file += &kafka_end("destination", &format!("topic = \"{to}\""));
+        file += "\n";
+    }
+    // A file into Kafka and Kafka into a file, for a fourth tenant.
+    let lines: String = (0..N)
+        .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
+        .collect();
+    std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
+    let (loaded, out) = (new_topic("hooli-loaded", 2), "out.jsonl");
+    file += "[[pipeline]]\nname = \"load\"\ntenant = \"hooli\"\n";
+    file += "[pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n";
+    file += &kafka_end("destination", &format!("topic = \"{loaded}\""));
+    file += &format!("\n[[pipeline]]\nname = \"dump\"\ntenant = \"hooli\"\nmax-records = {N}\n");
+    file += &kafka_end(
+        "source",
+        &format!("topics = \"{loaded}\", readFromBeginning = true"),
+    );
+    file += &format!("[pipeline.destination]\ntype = \"file\"\npath = \"{out}\"\n");
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, &file).unwrap();
+
+    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{stderr}");
+    for id in [
+        "acme/mirror",
+        "globex/mirror",
+        "initech/mirror",
+        "hooli/load",
+        "hooli/dump",
+    ] {
+        let line = summary(&stderr, id);
+        assert!(
+            line.contains(&format!("finished ({N} read, {N} written, 0 errors)")),
+            "{line}"
+        );
+    }
+    for (to, sent) in checks {
+        assert_eq!(topic_values(&to, N).await, sent);
+    }
+    let mut dumped: Vec<String> = std::fs::read_to_string(dir.join(out))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            let after = r.pointer("/payload/after").and_then(|v| v.as_str()).unwrap();
+            use base64::Engine as _;
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(after).unwrap()).unwrap()
+        })
+        .collect();
+    dumped.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("{{\"n\":{i}}}")).collect();
+    expected.sort();
+    assert_eq!(dumped, expected);
+}
+
+#[tokio::test]
+async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts() {
+    let (from, to) = (new_topic("bad-in", 1), new_topic("bad-out", 1));
+    fill(&from, 10, "bad").await;
+    let dir = scratch("bad");
+    let mut file = String::from("[[pipeline]]\nname = \"ok\"\ntenant = \"t\"\n");
+    file += &kafka_end(
+        "source",
+        &format!("topics = \"{from}\", readFromBeginning = true"),
+    );
+    file += &kafka_end("destination", &format!("topic = \"{to}\""));
+    // Line 10 on: a pipeline whose destination config the connector refuses.
+    file += "\n[[pipeline]]\nname = \"acks\"\ntenant = \"t\"\n";
+    file += &kafka_end("source", &format!("topics = \"{from}\""));
+    file += &kafka_end("destination", &format!("topic = \"{to}\", acks = \"2\""));
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, &file).unwrap();
+
+    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(code, 1);
+    let at = format!(
+        "{}:19: pipeline t/acks destination: invalid config \"acks\"",
+        path.display()
+    );
+    assert!(stderr.contains(&at), "{stderr}");
+    assert!(!stderr.contains("pipeline t/ok"), "nothing started: {stderr}");
+    assert!(topic_values(&to, 0).await.is_empty(), "nothing was written");
+
+    std::fs::write(
+        &path,
+        file.replace(
+            "tenant = \"t\"\n[pipeline",
+            "tenant = \"t\"\nbatchh = 5\n[pipeline",
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("line 4") && stderr.contains("batchh"), "{stderr}");
+}
