@@ -7,10 +7,12 @@ build:
     cargo build -p kafka-connector -p hostile-guest --target wasm32-wasip2 --release
     cargo build -p connector-host
 
-# Producer throughput and memory next to librdkafka on a fresh broker (ratios, never pass/fail).
+# Producer and consumer throughput and memory next to librdkafka on a fresh broker, then
+# what an idle instance costs (ratios and targets, never pass/fail).
 bench *ARGS:
     cargo build -p kafka-connector --target wasm32-wasip2 --release
     scripts/broker.sh run cargo run --release -p integration-tests --features bench --bin bench -- {{ARGS}}
+    cargo run --release -p integration-tests --bin instances
 
 # Unit tests (natively), then integration tests through the host against a fresh broker.
 test: build

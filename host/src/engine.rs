@@ -21,6 +21,9 @@ const TICK: Duration = Duration::from_millis(10);
 /// Settings of the shared engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// Take instances from a pool reserved up front (fast to instantiate); off: map
+    /// each instance's memory when it is created.
+    pub pooling: bool,
     /// Instances that can be alive at once (the size of the pool).
     pub max_instances: u32,
     /// The largest linear memory any instance may have; per-instance limits are lower.
@@ -30,6 +33,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
+            pooling: true,
             max_instances: 1000,
             max_memory: 4 << 30,
         }
@@ -45,7 +49,7 @@ pub struct SharedEngine {
 
 impl SharedEngine {
     pub fn new(opts: &EngineOptions) -> Result<Self> {
-        let engine = match Engine::new(&config(Some(opts))) {
+        let engine = match Engine::new(&config(opts.pooling.then_some(opts))) {
             Ok(e) => e,
             // A pool is reserved address space up front; where that is refused (a low
             // `ulimit -v`), instances are allocated one by one instead.

@@ -44,6 +44,11 @@ pub fn component_path() -> PathBuf {
     path
 }
 
+/// Where the tests and benchmarks cache compiled components.
+pub fn component_cache() -> PathBuf {
+    target_dir().join("component-cache")
+}
+
 /// The hostile guest component `just build` made (tests/guests/hostile).
 pub fn hostile_component_path() -> PathBuf {
     let path = target_dir().join("wasm32-wasip2/release/hostile_guest.wasm");
@@ -71,8 +76,7 @@ pub fn engine() -> SharedEngine {
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        let cache = target_dir().join("component-cache");
-        Runtime::load(&engine(), &component_path(), &cache).expect("the connector component loads")
+        Runtime::load(&engine(), &component_path(), &component_cache()).expect("the connector component loads")
     })
 }
 
