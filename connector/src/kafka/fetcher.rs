@@ -10,10 +10,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
-use kafka_protocol::records::Record;
 
 use super::assignor::TopicPartition;
-use super::batch;
+use super::batch::{self, Batch};
 use super::cluster::{Cluster, broker_id, topic_name};
 use super::connection::Pending;
 use super::errors;
@@ -83,7 +82,7 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Records fetched by `deadline` (possibly none), with their partitions. A fetch
+    /// Record batches fetched by `deadline` (possibly none), with their partitions. A fetch
     /// answered empty is followed by the next at once (the broker's long poll paces them);
     /// a leader that failed is tried again after a backoff. `paused` partitions are not
     /// fetched (the caller has enough of them buffered).
@@ -92,7 +91,7 @@ impl Fetcher {
         cluster: &mut Cluster,
         deadline: Instant,
         paused: &dyn Fn(&TopicPartition) -> bool,
-    ) -> Result<Vec<(TopicPartition, Record)>> {
+    ) -> Result<Vec<(TopicPartition, Batch)>> {
         loop {
             self.send_fetches(cluster, paused)?;
             let out = self.collect(cluster)?;
@@ -102,6 +101,17 @@ impl Fetcher {
             let next_retry = self.backoff.values().min().copied().unwrap_or(deadline);
             cluster.wait(deadline.min(next_retry))?;
         }
+    }
+
+    /// Sends a fetch to every leader without one in flight, for the partitions not
+    /// `paused`, and returns at once: the broker prepares the answer while the caller
+    /// works on what it has.
+    pub fn prefetch(
+        &mut self,
+        cluster: &mut Cluster,
+        paused: &dyn Fn(&TopicPartition) -> bool,
+    ) -> Result<()> {
+        self.send_fetches(cluster, paused)
     }
 
     fn send_fetches(
@@ -199,7 +209,7 @@ impl Fetcher {
     }
 
     /// Takes every answered fetch and decodes it.
-    fn collect(&mut self, cluster: &mut Cluster) -> Result<Vec<(TopicPartition, Record)>> {
+    fn collect(&mut self, cluster: &mut Cluster) -> Result<Vec<(TopicPartition, Batch)>> {
         let mut out = Vec::new();
         let leaders: Vec<i32> = self.in_flight.keys().copied().collect();
         for leader in leaders {
@@ -228,7 +238,7 @@ impl Fetcher {
         &mut self,
         cluster: &mut Cluster,
         resp: FetchResponse,
-        out: &mut Vec<(TopicPartition, Record)>,
+        out: &mut Vec<(TopicPartition, Batch)>,
     ) -> Result<()> {
         errors::check(resp.error_code, "Fetch")?;
         for topic in resp.responses {
@@ -258,9 +268,9 @@ impl Fetcher {
                     Some(e) => return Err(errors::kafka_error(e, &format!("Fetch {what}"))),
                 }
                 let Some(data) = part.records else { continue };
-                let decoded = batch::decode(data, from, &what)?;
-                self.offsets.insert(tp.clone(), decoded.next_offset);
-                out.extend(decoded.records.into_iter().map(|r| (tp.clone(), r)));
+                let fetched = batch::decode_batches(data, from, &what)?;
+                self.offsets.insert(tp.clone(), fetched.next_offset);
+                out.extend(fetched.batches.into_iter().map(|b| (tp.clone(), b)));
             }
         }
         Ok(())
