@@ -20,6 +20,7 @@ mod glue {
     use crate::config::{self as cfg, DestinationConfig, Role, SourceConfig};
     use crate::destination::Destination;
     use crate::error::Error;
+    use crate::mapping;
     use crate::record as rec;
     use crate::source::Source;
 
@@ -102,6 +103,11 @@ mod glue {
         fn read(max: u32, wait_ms: u32) -> Result<Vec<wit::Record>, wit::Error> {
             with_source(|s| s.read(max as usize, Duration::from_millis(wait_ms as u64)))
                 .map(|records| records.into_iter().map(record_into_wit).collect())
+        }
+
+        fn read_batch(max: u32, wait_ms: u32) -> Result<wit::RecordBatch, wit::Error> {
+            with_source(|s| s.read_packed(max as usize, Duration::from_millis(wait_ms as u64)))
+                .map(packed_into_wit)
         }
 
         fn ack(positions: Vec<wit::Position>) -> Result<(), wit::Error> {
@@ -225,6 +231,41 @@ mod glue {
         match d {
             rec::Data::Raw(b) => wit::Data::Raw(b),
             rec::Data::Structured(s) => wit::Data::Structured(s),
+        }
+    }
+
+    fn span(s: mapping::Span) -> wit::Span {
+        wit::Span {
+            start: s.start,
+            len: s.len,
+        }
+    }
+
+    fn packed_data(d: mapping::PackedData) -> wit::PackedData {
+        match d {
+            mapping::PackedData::Raw(s) => wit::PackedData::Raw(span(s)),
+            mapping::PackedData::Structured(s) => wit::PackedData::Structured(span(s)),
+        }
+    }
+
+    fn packed_into_wit(p: mapping::Packed) -> wit::RecordBatch {
+        wit::RecordBatch {
+            metadata: p.metadata.iter().map(|(k, v)| (span(*k), span(*v))).collect(),
+            records: p
+                .records
+                .iter()
+                .map(|r| wit::PackedRecord {
+                    position: span(r.position),
+                    operation: wit::Operation::Create,
+                    metadata_start: r.metadata_start,
+                    metadata_len: r.metadata_len,
+                    key: r.key.map(packed_data),
+                    before: None,
+                    after: r.after.map(packed_data),
+                })
+                .collect(),
+            bytes: p.bytes,
+            text: p.text,
         }
     }
 

@@ -269,6 +269,229 @@ pub fn from_kafka(part: &SourcePartition, r: &RawRecord<'_>, read_at: &str) -> R
     }
 }
 
+/// Where a source puts the records it hands out.
+pub trait Sink {
+    /// Adds the record `r` of `part`, handed out at `read_at` (unix nanoseconds, as text).
+    fn push(&mut self, part: &SourcePartition, r: &RawRecord<'_>, read_at: &str);
+    fn len(&self) -> usize;
+    /// Whether it takes no more records (whatever `max` says).
+    fn full(&self) -> bool {
+        false
+    }
+}
+
+impl Sink for Vec<Record> {
+    fn push(&mut self, part: &SourcePartition, r: &RawRecord<'_>, read_at: &str) {
+        Vec::push(self, from_kafka(part, r, read_at));
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+/// A span of a `Packed` buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackedData {
+    /// In `bytes`.
+    Raw(Span),
+    /// In `text`.
+    Structured(Span),
+}
+
+/// A record of a `Packed` batch (a source's records are creates without a before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedRecord {
+    pub position: Span,
+    pub metadata_start: u32,
+    pub metadata_len: u32,
+    pub key: Option<PackedData>,
+    pub after: Option<PackedData>,
+}
+
+/// Records packed into a few buffers (the WIT `record-batch`): building one allocates
+/// per batch, not per record, and it crosses the boundary as four copies. Text that
+/// every record shares (metadata keys, the topic, the partition, the read time) is
+/// written once per batch and referred to by every record.
+#[derive(Debug, Default)]
+pub struct Packed {
+    pub bytes: Vec<u8>,
+    pub text: String,
+    pub metadata: Vec<(Span, Span)>,
+    pub records: Vec<PackedRecord>,
+    /// Spans of the standard keys and of the read time, once written.
+    shared: Option<Shared>,
+    /// Per partition slot seen in this batch: its topic and partition spans.
+    parts: Vec<(*const SourcePartition, Span, Span)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Shared {
+    collection: Span,
+    created_at: Span,
+    read_at_key: Span,
+    partition: Span,
+    offset: Span,
+    read_at: Span,
+}
+
+/// The most `Packed::bytes` or `text` hold: spans are u32, and a batch far below that
+/// is plenty for one call.
+const PACKED_LIMIT: usize = 1 << 30;
+
+impl Packed {
+    pub fn with_capacity(records: usize) -> Self {
+        Packed {
+            bytes: Vec::with_capacity(records * 192),
+            text: String::with_capacity(records * 32),
+            metadata: Vec::with_capacity(records * 5),
+            records: Vec::with_capacity(records),
+            ..Default::default()
+        }
+    }
+
+    fn text(&mut self, s: &str) -> Span {
+        let start = self.text.len() as u32;
+        self.text.push_str(s);
+        Span {
+            start,
+            len: s.len() as u32,
+        }
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Span {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(b);
+        Span {
+            start,
+            len: b.len() as u32,
+        }
+    }
+
+    fn number(&mut self, n: i64) -> Span {
+        self.text(itoa::Buffer::new().format(n))
+    }
+
+    /// The spans of `part`'s topic and partition text, written on first use.
+    fn part(&mut self, part: &SourcePartition) -> (Span, Span) {
+        let key = part as *const SourcePartition;
+        if let Some(&(_, t, p)) = self.parts.iter().find(|(k, _, _)| *k == key) {
+            return (t, p);
+        }
+        let t = self.text(&part.topic);
+        let p = self.text(&part.partition);
+        self.parts.push((key, t, p));
+        (t, p)
+    }
+
+    /// Every record as a `Record`, as a host rebuilds them (for tests).
+    pub fn to_records(&self) -> Vec<Record> {
+        let text = |s: Span| self.text[s.start as usize..(s.start + s.len) as usize].to_string();
+        let bytes = |s: Span| self.bytes[s.start as usize..(s.start + s.len) as usize].to_vec();
+        let data = |d: PackedData| match d {
+            PackedData::Raw(s) => Data::Raw(bytes(s)),
+            PackedData::Structured(s) => Data::Structured(text(s)),
+        };
+        self.records
+            .iter()
+            .map(|r| Record {
+                position: bytes(r.position),
+                operation: Operation::Create,
+                metadata: self.metadata
+                    [r.metadata_start as usize..(r.metadata_start + r.metadata_len) as usize]
+                    .iter()
+                    .map(|(k, v)| (text(*k), text(*v)))
+                    .collect(),
+                key: r.key.map(data),
+                before: None,
+                after: r.after.map(data),
+            })
+            .collect()
+    }
+}
+
+impl Sink for Packed {
+    fn push(&mut self, part: &SourcePartition, r: &RawRecord<'_>, read_at: &str) {
+        let shared = match self.shared {
+            Some(s) => s,
+            None => {
+                let s = Shared {
+                    collection: self.text(COLLECTION),
+                    created_at: self.text(CREATED_AT),
+                    read_at_key: self.text(READ_AT),
+                    partition: self.text(PARTITION),
+                    offset: self.text(OFFSET),
+                    read_at: self.text(read_at),
+                };
+                self.shared = Some(s);
+                s
+            }
+        };
+        let (topic, partition) = self.part(part);
+        let metadata_start = self.metadata.len() as u32;
+        let created_at = self.number(r.timestamp.saturating_mul(1_000_000));
+        let offset = self.number(r.offset);
+        self.metadata.extend_from_slice(&[
+            (shared.collection, topic),
+            (shared.created_at, created_at),
+            (shared.read_at_key, shared.read_at),
+            (shared.partition, partition),
+            (shared.offset, offset),
+        ]);
+        for (name, value) in r.headers() {
+            let name = String::from_utf8_lossy(name);
+            let key_start = self.text.len() as u32;
+            self.text.push_str(HEADER_PREFIX);
+            self.text.push_str(&name);
+            let key = Span {
+                start: key_start,
+                len: self.text.len() as u32 - key_start,
+            };
+            let value = self.text(&value.map(String::from_utf8_lossy).unwrap_or_default());
+            // Headers are a map: a repeated name keeps its first place and its last value.
+            let run = metadata_start as usize + 5..;
+            let text = &self.text;
+            let key_text = &text[key.start as usize..(key.start + key.len) as usize];
+            let same = |s: Span| &text[s.start as usize..(s.start + s.len) as usize] == key_text;
+            match self.metadata[run].iter().position(|(k, _)| same(*k)) {
+                Some(i) => self.metadata[metadata_start as usize + 5 + i].1 = value,
+                None => self.metadata.push((key, value)),
+            }
+        }
+        let position = {
+            let start = self.bytes.len() as u32;
+            self.bytes.extend_from_slice(&part.prefix);
+            self.bytes.extend_from_slice(&r.offset.to_be_bytes());
+            Span {
+                start,
+                len: self.bytes.len() as u32 - start,
+            }
+        };
+        let key = r.key.map(|k| PackedData::Raw(self.bytes(k)));
+        let after = r.value.map(|v| PackedData::Raw(self.bytes(v)));
+        self.records.push(PackedRecord {
+            position,
+            metadata_start,
+            metadata_len: self.metadata.len() as u32 - metadata_start,
+            key,
+            after,
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn full(&self) -> bool {
+        self.bytes.len() >= PACKED_LIMIT || self.text.len() >= PACKED_LIMIT
+    }
+}
+
 /// An integer as text, allocated at its exact length.
 fn number(n: i64) -> String {
     itoa::Buffer::new().format(n).to_owned()
@@ -344,6 +567,51 @@ mod tests {
                 partition: 3,
                 offset: 42
             }
+        );
+    }
+
+    #[test]
+    fn a_packed_batch_holds_the_same_records() {
+        let mut ks: Vec<KafkaRecord> = (0..5)
+            .map(|i| {
+                let mut k = to_kafka(rec(&[]), 1_000 + i, &HeaderSelection::All, ValueFormat::Raw).unwrap();
+                k.offset = i;
+                if i % 2 == 0 {
+                    k.headers
+                        .insert(StrBytes::from_string(format!("h{i}")), Some(Bytes::from("é")));
+                }
+                if i == 3 {
+                    k.key = None;
+                }
+                k
+            })
+            .collect();
+        let data = batch::encode(&mut ks, -1, kafka_protocol::records::Compression::None).unwrap();
+        let parts = [
+            SourcePartition::new("g", "t", 3),
+            SourcePartition::new("g", "u", 10),
+        ];
+        let (mut plain, mut packed) = (Vec::new(), Packed::with_capacity(1));
+        for (i, part) in parts.iter().enumerate() {
+            let mut fetched = batch::decode_batches(data.clone(), 0, "t-3").unwrap();
+            while let Some(r) = fetched.batches[0].next().unwrap() {
+                Sink::push(&mut plain, part, &r, &format!("7{i}"));
+                Sink::push(&mut packed, part, &r, "70");
+            }
+        }
+        // One read time per call: the packed batch's first one holds for all.
+        for r in &mut plain {
+            r.metadata
+                .iter_mut()
+                .filter(|(k, _)| k == READ_AT)
+                .for_each(|(_, v)| *v = "70".into());
+        }
+        assert_eq!(Sink::len(&packed), 10);
+        assert_eq!(packed.to_records(), plain);
+        assert_eq!(
+            packed.text.matches(COLLECTION).count(),
+            1,
+            "shared text is written once"
         );
     }
 

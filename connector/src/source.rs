@@ -16,7 +16,7 @@ use crate::kafka::cluster::Cluster;
 use crate::kafka::fetcher::Fetcher;
 use crate::kafka::group::{GroupSettings, Membership, Pulse};
 use crate::log;
-use crate::mapping::{self, Position, PositionRef, SourcePartition};
+use crate::mapping::{Packed, Position, PositionRef, Sink, SourcePartition};
 use crate::record::Record;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,17 +99,33 @@ impl Source {
     /// Up to `max` records, waiting at most `wait` for the first. Before returning, the
     /// next fetch goes out, so the broker works while the caller handles these records.
     pub fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity(max.min(self.buffered()));
+        self.read_into(max, wait, &mut out)?;
+        Ok(out)
+    }
+
+    /// `read`, into a packed batch.
+    pub fn read_packed(&mut self, max: usize, wait: Duration) -> Result<Packed> {
+        let mut out = Packed::with_capacity(max.min(self.buffered()));
+        self.read_into(max, wait, &mut out)?;
+        Ok(out)
+    }
+
+    fn buffered(&self) -> usize {
+        self.slots.iter().map(|s| s.buffered).sum()
+    }
+
+    fn read_into(&mut self, max: usize, wait: Duration, out: &mut impl Sink) -> Result<()> {
         let deadline = Instant::now() + wait;
-        let mut out = Vec::new();
         loop {
             self.keep_alive()?;
-            self.take(max, &mut out)?;
-            if !out.is_empty() || Instant::now() >= deadline {
+            self.take(max, out)?;
+            if out.len() > 0 || Instant::now() >= deadline {
                 break;
             }
             self.fetch(deadline.min(self.group.next_heartbeat()))?;
         }
-        if !out.is_empty() {
+        if out.len() > 0 {
             let slots = &self.slots;
             let paused = |tp: &TopicPartition| paused(&self.commits, slots, tp);
             if let Err(e) = self.fetcher.prefetch(&mut self.cluster, &paused) {
@@ -117,12 +133,12 @@ impl Source {
                 log::warn(&format!("prefetch: {e}"));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Hands out up to `max` buffered records into `out`. A record that does not parse
     /// ends the call; it is an error once `out` is empty (nothing handed out is lost).
-    fn take(&mut self, max: usize, out: &mut Vec<Record>) -> Result<()> {
+    fn take(&mut self, max: usize, out: &mut impl Sink) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -130,8 +146,7 @@ impl Source {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64)
             .to_string();
-        out.reserve_exact(max.min(self.slots.iter().map(|s| s.buffered).sum()));
-        while out.len() < max {
+        while out.len() < max && !out.full() {
             let Some(chunk) = self.buffer.front_mut() else {
                 break;
             };
@@ -140,7 +155,7 @@ impl Source {
             let failed = match chunk.batch.next() {
                 Ok(Some(r)) => {
                     self.commits.delivered(chunk.slot, r.offset);
-                    out.push(mapping::from_kafka(&slot.part, &r, &read_at));
+                    out.push(&slot.part, &r, &read_at);
                     None
                 }
                 Ok(None) => None,
@@ -155,7 +170,7 @@ impl Source {
             }
             match failed {
                 None => {}
-                Some(_) if !out.is_empty() => break,
+                Some(_) if out.len() > 0 => break,
                 Some(Error::CorruptData(m)) => {
                     let p = &slot.part;
                     return Err(Error::CorruptData(format!("{}-{}: {m}", p.topic, p.partition)));
