@@ -250,7 +250,11 @@ mod glue {
 
     fn packed_into_wit(p: mapping::Packed) -> wit::RecordBatch {
         wit::RecordBatch {
-            metadata: p.metadata.iter().map(|(k, v)| (span(*k), span(*v))).collect(),
+            metadata: p
+                .metadata
+                .iter()
+                .flat_map(|(k, v)| [k.start, k.len, v.start, v.len])
+                .collect(),
             records: p
                 .records
                 .iter()

@@ -61,9 +61,20 @@ impl RecordBatch {
                 Some(wit::PackedData::Structured(s)) => text(s),
             }
         };
-        for (k, v) in &b.metadata {
-            text(k)?;
-            text(v)?;
+        ensure!(
+            b.metadata.len() % 4 == 0,
+            "the connector sent metadata of {} numbers, not four per entry",
+            b.metadata.len()
+        );
+        for e in b.metadata.chunks_exact(4) {
+            text(&wit::Span {
+                start: e[0],
+                len: e[1],
+            })?;
+            text(&wit::Span {
+                start: e[2],
+                len: e[3],
+            })?;
         }
         for r in &b.records {
             bounds(&r.position, b.bytes.len())?;
@@ -72,7 +83,7 @@ impl RecordBatch {
                     start: r.metadata_start,
                     len: r.metadata_len,
                 },
-                b.metadata.len(),
+                b.metadata.len() / 4,
             )?;
             data(&r.key)?;
             data(&r.before)?;
@@ -109,7 +120,11 @@ impl<'a> RecordRef<'a> {
     }
 
     fn text(&self, s: &wit::Span) -> &'a str {
-        &self.batch.text[s.start as usize..(s.start + s.len) as usize]
+        self.text_at(s.start, s.len)
+    }
+
+    fn text_at(&self, start: u32, len: u32) -> &'a str {
+        &self.batch.text[start as usize..(start + len) as usize]
     }
 
     fn data(&self, d: &Option<wit::PackedData>) -> Option<DataRef<'a>> {
@@ -130,10 +145,10 @@ impl<'a> RecordRef<'a> {
     /// The metadata entries, in order.
     pub fn metadata(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + use<'a> {
         let this = *self;
-        let start = self.r.metadata_start as usize;
-        self.batch.metadata[start..start + self.r.metadata_len as usize]
-            .iter()
-            .map(move |(k, v)| (this.text(k), this.text(v)))
+        let start = self.r.metadata_start as usize * 4;
+        self.batch.metadata[start..start + self.r.metadata_len as usize * 4]
+            .chunks_exact(4)
+            .map(move |e| (this.text_at(e[0], e[1]), this.text_at(e[2], e[3])))
     }
 
     /// The value of the metadata entry `key`, if there is one.
@@ -195,7 +210,7 @@ mod tests {
         wit::RecordBatch {
             bytes: b"p1p2kv".to_vec(),
             text: "topicaé".into(),
-            metadata: vec![(span(0, 5), span(5, 1)), (span(0, 5), span(5, 3))],
+            metadata: vec![0, 5, 5, 1, 0, 5, 5, 3],
             records: vec![
                 wit::PackedRecord {
                     position: span(0, 2),
@@ -241,13 +256,16 @@ mod tests {
         b.records[0].position = span(5, 2);
         assert!(RecordBatch::new(b).is_err());
         let mut b = batch();
-        b.metadata[1].1 = span(6, 1);
+        b.metadata[6] = 6;
         assert!(RecordBatch::new(b).is_err(), "splits é");
         let mut b = batch();
         b.records[1].metadata_start = 2;
         assert!(RecordBatch::new(b).is_err());
         let mut b = batch();
         b.records[0].key = Some(wit::PackedData::Raw(span(u32::MAX, 2)));
+        assert!(RecordBatch::new(b).is_err());
+        let mut b = batch();
+        b.metadata.pop();
         assert!(RecordBatch::new(b).is_err());
     }
 }
