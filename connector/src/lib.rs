@@ -111,7 +111,12 @@ mod glue {
         }
 
         fn ack(positions: Vec<wit::Position>) -> Result<(), wit::Error> {
-            with_source(|s| s.ack(&positions))
+            with_source(|s| s.ack(positions.iter().map(Vec::as_slice)))
+        }
+
+        fn ack_batch(positions: Vec<u8>, ends: Vec<u32>) -> Result<(), wit::Error> {
+            let split = crate::source::split_positions(&positions, &ends).map_err(into_wit)?;
+            with_source(|s| s.ack(split))
         }
 
         fn teardown() -> Result<(), wit::Error> {

@@ -237,7 +237,7 @@ impl Source {
 
     /// Takes acks for records this source handed out. Acks of partitions it no longer
     /// owns are dropped: another member reads them from the last commit.
-    pub fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+    pub fn ack<'a>(&mut self, positions: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         for p in positions {
             match PositionRef::parse(p) {
                 Some(pos) => self.ack_one(pos)?,
@@ -310,6 +310,26 @@ impl Source {
     }
 }
 
+/// Packed positions (`ack-batch`): `positions[ends[i-1]..ends[i]]` each; ends must not
+/// decrease nor pass the end.
+pub fn split_positions<'a>(positions: &'a [u8], ends: &'a [u32]) -> Result<impl Iterator<Item = &'a [u8]>> {
+    let mut start = 0;
+    for &end in ends {
+        let end = end as usize;
+        if end < start || end > positions.len() {
+            return Err(Error::InvalidState(format!(
+                "packed positions end at {end}, after {start}, in {} bytes",
+                positions.len()
+            )));
+        }
+        start = end;
+    }
+    let starts = std::iter::once(0).chain(ends.iter().map(|e| *e as usize));
+    Ok(starts
+        .zip(ends)
+        .map(move |(start, end)| &positions[start..*end as usize]))
+}
+
 /// Whether `tp` has enough records buffered not to be fetched now.
 fn paused(commits: &Commits, slots: &[Slot], tp: &TopicPartition) -> bool {
     commits
@@ -327,4 +347,18 @@ fn new_group_id() -> String {
             .map_or(0, |d| d.as_nanos()),
     );
     format!("conduit-connector-kafka-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_positions_split_at_their_ends() {
+        let split: Vec<&[u8]> = split_positions(b"aabccc", &[2, 3, 3, 6]).unwrap().collect();
+        assert_eq!(split, [&b"aa"[..], b"b", b"", b"ccc"]);
+        assert_eq!(split_positions(b"", &[]).unwrap().count(), 0);
+        assert!(split_positions(b"aab", &[2, 1]).is_err(), "ends go back");
+        assert!(split_positions(b"aab", &[4]).is_err(), "past the end");
+    }
 }

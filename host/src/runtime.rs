@@ -198,6 +198,24 @@ impl Source {
         i.guest(r)
     }
 
+    /// `ack`, with the positions packed into one buffer on the way (`ack-batch`): no
+    /// allocation per position on either side.
+    pub async fn ack_batch<'p>(&mut self, positions: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
+        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+        for p in positions {
+            bytes.extend_from_slice(p);
+            let end = u32::try_from(bytes.len()).context("positions of more than 4 GiB in one ack")?;
+            ends.push(end);
+        }
+        let i = &mut self.0;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_ack_batch(&mut i.store, &bytes, &ends)
+            .await;
+        i.guest(r)
+    }
+
     pub async fn teardown(&mut self) -> Result<()> {
         let i = &mut self.0;
         let r = i

@@ -170,7 +170,8 @@ async fn read_batch_holds_the_same_records_as_read_with_headers_and_null_keys() 
 
     let mut plain = open_group(&topic, &format!("plain-{}", std::process::id()), None).await;
     let mut want = read_n(&mut plain, recs.len(), Duration::from_secs(20)).await;
-    let mut packed = open_group(&topic, &format!("packed-{}", std::process::id()), None).await;
+    let packed_group = format!("packed-{}", std::process::id());
+    let mut packed = open_group(&topic, &packed_group, None).await;
     let (mut got, mut acks) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(20);
     while got.len() < recs.len() && Instant::now() < deadline {
@@ -202,9 +203,18 @@ async fn read_batch_holds_the_same_records_as_read_with_headers_and_null_keys() 
             .any(|r| metadata_value(r, "kafka.header.trace") == Some("t-é"))
     );
     assert!(got.iter().any(|r| r.key.is_none()) && got.iter().any(|r| r.payload.after.is_none()));
+    // Half through ack, half through ack-batch: all acked, so the group has nothing left.
+    let half = acks.len() / 2;
     packed
-        .ack(&acks)
+        .ack(&acks[..half])
         .await
         .expect("positions of a batch ack like any");
+    packed
+        .ack_batch(acks[half..].iter().map(Vec::as_slice))
+        .await
+        .expect("packed positions ack too");
     packed.teardown().await.unwrap();
+    let mut again = open_group(&topic, &packed_group, None).await;
+    let left = read_n(&mut again, 1, Duration::from_secs(2)).await;
+    assert_eq!(left.len(), 0, "every record was acked and committed");
 }

@@ -20,7 +20,7 @@
 //! - `ours`: a source through `connector_host` (`readFromBeginning=true`), `read-batch(10000,
 //!   1000)` in a loop (the records packed, read in place like librdkafka's messages), every
 //!   record's partition, offset and value looked at and every batch's positions acked right
-//!   after it as a pipeline would; timed from
+//!   after it (`ack-batch`, the positions packed) as a pipeline would; timed from
 //!   `open()` returning (the group joined, the partitions assigned) to the last record received;
 //! - `librdkafka`: rdkafka's `BaseConsumer`, `auto.offset.reset=earliest`, auto commit, one
 //!   `poll` per message, `fetch.queue.backoff.ms=10` (see `consume_librdkafka`), other settings
@@ -587,7 +587,7 @@ fn consume_parent(count: usize) -> Result<()> {
         "  topic filled once by librdkafka {version} (acks=all, idempotence, snappy, murmur2_random), keys key-{{i % {DISTINCT_KEYS}}}"
     );
     println!(
-        "  ours: {} through connector_host, source readFromBeginning=true, read-batch({READ_MAX}, {READ_WAIT_MS}) in a loop, every batch acked; commit settings default",
+        "  ours: {} through connector_host, source readFromBeginning=true, read-batch({READ_MAX}, {READ_WAIT_MS}) in a loop, every batch acked (ack-batch); commit settings default",
         component.display()
     );
     println!(
@@ -878,10 +878,10 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
                     metadata_num(r.metadata_value("kafka.offset"), "kafka.offset")?,
                     len,
                 )?;
-                positions.push(r.position().to_vec());
+                positions.push(r.position());
             }
             let t = Instant::now();
-            src.ack(&positions).await?;
+            src.ack_batch(positions).await?;
             in_ack += t.elapsed();
         }
         let elapsed = last - start;
