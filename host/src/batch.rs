@@ -124,7 +124,11 @@ impl<'a> RecordRef<'a> {
     }
 
     fn text_at(&self, start: u32, len: u32) -> &'a str {
-        &self.batch.text[start as usize..(start + len) as usize]
+        let bytes = &self.batch.text.as_bytes()[start as usize..(start + len) as usize];
+        // SAFETY: `RecordBatch::new` checked that every text span of the batch (which
+        // cannot change after) starts and ends on a character boundary of `text`, so
+        // the bytes are a whole part of a `str`.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
     fn data(&self, d: &Option<wit::PackedData>) -> Option<DataRef<'a>> {
@@ -153,7 +157,14 @@ impl<'a> RecordRef<'a> {
 
     /// The value of the metadata entry `key`, if there is one.
     pub fn metadata_value(&self, key: &str) -> Option<&'a str> {
-        self.metadata().find(|(k, _)| *k == key).map(|(_, v)| v)
+        let text = self.batch.text.as_bytes();
+        let start = self.r.metadata_start as usize * 4;
+        self.batch.metadata[start..start + self.r.metadata_len as usize * 4]
+            .chunks_exact(4)
+            .find(|e| {
+                e[1] as usize == key.len() && &text[e[0] as usize..(e[0] + e[1]) as usize] == key.as_bytes()
+            })
+            .map(|e| self.text_at(e[2], e[3]))
     }
 
     pub fn key(&self) -> Option<DataRef<'a>> {
@@ -241,6 +252,11 @@ mod tests {
         let r = b.get(1).unwrap();
         assert_eq!(r.position(), b"p2");
         assert_eq!(r.metadata_value("topic"), Some("aé"));
+        assert_eq!(
+            (r.metadata_value("topi"), r.metadata_value("topics")),
+            (None, None)
+        );
+        assert_eq!(b.get(0).unwrap().metadata().collect::<Vec<_>>(), [("topic", "a")]);
         assert_eq!(r.before(), Some(DataRef::Structured("a")));
         let owned = b.to_records();
         assert_eq!(owned[0].position, b"p1");
