@@ -20,6 +20,7 @@ mod glue {
     use crate::config::{self as cfg, DestinationConfig, Role, SourceConfig};
     use crate::destination::Destination;
     use crate::error::Error;
+    use crate::mapping;
     use crate::record as rec;
     use crate::source::Source;
 
@@ -104,8 +105,25 @@ mod glue {
                 .map(|records| records.into_iter().map(record_into_wit).collect())
         }
 
+        fn read_batch(max: u32, wait_ms: u32) -> Result<wit::RecordBatch, wit::Error> {
+            with_source(|s| s.read_packed(max as usize, Duration::from_millis(wait_ms as u64)))
+                .map(packed_into_wit)
+        }
+
         fn ack(positions: Vec<wit::Position>) -> Result<(), wit::Error> {
-            with_source(|s| s.ack(&positions))
+            with_source(|s| s.ack(positions.iter().map(Vec::as_slice)))
+        }
+
+        fn ack_batch(positions: Vec<u8>, ends: Vec<u32>) -> Result<(), wit::Error> {
+            let split = crate::source::split_positions(&positions, &ends).map_err(into_wit)?;
+            with_source(|s| s.ack(split))
+        }
+
+        fn lag() -> Option<u64> {
+            STATE.with(|s| match &*s.borrow() {
+                State::Source(src) => src.lag(),
+                _ => None,
+            })
         }
 
         fn teardown() -> Result<(), wit::Error> {
@@ -225,6 +243,45 @@ mod glue {
         match d {
             rec::Data::Raw(b) => wit::Data::Raw(b),
             rec::Data::Structured(s) => wit::Data::Structured(s),
+        }
+    }
+
+    fn span(s: mapping::Span) -> wit::Span {
+        wit::Span {
+            start: s.start,
+            len: s.len,
+        }
+    }
+
+    fn packed_data(d: mapping::PackedData) -> wit::PackedData {
+        match d {
+            mapping::PackedData::Raw(s) => wit::PackedData::Raw(span(s)),
+            mapping::PackedData::Structured(s) => wit::PackedData::Structured(span(s)),
+        }
+    }
+
+    fn packed_into_wit(p: mapping::Packed) -> wit::RecordBatch {
+        wit::RecordBatch {
+            metadata: p
+                .metadata
+                .iter()
+                .flat_map(|(k, v)| [k.start, k.len, v.start, v.len])
+                .collect(),
+            records: p
+                .records
+                .iter()
+                .map(|r| wit::PackedRecord {
+                    position: span(r.position),
+                    operation: wit::Operation::Create,
+                    metadata_start: r.metadata_start,
+                    metadata_len: r.metadata_len,
+                    key: r.key.map(packed_data),
+                    before: None,
+                    after: r.after.map(packed_data),
+                })
+                .collect(),
+            bytes: p.bytes,
+            text: p.text,
         }
     }
 

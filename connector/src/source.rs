@@ -3,7 +3,7 @@
 //! without a gap (on a size trigger, a delay trigger, before a rebalance and at teardown).
 //! Heartbeats ride on the host's calls.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,28 +11,44 @@ use crate::commits::Commits;
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::kafka::assignor::TopicPartition;
+use crate::kafka::batch::Batch;
 use crate::kafka::cluster::Cluster;
 use crate::kafka::fetcher::Fetcher;
 use crate::kafka::group::{GroupSettings, Membership, Pulse};
 use crate::log;
-use crate::mapping::{self, Position};
+use crate::mapping::{Packed, Position, PositionRef, Sink, SourcePartition};
 use crate::record::Record;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records buffered for one partition before it stops being fetched (back-pressure).
 const MAX_BUFFERED_PER_PARTITION: usize = 10_000;
 
+/// One fetched batch of a partition, handed out record by record.
+struct Chunk {
+    slot: usize,
+    batch: Batch,
+}
+
+/// A partition's state in the source, by its slot in `Commits`.
+struct Slot {
+    part: SourcePartition,
+    /// Records in `buffer` not handed out yet (at most: a batch's header count).
+    buffered: usize,
+}
+
 pub struct Source {
     config: SourceConfig,
     cluster: Cluster,
     group: Membership,
     fetcher: Fetcher,
-    /// Fetched records not handed out yet, with their partition and offset.
-    buffer: VecDeque<(TopicPartition, i64, Record)>,
-    buffered: HashMap<TopicPartition, usize>,
-    /// Each partition's `Position::prefix`.
-    prefixes: HashMap<TopicPartition, Vec<u8>>,
+    /// Fetched batches not fully handed out yet, oldest first. Records are parsed and
+    /// mapped only as they are handed out.
+    buffer: VecDeque<Chunk>,
+    /// Per partition, by the slot `commits` gives it.
+    slots: Vec<Slot>,
     commits: Commits,
+    /// The slot the last ack was for: acks come in runs of one partition.
+    last_ack_slot: usize,
     last_commit: Instant,
     rejoin: bool,
 }
@@ -66,9 +82,9 @@ impl Source {
             cluster,
             group,
             buffer: VecDeque::new(),
-            buffered: HashMap::new(),
-            prefixes: HashMap::new(),
+            slots: Vec::new(),
             commits: Commits::default(),
+            last_ack_slot: 0,
             last_commit: Instant::now(),
             rejoin: true,
         };
@@ -80,44 +96,108 @@ impl Source {
         self.group.group_id()
     }
 
-    /// Up to `max` records, waiting at most `wait` for the first.
+    /// Up to `max` records, waiting at most `wait` for the first. Before returning, the
+    /// next fetch goes out, so the broker works while the caller handles these records.
     pub fn read(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity(max.min(self.buffered()));
+        self.read_into(max, wait, &mut out)?;
+        Ok(out)
+    }
+
+    /// `read`, into a packed batch.
+    pub fn read_packed(&mut self, max: usize, wait: Duration) -> Result<Packed> {
+        let mut out = Packed::with_capacity(max.min(self.buffered()));
+        self.read_into(max, wait, &mut out)?;
+        Ok(out)
+    }
+
+    /// Records in the assigned partitions not handed out yet: fetched and buffered, or not
+    /// fetched yet (up to the high watermark the last fetch saw). None before any answer.
+    pub fn lag(&self) -> Option<u64> {
+        self.fetcher.unfetched().map(|u| u + self.buffered() as u64)
+    }
+
+    fn buffered(&self) -> usize {
+        self.slots.iter().map(|s| s.buffered).sum()
+    }
+
+    fn read_into(&mut self, max: usize, wait: Duration, out: &mut impl Sink) -> Result<()> {
         let deadline = Instant::now() + wait;
         loop {
             self.keep_alive()?;
-            if !self.buffer.is_empty() || Instant::now() >= deadline {
+            self.take(max, out)?;
+            if out.len() > 0 || Instant::now() >= deadline {
                 break;
             }
             self.fetch(deadline.min(self.group.next_heartbeat()))?;
         }
-        let n = max.min(self.buffer.len());
-        let mut out = Vec::with_capacity(n);
-        for (tp, offset, rec) in self.buffer.drain(..n) {
-            if let Some(count) = self.buffered.get_mut(&tp) {
-                *count -= 1;
+        if out.len() > 0 {
+            let slots = &self.slots;
+            let paused = |tp: &TopicPartition| paused(&self.commits, slots, tp);
+            if let Err(e) = self.fetcher.prefetch(&mut self.cluster, &paused) {
+                // The next fetch meets it again; these records are handed out first.
+                log::warn(&format!("prefetch: {e}"));
             }
-            self.commits.delivered(&tp, offset);
-            out.push(rec);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Hands out up to `max` buffered records into `out`. A record that does not parse
+    /// ends the call; it is an error once `out` is empty (nothing handed out is lost).
+    fn take(&mut self, max: usize, out: &mut impl Sink) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let read_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+            .to_string();
+        while out.len() < max && !out.full() {
+            let Some(chunk) = self.buffer.front_mut() else {
+                break;
+            };
+            let slot = &mut self.slots[chunk.slot];
+            let before = chunk.batch.left();
+            let failed = match chunk.batch.next() {
+                Ok(Some(r)) => {
+                    self.commits.delivered(chunk.slot, r.offset);
+                    out.push(&slot.part, &r, &read_at);
+                    None
+                }
+                Ok(None) => None,
+                Err(e) => Some(e),
+            };
+            // `left` counts the records parsed, handed out or skipped (before the fetch
+            // offset), and is 0 once the batch is done.
+            let after = chunk.batch.left();
+            slot.buffered -= before - after;
+            if after == 0 {
+                self.buffer.pop_front();
+            }
+            match failed {
+                None => {}
+                Some(_) if out.len() > 0 => break,
+                Some(Error::CorruptData(m)) => {
+                    let p = &slot.part;
+                    return Err(Error::CorruptData(format!("{}-{}: {m}", p.topic, p.partition)));
+                }
+                Some(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn fetch(&mut self, until: Instant) -> Result<()> {
-        let buffered = &self.buffered;
-        let paused = |tp: &TopicPartition| buffered.get(tp).is_some_and(|n| *n >= MAX_BUFFERED_PER_PARTITION);
+        let slots = &self.slots;
+        let commits = &self.commits;
+        let paused = |tp: &TopicPartition| paused(commits, slots, tp);
         let fetched = self.fetcher.poll(&mut self.cluster, until, &paused)?;
-        let read_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        for (tp, r) in fetched {
-            let offset = r.offset;
-            let prefix = self
-                .prefixes
-                .entry(tp.clone())
-                .or_insert_with(|| Position::prefix(self.group.group_id(), &tp.0, tp.1));
-            let rec = mapping::from_kafka(prefix, &tp.0, tp.1, r, read_at);
-            *self.buffered.entry(tp.clone()).or_default() += 1;
-            self.buffer.push_back((tp, offset, rec));
+        for (tp, batch) in fetched {
+            let Some(slot) = self.commits.slot_of(&tp).filter(|s| self.commits.owns(*s)) else {
+                continue;
+            };
+            self.slots[slot].buffered += batch.left();
+            self.buffer.push_back(Chunk { slot, batch });
         }
         Ok(())
     }
@@ -144,33 +224,70 @@ impl Source {
         let committed = self.group.committed(&mut self.cluster, &parts)?;
         self.fetcher.assign(&mut self.cluster, &parts, &committed)?;
         self.commits.assign(&parts);
-        self.buffer.retain(|(tp, _, _)| parts.contains(tp));
-        self.buffered.retain(|tp, _| parts.contains(tp));
+        for tp in self.commits.slots().skip(self.slots.len()) {
+            self.slots.push(Slot {
+                part: SourcePartition::new(self.group.group_id(), &tp.0, tp.1),
+                buffered: 0,
+            });
+        }
+        let commits = &self.commits;
+        self.buffer.retain(|c| commits.owns(c.slot));
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if !commits.owns(i) {
+                s.buffered = 0;
+            }
+        }
         self.rejoin = false;
         Ok(())
     }
 
     /// Takes acks for records this source handed out. Acks of partitions it no longer
     /// owns are dropped: another member reads them from the last commit.
-    pub fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+    pub fn ack<'a>(&mut self, positions: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         for p in positions {
-            let pos = Position::decode(p)?;
-            if pos.group != self.group.group_id() {
-                return Err(Error::InvalidState(format!(
-                    "ack for group {} in a source of group {}",
-                    pos.group,
-                    self.group_id()
-                )));
-            }
-            if !self.commits.ack(&(pos.topic.clone(), pos.partition), pos.offset) {
-                log::info(&format!(
-                    "dropping ack for {}-{}@{}: not this source's",
-                    pos.topic, pos.partition, pos.offset
-                ));
+            match PositionRef::parse(p) {
+                Some(pos) => self.ack_one(pos)?,
+                // A JSON position (of an earlier version), or an error naming what it is.
+                None => {
+                    let pos = Position::decode(p)?;
+                    self.ack_one(PositionRef {
+                        group: pos.group.as_bytes(),
+                        topic: pos.topic.as_bytes(),
+                        partition: pos.partition,
+                        offset: pos.offset,
+                    })?;
+                }
             }
         }
         if self.commits.acked_since_commit() >= self.config.commit_size {
             self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn ack_one(&mut self, pos: PositionRef<'_>) -> Result<()> {
+        if pos.group != self.group.group_id().as_bytes() {
+            return Err(Error::InvalidState(format!(
+                "ack for group {} in a source of group {}",
+                String::from_utf8_lossy(pos.group),
+                self.group_id()
+            )));
+        }
+        let last = self.last_ack_slot;
+        let slot = match self.commits.slots().nth(last) {
+            Some((t, p)) if *p == pos.partition && t.as_bytes() == pos.topic => Some(last),
+            _ => self.commits.slot(pos.topic, pos.partition),
+        };
+        if let Some(s) = slot {
+            self.last_ack_slot = s;
+        }
+        if !slot.is_some_and(|s| self.commits.ack(s, pos.offset)) {
+            log::info(&format!(
+                "dropping ack for {}-{}@{}: not this source's",
+                String::from_utf8_lossy(pos.topic),
+                pos.partition,
+                pos.offset
+            ));
         }
         Ok(())
     }
@@ -199,6 +316,34 @@ impl Source {
     }
 }
 
+/// Packed positions (`ack-batch`): `positions[ends[i-1]..ends[i]]` each; ends must not
+/// decrease nor pass the end.
+pub fn split_positions<'a>(positions: &'a [u8], ends: &'a [u32]) -> Result<impl Iterator<Item = &'a [u8]>> {
+    let mut start = 0;
+    for &end in ends {
+        let end = end as usize;
+        if end < start || end > positions.len() {
+            return Err(Error::InvalidState(format!(
+                "packed positions end at {end}, after {start}, in {} bytes",
+                positions.len()
+            )));
+        }
+        start = end;
+    }
+    let starts = std::iter::once(0).chain(ends.iter().map(|e| *e as usize));
+    Ok(starts
+        .zip(ends)
+        .map(move |(start, end)| &positions[start..*end as usize]))
+}
+
+/// Whether `tp` has enough records buffered not to be fetched now.
+fn paused(commits: &Commits, slots: &[Slot], tp: &TopicPartition) -> bool {
+    commits
+        .slot_of(tp)
+        .and_then(|s| slots.get(s))
+        .is_some_and(|s| s.buffered >= MAX_BUFFERED_PER_PARTITION)
+}
+
 /// A group ID of this connector's own, for a source given none.
 fn new_group_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -208,4 +353,18 @@ fn new_group_id() -> String {
             .map_or(0, |d| d.as_nanos()),
     );
     format!("conduit-connector-kafka-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_positions_split_at_their_ends() {
+        let split: Vec<&[u8]> = split_positions(b"aabccc", &[2, 3, 3, 6]).unwrap().collect();
+        assert_eq!(split, [&b"aa"[..], b"b", b"", b"ccc"]);
+        assert_eq!(split_positions(b"", &[]).unwrap().count(), 0);
+        assert!(split_positions(b"aab", &[2, 1]).is_err(), "ends go back");
+        assert!(split_positions(b"aab", &[4]).is_err(), "past the end");
+    }
 }

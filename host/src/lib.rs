@@ -2,9 +2,11 @@
 //! own sandbox, many tenants in one process. `engine` owns the shared wasmtime engine
 //! (instance pool, epoch ticker), `runtime` instances and calls, `sandbox` what an
 //! instance may touch, `limits` what it may consume, `cache` compiled components on disk,
-//! `opencdc_json` records as JSON Lines. `pipeline` reads pipeline files and runs them;
-//! `metrics` counts what they do, `progress` shows it and carries every log line.
+//! `opencdc_json` records as JSON Lines, `batch` a source's packed records. `pipeline`
+//! reads pipeline files and runs them; `metrics` counts what they do, `progress` shows it
+//! and carries every log line.
 
+pub mod batch;
 pub mod cache;
 pub mod engine;
 pub mod limits;
@@ -15,6 +17,7 @@ pub mod progress;
 pub mod runtime;
 pub mod sandbox;
 
+pub use batch::{DataRef, RecordBatch, RecordRef};
 pub use engine::{EngineOptions, SharedEngine};
 pub use limits::Limits;
 pub use runtime::{Destination, GuestError, Instance, Runtime, Source, wit};

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use wasmtime::component::ResourceTableError;
 use wasmtime::{Engine, Store};
 
+use crate::batch::RecordBatch;
 use crate::cache;
 use crate::engine::SharedEngine;
 use crate::limits::Limits;
@@ -234,6 +235,19 @@ impl Source {
         i.guest(r)
     }
 
+    /// `read`, packed: the records as views into a few buffers, no allocation per field.
+    pub async fn read_batch(&mut self, max: u32, wait_ms: u32) -> Result<RecordBatch> {
+        let i = &mut self.0;
+        i.alive()?;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_read_batch(&mut i.store, max, wait_ms)
+            .await;
+        let batch = i.guest(r)?;
+        RecordBatch::new(batch).map_err(|e| anyhow::anyhow!("connector {}: {e}", i.tag))
+    }
+
     pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
         let i = &mut self.0;
         i.alive()?;
@@ -243,6 +257,33 @@ impl Source {
             .call_ack(&mut i.store, positions)
             .await;
         i.guest(r)
+    }
+
+    /// `ack`, with the positions packed into one buffer on the way (`ack-batch`): no
+    /// allocation per position on either side.
+    pub async fn ack_batch<'p>(&mut self, positions: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
+        let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+        for p in positions {
+            bytes.extend_from_slice(p);
+            let end = u32::try_from(bytes.len()).context("positions of more than 4 GiB in one ack")?;
+            ends.push(end);
+        }
+        let i = &mut self.0;
+        i.alive()?;
+        let r = i
+            .bindings
+            .opencdc_connector_source()
+            .call_ack_batch(&mut i.store, &bytes, &ends)
+            .await;
+        i.guest(r)
+    }
+
+    /// Records the source has not handed out yet, if it knows.
+    pub async fn lag(&mut self) -> Result<Option<u64>> {
+        let i = &mut self.0;
+        i.alive()?;
+        let r = i.bindings.opencdc_connector_source().call_lag(&mut i.store).await;
+        i.trap(r)
     }
 
     pub async fn teardown(&mut self) -> Result<()> {

@@ -76,7 +76,8 @@ pub fn engine() -> SharedEngine {
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::load(&engine(), &component_path(), &component_cache()).expect("the connector component loads")
+        Runtime::load(&engine(), &component_path(), &component_cache())
+            .expect("the connector component loads")
     })
 }
 

@@ -151,3 +151,84 @@ async fn one_source_reads_several_topics() {
     assert_eq!(read.len(), 40);
     assert_eq!(collections, BTreeSet::from([t1.as_str(), t2.as_str()]));
 }
+
+#[tokio::test]
+async fn read_batch_holds_the_same_records_as_read_with_headers_and_null_keys() {
+    let topic = new_topic("packed", 3);
+    let mut recs: Vec<_> = (0..300)
+        .map(|i| {
+            let v = format!("v{i:03}");
+            let headers: &[(&str, &str)] = if i % 7 == 0 { &[("trace", "t-é")] } else { &[] };
+            let key = (i % 5 != 0).then(|| Data::Raw(format!("k{i}").into()));
+            record(key, Some(Data::Raw(v.into())), headers)
+        })
+        .collect();
+    recs[1].payload.after = None;
+    let mut dst = open_destination(&topic, &[]).await;
+    let (n, err) = dst.write(&recs).await.unwrap();
+    assert_eq!((n as usize, err.map(|e| e.to_string())), (recs.len(), None));
+
+    let mut plain = open_group(&topic, &format!("plain-{}", std::process::id()), None).await;
+    let mut want = read_n(&mut plain, recs.len(), Duration::from_secs(20)).await;
+    let packed_group = format!("packed-{}", std::process::id());
+    let mut packed = open_group(&topic, &packed_group, None).await;
+    let (mut got, mut acks) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < recs.len() && Instant::now() < deadline {
+        let batch = packed.read_batch(64, 500).await.expect("read_batch");
+        acks.extend(batch.iter().map(|r| r.position().to_vec()));
+        got.extend(batch.to_records());
+    }
+    // The same records but for where they were read: the group in the position, readAt.
+    let key = |r: &wit::Record| {
+        (
+            partition(r),
+            metadata_value(r, "kafka.offset").unwrap().to_string(),
+        )
+    };
+    let normalize = |rs: &mut Vec<wit::Record>| {
+        rs.sort_by_key(key);
+        for r in rs.iter_mut() {
+            let p = kafka_connector::mapping::Position::decode(&r.position).unwrap();
+            r.position = format!("{}-{}@{}", p.topic, p.partition, p.offset).into_bytes();
+            r.metadata.retain(|(k, _)| k != "opencdc.readAt");
+        }
+    };
+    normalize(&mut want);
+    normalize(&mut got);
+    assert_eq!(got.len(), recs.len());
+    assert_eq!(format!("{got:#?}"), format!("{want:#?}"));
+    assert!(
+        got.iter()
+            .any(|r| metadata_value(r, "kafka.header.trace") == Some("t-é"))
+    );
+    assert!(got.iter().any(|r| r.key.is_none()) && got.iter().any(|r| r.payload.after.is_none()));
+    // Half through ack, half through ack-batch: all acked, so the group has nothing left.
+    let half = acks.len() / 2;
+    packed
+        .ack(&acks[..half])
+        .await
+        .expect("positions of a batch ack like any");
+    packed
+        .ack_batch(acks[half..].iter().map(Vec::as_slice))
+        .await
+        .expect("packed positions ack too");
+    packed.teardown().await.unwrap();
+    let mut again = open_group(&topic, &packed_group, None).await;
+    let left = read_n(&mut again, 1, Duration::from_secs(2)).await;
+    assert_eq!(left.len(), 0, "every record was acked and committed");
+}
+
+#[tokio::test]
+async fn lag_counts_the_records_not_handed_out_yet() {
+    let topic = new_topic("lag", 2);
+    write_values(&topic, (0..1000).map(|i| format!("v{i}"))).await;
+    let mut src = open_group(&topic, "", None).await;
+    assert_eq!(src.lag().await.unwrap(), None, "nothing fetched yet: unknown");
+    let got = read_n(&mut src, 300, Duration::from_secs(30)).await;
+    assert_eq!(src.lag().await.unwrap(), Some(1000 - got.len() as u64));
+    let rest = read_n(&mut src, 1000 - got.len(), Duration::from_secs(30)).await;
+    assert_eq!(got.len() + rest.len(), 1000);
+    assert_eq!(src.lag().await.unwrap(), Some(0));
+    src.teardown().await.unwrap();
+}

@@ -75,6 +75,8 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
         "{metrics}"
     );
     assert_eq!(sample(&metrics, "pipeline_running", "t/mirror"), Some(1));
+    let lag = sample(&metrics, "consumer_lag_records", "t/mirror").expect("the source reports its lag");
+    assert!(lag <= N as u64, "{lag}");
     let pid = child.id().unwrap().to_string();
     assert!(
         std::process::Command::new("kill")

@@ -4,9 +4,7 @@
 //! through `compression`.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::compression;
 use crate::error::{Error, Result};
@@ -54,35 +52,249 @@ fn compress_records(records: &mut BytesMut, batch: &mut BytesMut, c: Compression
     Ok(compression::compress(c, records, batch)?)
 }
 
-/// A decoded batch: its records and the offset that follows it.
+/// What one partition's fetched bytes held: its complete batches, checked and
+/// decompressed, and the offset that follows the last of them.
 #[derive(Debug)]
-pub struct Decoded {
-    pub records: Vec<Record>,
+pub struct Fetched {
+    pub batches: Vec<Batch>,
     pub next_offset: i64,
 }
 
-/// Decodes every complete batch in `data`; records before `from` (a fetch may start in
-/// the middle of a batch) and control records are dropped. `what` names the partition
-/// for errors.
-pub fn decode(mut data: Bytes, from: i64, what: &str) -> Result<Decoded> {
-    let mut out = Decoded {
-        records: Vec::new(),
+/// Attribute bits of a v2 batch.
+const COMPRESSION_MASK: i16 = 0x7;
+const LOG_APPEND_TIME: i16 = 1 << 3;
+const CONTROL: i16 = 1 << 5;
+
+/// Splits `data` into its complete batches: each one's CRC and record count are checked
+/// and its records decompressed here, but records are parsed only as they are taken
+/// (`Batch::next`), straight from the decompressed bytes. Control batches and records
+/// before `from` (a fetch may start in the middle of a batch) are dropped. `what` names
+/// the partition for errors.
+pub fn decode_batches(mut data: Bytes, from: i64, what: &str) -> Result<Fetched> {
+    let mut out = Fetched {
+        batches: Vec::new(),
         next_offset: from,
     };
-    while let Some(mut batch) = next_batch(&mut data, what)? {
-        let base = i64::from_be_bytes(batch[0..8].try_into().expect("8 bytes"));
-        let last_delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
-        let count = i32::from_be_bytes(batch[RECORD_COUNT_AT..BATCH_HEADER].try_into().expect("4 bytes"));
-        let set = RecordBatchDecoder::decode_with_custom_compression(
-            &mut batch,
-            Some(|data: &mut Bytes, c: Compression| decompress_records(data, c, count)),
-        )
-        .map_err(|e| batch_error(what, base, e))?;
-        out.records
-            .extend(set.records.into_iter().filter(|r| !r.control && r.offset >= from));
-        out.next_offset = out.next_offset.max(base.saturating_add(last_delta as i64 + 1));
+    while let Some(batch) = next_batch(&mut data, what)? {
+        let be_i64 = |at: usize| i64::from_be_bytes(batch[at..at + 8].try_into().expect("8 bytes"));
+        let be_i32 = |at: usize| i32::from_be_bytes(batch[at..at + 4].try_into().expect("4 bytes"));
+        let base = be_i64(0);
+        let corrupt =
+            |detail: String| Error::CorruptData(format!("{what}: record batch at offset {base}: {detail}"));
+        let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+        let actual = crc32c::crc32c(&batch[21..]);
+        if crc != actual {
+            return Err(corrupt(format!(
+                "Cyclic redundancy check failed ({crc} != {actual})"
+            )));
+        }
+        let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
+        let last_delta = be_i32(23);
+        let count = be_i32(RECORD_COUNT_AT);
+        if count < 0 {
+            return Err(corrupt(format!("negative record count {count}")));
+        }
+        let next = base.saturating_add(last_delta as i64 + 1);
+        out.next_offset = out.next_offset.max(next);
+        if attributes & CONTROL != 0 || next <= from || count == 0 {
+            continue;
+        }
+        let compression = match attributes & COMPRESSION_MASK {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            c => return Err(corrupt(format!("Unknown compression algorithm used: {c}"))),
+        };
+        let records = decompress_records(&batch.slice(BATCH_HEADER..), compression, count)
+            .map_err(|e| batch_error(what, base, e))?;
+        out.batches.push(Batch {
+            records,
+            at: 0,
+            left: count as u32,
+            header: BatchHeader {
+                base_offset: base,
+                base_timestamp: be_i64(27),
+                max_timestamp: be_i64(35),
+                log_append_time: attributes & LOG_APPEND_TIME != 0,
+            },
+            from,
+        });
     }
     Ok(out)
+}
+
+/// One batch's records, decompressed, taken one at a time.
+#[derive(Debug)]
+pub struct Batch {
+    records: Bytes,
+    /// Where the next record starts in `records`.
+    at: usize,
+    /// Records the batch header promises that were not parsed yet.
+    left: u32,
+    header: BatchHeader,
+    from: i64,
+}
+
+/// What a batch's records need from its header.
+#[derive(Debug, Clone, Copy)]
+struct BatchHeader {
+    base_offset: i64,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    log_append_time: bool,
+}
+
+/// One record, borrowed from its batch's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a> {
+    pub offset: i64,
+    /// Milliseconds: the producer's, or the broker's when the topic uses log append time.
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    header_count: usize,
+    /// The headers' bytes, already checked to hold `header_count` headers.
+    headers: &'a [u8],
+}
+
+impl<'a> RawRecord<'a> {
+    pub fn header_count(&self) -> usize {
+        self.header_count
+    }
+
+    /// The headers in order: name and value (`None` for a null value).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + use<'a> {
+        let mut r = Reader {
+            b: self.headers,
+            at: 0,
+        };
+        (0..self.header_count).map_while(move |_| r.header())
+    }
+}
+
+impl Batch {
+    /// Records the header promised that were not taken yet (an upper bound).
+    pub fn left(&self) -> usize {
+        self.left as usize
+    }
+
+    /// The next record at or after the fetch offset; `None` once the batch is done. A
+    /// record that does not parse is an error every time it is asked for: nothing after
+    /// it is skipped silently.
+    pub fn next(&mut self) -> Result<Option<RawRecord<'_>>> {
+        let records: &[u8] = &self.records;
+        loop {
+            if self.left == 0 || self.at >= records.len() {
+                self.left = 0;
+                return Ok(None);
+            }
+            let mut r = Reader {
+                b: records,
+                at: self.at,
+            };
+            let Some((record, end)) = r.record(&self.header) else {
+                return Err(Error::CorruptData(format!(
+                    "record batch at offset {}: the record at byte {} does not parse",
+                    self.header.base_offset, self.at
+                )));
+            };
+            self.at = end;
+            self.left -= 1;
+            if record.offset >= self.from {
+                return Ok(Some(record));
+            }
+        }
+    }
+}
+
+/// A cursor over record bytes; every read is bounds-checked and yields `None` past the end.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A zigzag varint (Kafka's record fields), at most 64 bits.
+    #[inline]
+    fn varint(&mut self) -> Option<i64> {
+        let mut v: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = *self.b.get(self.at)?;
+            self.at += 1;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                return Some((v >> 1) as i64 ^ -((v & 1) as i64));
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+    }
+
+    #[inline]
+    fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(len)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+
+    /// A length-prefixed byte string; length -1 is null.
+    #[inline]
+    fn nullable(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.varint()? {
+            -1 => Some(None),
+            len if len >= 0 => self.bytes(len as usize).map(Some),
+            _ => None,
+        }
+    }
+
+    fn header(&mut self) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        let name_len = self.varint()?;
+        let name = self.bytes(usize::try_from(name_len).ok()?)?;
+        Some((name, self.nullable()?))
+    }
+
+    /// The record at the cursor and where the next one starts.
+    fn record(&mut self, batch: &BatchHeader) -> Option<(RawRecord<'a>, usize)> {
+        let len = usize::try_from(self.varint()?).ok()?;
+        let end = self.at.checked_add(len)?;
+        let mut r = Reader {
+            b: self.b.get(..end)?,
+            at: self.at,
+        };
+        r.at += 1; // attributes: unused in v2
+        let timestamp_delta = r.varint()?;
+        let offset_delta = r.varint()?;
+        let key = r.nullable()?;
+        let value = r.nullable()?;
+        let header_count = usize::try_from(r.varint()?).ok()?;
+        let headers_at = r.at;
+        for _ in 0..header_count {
+            r.header()?;
+        }
+        if r.at != end {
+            return None;
+        }
+        let timestamp = if batch.log_append_time {
+            batch.max_timestamp
+        } else {
+            batch.base_timestamp.wrapping_add(timestamp_delta)
+        };
+        let record = RawRecord {
+            offset: batch.base_offset.wrapping_add(offset_delta),
+            timestamp,
+            key,
+            value,
+            header_count,
+            headers: &self.b[headers_at..end],
+        };
+        Some((record, end))
+    }
 }
 
 /// The decoder's hook, called for every batch: the bytes its records are parsed from. It
@@ -138,7 +350,49 @@ fn next_batch(data: &mut Bytes, what: &str) -> Result<Option<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::TimestampType;
+
+    /// Every record of `data` as kafka-protocol's `Record` (as the tests' encoder made them).
+    #[derive(Debug)]
+    struct Decoded {
+        records: Vec<Record>,
+        next_offset: i64,
+    }
+
+    fn decode(data: Bytes, from: i64, what: &str) -> Result<Decoded> {
+        let fetched = decode_batches(data, from, what)?;
+        let mut records = Vec::new();
+        for mut b in fetched.batches {
+            while let Some(r) = b.next()? {
+                records.push(Record {
+                    transactional: false,
+                    control: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: r.offset,
+                    sequence: -1,
+                    timestamp: r.timestamp,
+                    key: r.key.map(Bytes::copy_from_slice),
+                    value: r.value.map(Bytes::copy_from_slice),
+                    headers: r
+                        .headers()
+                        .map(|(k, v)| {
+                            let name = StrBytes::from_string(String::from_utf8(k.to_vec()).unwrap());
+                            (name, v.map(Bytes::copy_from_slice))
+                        })
+                        .collect(),
+                    delete_horizon: false,
+                });
+            }
+        }
+        Ok(Decoded {
+            records,
+            next_offset: fetched.next_offset,
+        })
+    }
 
     fn record(i: i64, value: &str) -> Record {
         Record {
@@ -255,6 +509,8 @@ mod tests {
             let attributes = i16::from_be_bytes([encoded[21], encoded[22]]);
             assert_eq!(attributes & 0x7, c as i16, "{c:?}");
             let d = decode(encoded, 0, "t-0").unwrap();
+            // Sequence numbers are the producer's business; a consumer does not read them.
+            records.iter_mut().for_each(|r| r.sequence = -1);
             assert_eq!(d.records, records, "{c:?}");
             assert_eq!(d.next_offset, 50);
         }

@@ -25,6 +25,17 @@ pub struct TopicMeta {
     pub leaders: Vec<i32>,
 }
 
+/// Connection ids above this are coordinator connections (see `coordinator_connection`).
+const COORDINATOR_IDS: i32 = i32::MAX / 2;
+
+/// The connection id for talking to node `node` as a group coordinator: a connection of
+/// its own, as the Java client keeps, so group requests (heartbeats, commits) never wait
+/// behind a long-poll Fetch on the same socket (a broker answers one connection's
+/// requests in order).
+pub fn coordinator_connection(node: i32) -> i32 {
+    i32::MAX - node.clamp(0, COORDINATOR_IDS - 1)
+}
+
 pub struct Cluster {
     config: ClientConfig,
     request_timeout: Duration,
@@ -99,11 +110,18 @@ impl Cluster {
     }
 
     fn apply(&mut self, resp: MetadataResponse) {
-        self.brokers = resp
+        let mut brokers: BTreeMap<i32, String> = resp
             .brokers
             .iter()
             .map(|b| (b.node_id.0, broker_addr(&b.host, b.port)))
             .collect();
+        // Coordinator connections are learnt from FindCoordinator, not from Metadata.
+        for (id, addr) in &self.brokers {
+            if *id > COORDINATOR_IDS {
+                brokers.insert(*id, addr.clone());
+            }
+        }
+        self.brokers = brokers;
         // A broker whose address changed gets a new connection on next use.
         let brokers = &self.brokers;
         self.conns

@@ -10,10 +10,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
-use kafka_protocol::records::Record;
 
 use super::assignor::TopicPartition;
-use super::batch;
+use super::batch::{self, Batch};
 use super::cluster::{Cluster, broker_id, topic_name};
 use super::connection::Pending;
 use super::errors;
@@ -41,6 +40,8 @@ struct InFlight {
 pub struct Fetcher {
     /// Next offset to fetch, per partition this fetcher owns.
     offsets: BTreeMap<TopicPartition, i64>,
+    /// The high watermark each partition's last fetch answer gave.
+    high_watermarks: HashMap<TopicPartition, i64>,
     earliest_on_reset: bool,
     in_flight: HashMap<i32, InFlight>,
     /// Leaders that failed, and when to try them again.
@@ -83,7 +84,13 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Records fetched by `deadline` (possibly none), with their partitions. A fetch
+    /// Records between the next offset to fetch and the high watermark, summed over the
+    /// owned partitions whose high watermark is known; none when none is.
+    pub fn unfetched(&self) -> Option<u64> {
+        unfetched(&self.offsets, &self.high_watermarks)
+    }
+
+    /// Record batches fetched by `deadline` (possibly none), with their partitions. A fetch
     /// answered empty is followed by the next at once (the broker's long poll paces them);
     /// a leader that failed is tried again after a backoff. `paused` partitions are not
     /// fetched (the caller has enough of them buffered).
@@ -92,7 +99,7 @@ impl Fetcher {
         cluster: &mut Cluster,
         deadline: Instant,
         paused: &dyn Fn(&TopicPartition) -> bool,
-    ) -> Result<Vec<(TopicPartition, Record)>> {
+    ) -> Result<Vec<(TopicPartition, Batch)>> {
         loop {
             self.send_fetches(cluster, paused)?;
             let out = self.collect(cluster)?;
@@ -102,6 +109,17 @@ impl Fetcher {
             let next_retry = self.backoff.values().min().copied().unwrap_or(deadline);
             cluster.wait(deadline.min(next_retry))?;
         }
+    }
+
+    /// Sends a fetch to every leader without one in flight, for the partitions not
+    /// `paused`, and returns at once: the broker prepares the answer while the caller
+    /// works on what it has.
+    pub fn prefetch(
+        &mut self,
+        cluster: &mut Cluster,
+        paused: &dyn Fn(&TopicPartition) -> bool,
+    ) -> Result<()> {
+        self.send_fetches(cluster, paused)
     }
 
     fn send_fetches(
@@ -199,7 +217,7 @@ impl Fetcher {
     }
 
     /// Takes every answered fetch and decodes it.
-    fn collect(&mut self, cluster: &mut Cluster) -> Result<Vec<(TopicPartition, Record)>> {
+    fn collect(&mut self, cluster: &mut Cluster) -> Result<Vec<(TopicPartition, Batch)>> {
         let mut out = Vec::new();
         let leaders: Vec<i32> = self.in_flight.keys().copied().collect();
         for leader in leaders {
@@ -228,7 +246,7 @@ impl Fetcher {
         &mut self,
         cluster: &mut Cluster,
         resp: FetchResponse,
-        out: &mut Vec<(TopicPartition, Record)>,
+        out: &mut Vec<(TopicPartition, Batch)>,
     ) -> Result<()> {
         errors::check(resp.error_code, "Fetch")?;
         for topic in resp.responses {
@@ -257,14 +275,22 @@ impl Fetcher {
                     }
                     Some(e) => return Err(errors::kafka_error(e, &format!("Fetch {what}"))),
                 }
+                self.high_watermarks.insert(tp.clone(), part.high_watermark);
                 let Some(data) = part.records else { continue };
-                let decoded = batch::decode(data, from, &what)?;
-                self.offsets.insert(tp.clone(), decoded.next_offset);
-                out.extend(decoded.records.into_iter().map(|r| (tp.clone(), r)));
+                let fetched = batch::decode_batches(data, from, &what)?;
+                self.offsets.insert(tp.clone(), fetched.next_offset);
+                out.extend(fetched.batches.into_iter().map(|b| (tp.clone(), b)));
             }
         }
         Ok(())
     }
+}
+
+fn unfetched(offsets: &BTreeMap<TopicPartition, i64>, hws: &HashMap<TopicPartition, i64>) -> Option<u64> {
+    let known = offsets
+        .iter()
+        .filter_map(|(tp, next)| Some((hws.get(tp)? - next).max(0) as u64));
+    known.fold(None, |sum, n| Some(sum.unwrap_or(0) + n))
 }
 
 /// The earliest or latest offset of each of `partitions`.
@@ -317,4 +343,20 @@ pub fn list_offsets(
         }
     }
     Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfetched_sums_known_high_watermarks_of_owned_partitions() {
+        let tp = |p: i32| ("t".to_string(), p);
+        let offsets = BTreeMap::from([(tp(0), 10), (tp(1), 50), (tp(2), 7)]);
+        assert_eq!(unfetched(&offsets, &HashMap::new()), None);
+        // Partition 1 is ahead of its last-known high watermark (counted as 0); partition 3
+        // is not owned any more; partition 2's high watermark is not known yet.
+        let hws = HashMap::from([(tp(0), 25), (tp(1), 40), (tp(3), 1000)]);
+        assert_eq!(unfetched(&offsets, &hws), Some(15));
+    }
 }

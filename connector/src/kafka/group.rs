@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::assignor::{self, Subscription, TopicPartition};
-use super::cluster::{Cluster, topic_name};
+use super::cluster::{self, Cluster, topic_name};
 use super::errors;
 use crate::error::{Error, Result};
 use crate::log;
@@ -77,7 +77,8 @@ impl Membership {
         GroupId(StrBytes::from_string(self.settings.group_id.clone()))
     }
 
-    /// The coordinator's node id, found once and again after it moved.
+    /// The connection id of the coordinator (its own connection to that node), found once
+    /// and again after it moved.
     fn coordinator(&mut self, cluster: &mut Cluster) -> Result<i32> {
         if let Some(node) = self.coordinator {
             return Ok(node);
@@ -90,7 +91,7 @@ impl Membership {
             resp.error_code,
             &format!("FindCoordinator for group {}", self.settings.group_id),
         )?;
-        let node = resp.node_id.0;
+        let node = cluster::coordinator_connection(resp.node_id.0);
         cluster.add_broker(node, &resp.host, resp.port);
         self.coordinator = Some(node);
         Ok(node)

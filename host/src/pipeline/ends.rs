@@ -63,8 +63,16 @@ impl SourceEnd {
     /// Up to `max` records, waiting at most `wait_ms` for a connector's first one.
     pub async fn read(&mut self, max: u32, wait_ms: u32) -> Result<Vec<Record>> {
         match self {
-            SourceEnd::Connector(s) => s.read(max, wait_ms).await,
+            SourceEnd::Connector(s) => Ok(s.read_batch(max, wait_ms).await?.to_records()),
             SourceEnd::Lines(l) => l.read(max).await,
+        }
+    }
+
+    /// Records the source has not handed out yet, if it knows.
+    pub async fn lag(&mut self) -> Result<Option<u64>> {
+        match self {
+            SourceEnd::Connector(s) => s.lag().await,
+            SourceEnd::Lines(_) => Ok(None),
         }
     }
 
@@ -75,7 +83,7 @@ impl SourceEnd {
 
     pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
         match self {
-            SourceEnd::Connector(s) => s.ack(positions).await,
+            SourceEnd::Connector(s) => s.ack_batch(positions.iter().map(Vec::as_slice)).await,
             SourceEnd::Lines(_) => Ok(()),
         }
     }

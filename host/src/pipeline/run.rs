@@ -236,6 +236,8 @@ async fn pump(p: &mut Prepared, m: &PipelineMetrics, stop: watch::Receiver<bool>
             m.errors.fetch_add(1, Relaxed);
         });
         let records = records.context("source read")?;
+        let lag = p.source.lag().await.context("source lag")?;
+        m.lag.store(lag.map_or(-1, |l| l as i64), Relaxed);
         if records.is_empty() {
             let idle = cfg.idle_exit.is_some_and(|d| last_record.elapsed() >= d);
             if p.source.exhausted() || idle {

@@ -17,8 +17,10 @@
 //! 6-partition topic is filled once (by librdkafka in this process: 100 B values, keys
 //! `key-{i % 10000}`, acks=all, snappy), then each side reads all of it from the beginning in
 //! its own child process (`bench consume-run SIDE TOPIC COUNT`) with a fresh consumer group:
-//! - `ours`: a source through `connector_host` (`readFromBeginning=true`), `read(10000, 1000)`
-//!   in a loop, every batch's positions acked right after it as a pipeline would; timed from
+//! - `ours`: a source through `connector_host` (`readFromBeginning=true`), `read-batch(10000,
+//!   1000)` in a loop (the records packed, read in place like librdkafka's messages), every
+//!   record's partition, offset and value looked at and every batch's positions acked right
+//!   after it (`ack-batch`, the positions packed) as a pipeline would; timed from
 //!   `open()` returning (the group joined, the partitions assigned) to the last record received;
 //! - `librdkafka`: rdkafka's `BaseConsumer`, `auto.offset.reset=earliest`, auto commit, one
 //!   `poll` per message, `fetch.queue.backoff.ms=10` (see `consume_librdkafka`), other settings
@@ -35,8 +37,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use connector_host::{Allowlist, EngineOptions, Limits, Runtime, SharedEngine, wit};
-use integration_tests::{broker, component_path, metadata_value, new_topic, workspace};
+use connector_host::{Allowlist, DataRef, EngineOptions, Limits, Runtime, SharedEngine, wit};
+use integration_tests::{broker, component_cache, component_path, new_topic, workspace};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -550,7 +552,7 @@ fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result<Duration> 
 
 /// Value size of the records the consumer benchmark reads.
 const CONSUME_SIZE: usize = 100;
-/// `source.read(max, wait-ms)` as the benchmark calls it.
+/// `source.read-batch(max, wait-ms)` as the benchmark calls it.
 const READ_MAX: u32 = 10_000;
 const READ_WAIT_MS: u32 = 1_000;
 /// librdkafka's `fetch.queue.backoff.ms` in the consumer benchmark (its default is 1000).
@@ -589,7 +591,7 @@ fn consume_parent(count: usize) -> Result<()> {
         "  topic filled once by librdkafka {version} (acks=all, idempotence, snappy, murmur2_random), keys key-{{i % {DISTINCT_KEYS}}}"
     );
     println!(
-        "  ours: {} through connector_host, source readFromBeginning=true, read({READ_MAX}, {READ_WAIT_MS}) in a loop, every batch acked; commit settings default",
+        "  ours: {} through connector_host, source readFromBeginning=true, read-batch({READ_MAX}, {READ_WAIT_MS}) in a loop, every batch acked (ack-batch); commit settings default",
         component.display()
     );
     println!(
@@ -804,16 +806,9 @@ fn fresh_group(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-fn component_cache() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-        .join("component-cache")
-}
-
 /// A numeric metadata entry of a source record (`kafka.partition`, `kafka.offset`).
-fn metadata_num<T: std::str::FromStr>(r: &wit::Record, key: &str) -> Result<T> {
-    metadata_value(r, key)
+fn metadata_num<T: std::str::FromStr>(value: Option<&str>, key: &str) -> Result<T> {
+    value
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("a record without a numeric {key}"))
 }
@@ -851,7 +846,7 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
         let mut cpu_end = cpu_start;
         while tally.records < count as u64 {
             let t = Instant::now();
-            let batch = src.read(READ_MAX, READ_WAIT_MS).await?;
+            let batch = src.read_batch(READ_MAX, READ_WAIT_MS).await?;
             let now = Instant::now();
             in_read += now - t;
             reads += 1;
@@ -870,20 +865,20 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
                 cpu_end = process_cpu()?;
             }
             let mut positions = Vec::with_capacity(batch.len());
-            for r in batch {
-                let len = match &r.payload.after {
-                    Some(wit::Data::Raw(v)) => v.len(),
+            for r in batch.iter() {
+                let len = match r.after() {
+                    Some(DataRef::Raw(v)) => v.len(),
                     _ => bail!("ours: a record without a raw value"),
                 };
                 tally.add(
-                    metadata_num(&r, "kafka.partition")?,
-                    metadata_num(&r, "kafka.offset")?,
+                    metadata_num(r.metadata_value("kafka.partition"), "kafka.partition")?,
+                    metadata_num(r.metadata_value("kafka.offset"), "kafka.offset")?,
                     len,
                 )?;
-                positions.push(r.position);
+                positions.push(r.position());
             }
             let t = Instant::now();
-            src.ack(&positions).await?;
+            src.ack_batch(positions).await?;
             in_ack += t.elapsed();
         }
         let elapsed = last - start;

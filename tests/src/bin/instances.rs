@@ -27,8 +27,14 @@ fn main() -> Result<()> {
     let pooled = rt.block_on(measure(true))?;
     let on_demand = rt.block_on(measure(false))?;
     println!("{INSTANCES} idle instances of the connector (warm compile cache, default limits):");
-    println!("{:<26} {:>12} {:>12} {:>16}", "", "median", "p99", "RSS / instance");
-    for (name, r) in [("ours (instance pool)", &pooled), ("reference (on demand)", &on_demand)] {
+    println!(
+        "{:<26} {:>12} {:>12} {:>16}",
+        "", "median", "p99", "RSS / instance"
+    );
+    for (name, r) in [
+        ("ours (instance pool)", &pooled),
+        ("reference (on demand)", &on_demand),
+    ] {
         println!(
             "{name:<26} {:>9.3} ms {:>9.3} ms {:>12.2} MiB",
             ms(percentile(&r.times, 50)),
@@ -41,8 +47,14 @@ fn main() -> Result<()> {
     println!("targets (reported, never failing the run):");
     let median = ms(percentile(&pooled.times, 50));
     let mib = pooled.rss_per_instance_kib / 1024.0;
-    println!("  median instantiation < {TARGET_MS} ms: {median:.3} ms {}", verdict(median < TARGET_MS));
-    println!("  memory per idle instance < {TARGET_MIB} MiB: {mib:.2} MiB {}", verdict(mib < TARGET_MIB));
+    println!(
+        "  median instantiation < {TARGET_MS} ms: {median:.3} ms {}",
+        verdict(median < TARGET_MS)
+    );
+    println!(
+        "  memory per idle instance < {TARGET_MIB} MiB: {mib:.2} MiB {}",
+        verdict(mib < TARGET_MIB)
+    );
     Ok(())
 }
 
@@ -61,7 +73,9 @@ async fn measure(pooling: bool) -> Result<Run> {
     let mut times = Vec::with_capacity(INSTANCES);
     for i in 0..INSTANCES {
         let start = Instant::now();
-        let inst = runtime.instantiate(&format!("bench/idle-{i}"), &allow, &limits).await?;
+        let inst = runtime
+            .instantiate(&format!("bench/idle-{i}"), &allow, &limits)
+            .await?;
         times.push(start.elapsed());
         alive.push(inst);
     }

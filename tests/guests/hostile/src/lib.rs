@@ -180,8 +180,20 @@ impl source::Guest for Component {
         })
     }
 
+    fn read_batch(max: u32, wait_ms: u32) -> Result<wit::RecordBatch, wit::Error> {
+        Self::read(max, wait_ms).map(pack)
+    }
+
     fn ack(_positions: Vec<wit::Position>) -> Result<(), wit::Error> {
         Ok(())
+    }
+
+    fn ack_batch(_positions: Vec<u8>, _ends: Vec<u32>) -> Result<(), wit::Error> {
+        Ok(())
+    }
+
+    fn lag() -> Option<u64> {
+        None
     }
 
     fn teardown() -> Result<(), wit::Error> {
@@ -198,6 +210,41 @@ impl source::Guest for Component {
 
     fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
         Ok(())
+    }
+}
+
+/// `records` as a `record-batch`: positions and raw payloads (all `leaked` makes) in its
+/// bytes, no metadata.
+fn pack(records: Vec<wit::Record>) -> wit::RecordBatch {
+    let mut bytes = Vec::new();
+    let mut span = |data: &[u8]| {
+        let start = bytes.len() as u32;
+        bytes.extend_from_slice(data);
+        wit::Span {
+            start,
+            len: data.len() as u32,
+        }
+    };
+    let packed = records
+        .into_iter()
+        .map(|r| wit::PackedRecord {
+            position: span(&r.position),
+            operation: r.operation,
+            metadata_start: 0,
+            metadata_len: 0,
+            key: None,
+            before: None,
+            after: match &r.payload.after {
+                Some(wit::Data::Raw(v)) => Some(wit::PackedData::Raw(span(v))),
+                _ => None,
+            },
+        })
+        .collect();
+    wit::RecordBatch {
+        bytes,
+        text: String::new(),
+        metadata: Vec::new(),
+        records: packed,
     }
 }
 
