@@ -147,7 +147,7 @@ async fn run(cli: Cli) -> Result<i32> {
         opts.max_instances = *max_instances;
     }
     let runner = Runner::new(SharedEngine::new(&opts)?, cache_dir, component);
-    let pipelines = match &cli.command {
+    let pipeline = match &cli.command {
         Command::Spec | Command::Validate { .. } => return describe(&cli, runner).await.map(|()| 0),
         Command::Run { file, metrics, .. } => return run_file(file, *metrics, runner, c).await,
         Command::Read {
@@ -177,7 +177,7 @@ async fn run(cli: Cli) -> Result<i32> {
             p
         }
     };
-    run_pipelines(vec![pipelines], None, runner, c).await
+    run_pipelines(vec![pipeline], None, runner, c).await
 }
 
 /// `spec` and `validate`: one instance, no I/O.
