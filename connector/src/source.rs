@@ -16,7 +16,7 @@ use crate::kafka::cluster::Cluster;
 use crate::kafka::fetcher::Fetcher;
 use crate::kafka::group::{GroupSettings, Membership, Pulse};
 use crate::log;
-use crate::mapping::{Packed, Position, PositionRef, Sink, SourcePartition};
+use crate::mapping::{Packed, Position, PositionRef, Sink, SourcePartition, same_bytes};
 use crate::record::Record;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -266,7 +266,7 @@ impl Source {
     }
 
     fn ack_one(&mut self, pos: PositionRef<'_>) -> Result<()> {
-        if pos.group != self.group.group_id().as_bytes() {
+        if !same_bytes(pos.group, self.group.group_id().as_bytes()) {
             return Err(Error::InvalidState(format!(
                 "ack for group {} in a source of group {}",
                 String::from_utf8_lossy(pos.group),
@@ -275,7 +275,7 @@ impl Source {
         }
         let last = self.last_ack_slot;
         let slot = match self.commits.slots().nth(last) {
-            Some((t, p)) if *p == pos.partition && t.as_bytes() == pos.topic => Some(last),
+            Some((t, p)) if *p == pos.partition && same_bytes(t.as_bytes(), pos.topic) => Some(last),
             _ => self.commits.slot(pos.topic, pos.partition),
         };
         if let Some(s) = slot {
