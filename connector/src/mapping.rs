@@ -350,6 +350,9 @@ pub struct Packed {
     shared: Option<Shared>,
     /// Per partition slot seen in this batch: its topic and partition spans.
     parts: Vec<(*const SourcePartition, Span, Span)>,
+    /// The last record's timestamp and the span of its `opencdc.createdAt` text: records
+    /// of one producer batch mostly share their millisecond, and then their text.
+    last_created_at: Option<(i64, Span)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -456,7 +459,14 @@ impl Sink for Packed {
         };
         let (topic, partition) = self.part(part);
         let metadata_start = self.metadata.len() as u32;
-        let created_at = self.number(r.timestamp.saturating_mul(1_000_000));
+        let created_at = match self.last_created_at {
+            Some((t, span)) if t == r.timestamp => span,
+            _ => {
+                let span = self.number(r.timestamp.saturating_mul(1_000_000));
+                self.last_created_at = Some((r.timestamp, span));
+                span
+            }
+        };
         let offset = self.number(r.offset);
         self.metadata.extend_from_slice(&[
             (shared.collection, topic),
