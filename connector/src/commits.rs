@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::kafka::assignor::TopicPartition;
+use crate::mapping::same_bytes;
 
 #[derive(Debug, Default)]
 struct Partition {
@@ -67,7 +68,7 @@ impl Commits {
     pub fn slot(&self, topic: &[u8], partition: i32) -> Option<usize> {
         self.slots
             .iter()
-            .position(|((t, p), _)| *p == partition && t.as_bytes() == topic)
+            .position(|((t, p), _)| *p == partition && same_bytes(t.as_bytes(), topic))
     }
 
     /// A record at `offset` was handed out.

@@ -246,40 +246,37 @@ mod glue {
         }
     }
 
-    fn span(s: mapping::Span) -> wit::Span {
-        wit::Span {
-            start: s.start,
-            len: s.len,
-        }
-    }
-
-    fn packed_data(d: mapping::PackedData) -> wit::PackedData {
+    /// A key or payload value as the three numbers of a `record-batch` record.
+    fn packed_data(d: Option<mapping::PackedData>) -> [u32; 3] {
         match d {
-            mapping::PackedData::Raw(s) => wit::PackedData::Raw(span(s)),
-            mapping::PackedData::Structured(s) => wit::PackedData::Structured(span(s)),
+            None => [0, 0, 0],
+            Some(mapping::PackedData::Raw(s)) => [1, s.start, s.len],
+            Some(mapping::PackedData::Structured(s)) => [2, s.start, s.len],
         }
     }
 
     fn packed_into_wit(p: mapping::Packed) -> wit::RecordBatch {
+        let mut records = Vec::with_capacity(p.records.len() * 14);
+        for r in &p.records {
+            // Operation 0: create (a source's records are creates without a before).
+            records.extend_from_slice(&[
+                r.position.start,
+                r.position.len,
+                0,
+                r.metadata_start,
+                r.metadata_len,
+            ]);
+            records.extend_from_slice(&packed_data(r.key));
+            records.extend_from_slice(&packed_data(None));
+            records.extend_from_slice(&packed_data(r.after));
+        }
         wit::RecordBatch {
             metadata: p
                 .metadata
                 .iter()
                 .flat_map(|(k, v)| [k.start, k.len, v.start, v.len])
                 .collect(),
-            records: p
-                .records
-                .iter()
-                .map(|r| wit::PackedRecord {
-                    position: span(r.position),
-                    operation: wit::Operation::Create,
-                    metadata_start: r.metadata_start,
-                    metadata_len: r.metadata_len,
-                    key: r.key.map(packed_data),
-                    before: None,
-                    after: r.after.map(packed_data),
-                })
-                .collect(),
+            records,
             bytes: p.bytes,
             text: p.text,
         }

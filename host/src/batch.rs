@@ -36,17 +36,38 @@ impl DataRef<'_> {
     }
 }
 
+/// Numbers per record in `wit::RecordBatch::records`, and where each field starts.
+const RECORD: usize = 14;
+const POSITION: usize = 0;
+const OPERATION: usize = 2;
+const METADATA: usize = 3;
+const KEY: usize = 5;
+const BEFORE: usize = 8;
+const AFTER: usize = 11;
+/// The kinds of a key or payload value.
+const NONE: u32 = 0;
+const RAW: u32 = 1;
+const STRUCTURED: u32 = 2;
+
+/// A span of one of a batch's buffers: `len` bytes (or entries) from `start`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
 /// One record of a batch, borrowed.
 #[derive(Clone, Copy)]
 pub struct RecordRef<'a> {
     batch: &'a wit::RecordBatch,
-    r: &'a wit::PackedRecord,
+    /// The record's `RECORD` numbers.
+    r: &'a [u32],
 }
 
 impl RecordBatch {
     /// Checks `b` (it comes from the guest, which is not trusted).
     pub fn new(b: wit::RecordBatch) -> Result<Self> {
-        let text = |s: &wit::Span| -> Result<()> {
+        let text = |s: Span| -> Result<()> {
             let (start, end) = bounds(s, b.text.len())?;
             ensure!(
                 b.text.is_char_boundary(start) && b.text.is_char_boundary(end),
@@ -54,11 +75,16 @@ impl RecordBatch {
             );
             Ok(())
         };
-        let data = |d: &Option<wit::PackedData>| -> Result<()> {
-            match d {
-                None => Ok(()),
-                Some(wit::PackedData::Raw(s)) => bounds(s, b.bytes.len()).map(drop),
-                Some(wit::PackedData::Structured(s)) => text(s),
+        let data = |d: &[u32]| -> Result<()> {
+            let s = Span {
+                start: d[1],
+                len: d[2],
+            };
+            match d[0] {
+                NONE => Ok(()),
+                RAW => bounds(s, b.bytes.len()).map(drop),
+                STRUCTURED => text(s),
+                k => bail!("the connector sent a value of kind {k}, not 0, 1 or 2"),
             }
         };
         ensure!(
@@ -67,33 +93,33 @@ impl RecordBatch {
             b.metadata.len()
         );
         for e in b.metadata.chunks_exact(4) {
-            text(&wit::Span {
+            text(Span {
                 start: e[0],
                 len: e[1],
             })?;
-            text(&wit::Span {
+            text(Span {
                 start: e[2],
                 len: e[3],
             })?;
         }
-        for r in &b.records {
-            bounds(&r.position, b.bytes.len())?;
-            bounds(
-                &wit::Span {
-                    start: r.metadata_start,
-                    len: r.metadata_len,
-                },
-                b.metadata.len() / 4,
-            )?;
-            data(&r.key)?;
-            data(&r.before)?;
-            data(&r.after)?;
+        ensure!(
+            b.records.len() % RECORD == 0,
+            "the connector sent records of {} numbers, not {RECORD} per record",
+            b.records.len()
+        );
+        for r in b.records.chunks_exact(RECORD) {
+            bounds(span(r, POSITION), b.bytes.len())?;
+            ensure!(r[OPERATION] <= 3, "the connector sent operation {}", r[OPERATION]);
+            bounds(span(r, METADATA), b.metadata.len() / 4)?;
+            data(&r[KEY..KEY + 3])?;
+            data(&r[BEFORE..BEFORE + 3])?;
+            data(&r[AFTER..AFTER + 3])?;
         }
         Ok(RecordBatch(b))
     }
 
     pub fn len(&self) -> usize {
-        self.0.records.len()
+        self.0.records.len() / RECORD
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,11 +127,15 @@ impl RecordBatch {
     }
 
     pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
-        self.0.records.get(i).map(|r| RecordRef { batch: &self.0, r })
+        let r = self.0.records.get(i * RECORD..(i + 1) * RECORD)?;
+        Some(RecordRef { batch: &self.0, r })
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> {
-        self.0.records.iter().map(|r| RecordRef { batch: &self.0, r })
+        self.0
+            .records
+            .chunks_exact(RECORD)
+            .map(|r| RecordRef { batch: &self.0, r })
     }
 
     /// Every record, owned.
@@ -115,12 +145,8 @@ impl RecordBatch {
 }
 
 impl<'a> RecordRef<'a> {
-    fn bytes(&self, s: &wit::Span) -> &'a [u8] {
+    fn bytes(&self, s: Span) -> &'a [u8] {
         &self.batch.bytes[s.start as usize..(s.start + s.len) as usize]
-    }
-
-    fn text(&self, s: &wit::Span) -> &'a str {
-        self.text_at(s.start, s.len)
     }
 
     fn text_at(&self, start: u32, len: u32) -> &'a str {
@@ -131,26 +157,34 @@ impl<'a> RecordRef<'a> {
         unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
-    fn data(&self, d: &Option<wit::PackedData>) -> Option<DataRef<'a>> {
-        d.as_ref().map(|d| match d {
-            wit::PackedData::Raw(s) => DataRef::Raw(self.bytes(s)),
-            wit::PackedData::Structured(s) => DataRef::Structured(self.text(s)),
-        })
+    /// The key or payload value whose three numbers start at `at`.
+    fn data(&self, at: usize) -> Option<DataRef<'a>> {
+        let (start, len) = (self.r[at + 1], self.r[at + 2]);
+        match self.r[at] {
+            RAW => Some(DataRef::Raw(self.bytes(Span { start, len }))),
+            STRUCTURED => Some(DataRef::Structured(self.text_at(start, len))),
+            _ => None,
+        }
     }
 
     pub fn position(&self) -> &'a [u8] {
-        self.bytes(&self.r.position)
+        self.bytes(span(self.r, POSITION))
     }
 
     pub fn operation(&self) -> wit::Operation {
-        self.r.operation
+        match self.r[OPERATION] {
+            0 => wit::Operation::Create,
+            1 => wit::Operation::Update,
+            2 => wit::Operation::Delete,
+            _ => wit::Operation::Snapshot,
+        }
     }
 
     /// The metadata entries, in order.
     pub fn metadata(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + use<'a> {
         let this = *self;
-        let start = self.r.metadata_start as usize * 4;
-        self.batch.metadata[start..start + self.r.metadata_len as usize * 4]
+        let m = span(self.r, METADATA);
+        self.batch.metadata[m.start as usize * 4..(m.start + m.len) as usize * 4]
             .chunks_exact(4)
             .map(move |e| (this.text_at(e[0], e[1]), this.text_at(e[2], e[3])))
     }
@@ -158,8 +192,8 @@ impl<'a> RecordRef<'a> {
     /// The value of the metadata entry `key`, if there is one.
     pub fn metadata_value(&self, key: &str) -> Option<&'a str> {
         let text = self.batch.text.as_bytes();
-        let start = self.r.metadata_start as usize * 4;
-        self.batch.metadata[start..start + self.r.metadata_len as usize * 4]
+        let m = span(self.r, METADATA);
+        self.batch.metadata[m.start as usize * 4..(m.start + m.len) as usize * 4]
             .chunks_exact(4)
             .find(|e| {
                 e[1] as usize == key.len() && &text[e[0] as usize..(e[0] + e[1]) as usize] == key.as_bytes()
@@ -168,15 +202,15 @@ impl<'a> RecordRef<'a> {
     }
 
     pub fn key(&self) -> Option<DataRef<'a>> {
-        self.data(&self.r.key)
+        self.data(KEY)
     }
 
     pub fn before(&self) -> Option<DataRef<'a>> {
-        self.data(&self.r.before)
+        self.data(BEFORE)
     }
 
     pub fn after(&self) -> Option<DataRef<'a>> {
-        self.data(&self.r.after)
+        self.data(AFTER)
     }
 
     /// The record, owned: what `read` returns for it.
@@ -197,8 +231,16 @@ impl<'a> RecordRef<'a> {
     }
 }
 
+/// The span whose two numbers start at `at` in the record `r`.
+fn span(r: &[u32], at: usize) -> Span {
+    Span {
+        start: r[at],
+        len: r[at + 1],
+    }
+}
+
 /// `s` as a range of a buffer of `len` bytes (or entries).
-fn bounds(s: &wit::Span, len: usize) -> Result<(usize, usize)> {
+fn bounds(s: Span, len: usize) -> Result<(usize, usize)> {
     let start = s.start as usize;
     let Some(end) = start.checked_add(s.len as usize).filter(|e| *e <= len) else {
         bail!(
@@ -213,34 +255,16 @@ fn bounds(s: &wit::Span, len: usize) -> Result<(usize, usize)> {
 mod tests {
     use super::*;
 
-    fn span(start: u32, len: u32) -> wit::Span {
-        wit::Span { start, len }
-    }
-
     fn batch() -> wit::RecordBatch {
         wit::RecordBatch {
             bytes: b"p1p2kv".to_vec(),
             text: "topicaé".into(),
             metadata: vec![0, 5, 5, 1, 0, 5, 5, 3],
             records: vec![
-                wit::PackedRecord {
-                    position: span(0, 2),
-                    operation: wit::Operation::Create,
-                    metadata_start: 0,
-                    metadata_len: 1,
-                    key: Some(wit::PackedData::Raw(span(4, 1))),
-                    before: None,
-                    after: Some(wit::PackedData::Raw(span(5, 1))),
-                },
-                wit::PackedRecord {
-                    position: span(2, 2),
-                    operation: wit::Operation::Update,
-                    metadata_start: 1,
-                    metadata_len: 1,
-                    key: None,
-                    before: Some(wit::PackedData::Structured(span(5, 1))),
-                    after: None,
-                },
+                // position 0+2, create, metadata 0+1, key raw 4+1, no before, after raw 5+1
+                0, 2, 0, 0, 1, 1, 4, 1, 0, 0, 0, 1, 5, 1,
+                // position 2+2, update, metadata 1+1, no key, before structured 5+1, no after
+                2, 2, 1, 1, 1, 0, 0, 0, 2, 5, 1, 0, 0, 0,
             ],
         }
     }
@@ -269,16 +293,25 @@ mod tests {
     #[test]
     fn spans_out_of_bounds_or_inside_a_character_are_refused() {
         let mut b = batch();
-        b.records[0].position = span(5, 2);
+        b.records[POSITION] = 5;
         assert!(RecordBatch::new(b).is_err());
         let mut b = batch();
         b.metadata[6] = 6;
         assert!(RecordBatch::new(b).is_err(), "splits é");
         let mut b = batch();
-        b.records[1].metadata_start = 2;
+        b.records[RECORD + METADATA] = 2;
         assert!(RecordBatch::new(b).is_err());
         let mut b = batch();
-        b.records[0].key = Some(wit::PackedData::Raw(span(u32::MAX, 2)));
+        b.records[KEY + 1] = u32::MAX;
+        assert!(RecordBatch::new(b).is_err());
+        let mut b = batch();
+        b.records[AFTER] = 3;
+        assert!(RecordBatch::new(b).is_err(), "no value kind 3");
+        let mut b = batch();
+        b.records[RECORD + OPERATION] = 4;
+        assert!(RecordBatch::new(b).is_err(), "no operation 4");
+        let mut b = batch();
+        b.records.pop();
         assert!(RecordBatch::new(b).is_err());
         let mut b = batch();
         b.metadata.pop();

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -50,7 +50,8 @@ pub struct Connection {
     next_corr: i32,
     out: Vec<u8>,
     out_pos: usize,
-    inbuf: BytesMut,
+    /// Bytes read and not yet cut into frames.
+    inbuf: Vec<u8>,
     in_flight: VecDeque<InFlight>,
     ready: HashMap<i32, Bytes>,
     broken: Option<Error>,
@@ -68,7 +69,7 @@ impl Connection {
             next_corr: 1,
             out: Vec::new(),
             out_pos: 0,
-            inbuf: BytesMut::with_capacity(READ_CHUNK),
+            inbuf: Vec::new(),
             in_flight: VecDeque::new(),
             ready: HashMap::new(),
             broken: None,
@@ -216,13 +217,29 @@ impl Connection {
 
     fn fill(&mut self) {
         while self.broken.is_none() {
-            let len = self.inbuf.len();
-            self.inbuf.resize(len + READ_CHUNK, 0);
-            let read = self.stream.read(&mut self.inbuf[len..]);
-            self.inbuf.truncate(len + *read.as_ref().unwrap_or(&0));
+            // Up to the end of the frame coming in once its length is known, so a large
+            // response arrives in one buffer of its size and is handed on without a copy;
+            // a chunk otherwise.
+            let want = match self.frame_len() {
+                Some(len) => 4 + len - self.inbuf.len(),
+                None => READ_CHUNK,
+            };
+            self.inbuf.reserve_exact(want);
+            let before = self.inbuf.len();
+            // `read_to_end` reads into the spare capacity without zero-filling it first
+            // (std tracks what is initialized), and keeps what it read when it stops on an
+            // error, WouldBlock included.
+            let read = (&mut self.stream).take(want as u64).read_to_end(&mut self.inbuf);
+            let got = self.inbuf.len() - before;
+            if got > 0 {
+                self.split_frames();
+            }
             match read {
-                Ok(0) => self.fail(Error::Connection(format!("{} closed the connection", self.addr))),
-                Ok(_) => self.split_frames(),
+                // `take` ends at `want` bytes; fewer means the stream ended.
+                Ok(n) if n < want => {
+                    self.fail(Error::Connection(format!("{} closed the connection", self.addr)))
+                }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -233,21 +250,39 @@ impl Connection {
         }
     }
 
+    /// The length of the frame at the start of the read buffer, once its prefix is in and
+    /// if it is not corrupt.
+    fn frame_len(&self) -> Option<usize> {
+        let prefix: [u8; 4] = self.inbuf.get(..4)?.try_into().ok()?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        (len <= MAX_RESPONSE_BYTES).then_some(len)
+    }
+
     /// Cuts complete responses out of the read buffer and files them by correlation id.
     fn split_frames(&mut self) {
         while self.inbuf.len() >= 4 {
-            let len =
-                u32::from_be_bytes([self.inbuf[0], self.inbuf[1], self.inbuf[2], self.inbuf[3]]) as usize;
-            if len > MAX_RESPONSE_BYTES {
+            let Some(len) = self.frame_len() else {
+                let len = u32::from_be_bytes(self.inbuf[..4].try_into().expect("4 bytes"));
                 let msg = format!("{} sent a response of {len} bytes: a corrupt length", self.addr);
                 return self.fail(Error::CorruptData(msg));
-            }
-            if self.inbuf.len() < 4 + len {
-                self.inbuf.reserve(4 + len - self.inbuf.len());
+            };
+            let end = 4 + len;
+            let rest = self.inbuf.len().saturating_sub(end);
+            let mut frame = if self.inbuf.len() < end {
                 return;
-            }
-            self.inbuf.advance(4);
-            let frame = self.inbuf.split_to(len).freeze();
+            } else if rest == 0 {
+                // The usual case for a large response: the buffer is the frame.
+                Bytes::from(std::mem::take(&mut self.inbuf))
+            } else if rest >= len {
+                // Only after a chunk read from a frame's start: copy the smaller part.
+                let frame = Bytes::copy_from_slice(&self.inbuf[..end]);
+                self.inbuf.drain(..end);
+                frame
+            } else {
+                let tail = self.inbuf.split_off(end);
+                Bytes::from(std::mem::replace(&mut self.inbuf, tail))
+            };
+            frame.advance(4);
             if let Err(e) = self.file_response(frame) {
                 return self.fail(e);
             }

@@ -220,26 +220,22 @@ fn pack(records: Vec<wit::Record>) -> wit::RecordBatch {
     let mut span = |data: &[u8]| {
         let start = bytes.len() as u32;
         bytes.extend_from_slice(data);
-        wit::Span {
-            start,
-            len: data.len() as u32,
-        }
+        [start, data.len() as u32]
     };
-    let packed = records
-        .into_iter()
-        .map(|r| wit::PackedRecord {
-            position: span(&r.position),
-            operation: r.operation,
-            metadata_start: 0,
-            metadata_len: 0,
-            key: None,
-            before: None,
-            after: match &r.payload.after {
-                Some(wit::Data::Raw(v)) => Some(wit::PackedData::Raw(span(v))),
-                _ => None,
-            },
-        })
-        .collect();
+    // Fourteen numbers per record (see `record-batch`): position, operation, metadata, key,
+    // before, after.
+    let mut packed = Vec::new();
+    for r in &records {
+        packed.extend_from_slice(&span(&r.position));
+        packed.extend_from_slice(&[r.operation as u32, 0, 0, 0, 0, 0, 0, 0, 0]);
+        match &r.payload.after {
+            Some(wit::Data::Raw(v)) => {
+                packed.push(1);
+                packed.extend_from_slice(&span(v));
+            }
+            _ => packed.extend_from_slice(&[0, 0, 0]),
+        }
+    }
     wit::RecordBatch {
         bytes,
         text: String::new(),
