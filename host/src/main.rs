@@ -219,12 +219,8 @@ fn cli_pipeline(c: &Common, name: &str, source: Endpoint, destination: Endpoint)
     for entry in &c.allow {
         allow.allow(entry)?;
     }
-    for end in [&source, &destination] {
-        if let Endpoint::Connector { config, .. } = end
-            && let Some((_, servers)) = config.iter().find(|(k, _)| k == "servers")
-        {
-            allow.allow_servers(servers)?;
-        }
+    for servers in [&source, &destination].into_iter().filter_map(|e| e.servers()) {
+        allow.allow_servers(servers)?;
     }
     Ok(Pipeline {
         tenant: "cli".into(),

@@ -292,10 +292,7 @@ impl Checker<'_> {
     /// or, when not given, the hosts of the `servers` settings.
     fn allowlist(&mut self, p: &PipelineDoc, ends: [&Option<Endpoint>; 2]) -> Option<Allowlist> {
         let mut allow = Allowlist::default();
-        let servers = ends.into_iter().flatten().filter_map(|e| match e {
-            Endpoint::Connector { config, .. } => config.iter().find(|(k, _)| k == "servers").map(|(_, v)| v),
-            _ => None,
-        });
+        let servers = ends.into_iter().flatten().filter_map(Endpoint::servers);
         let Some(given) = &p.allow else {
             for s in servers {
                 if let Err(e) = allow.allow_servers(s) {

@@ -57,4 +57,17 @@ pub enum Endpoint {
     Stdio,
 }
 
+impl Endpoint {
+    /// The `servers` setting of a connector end: the hosts it is allowed by default.
+    pub fn servers(&self) -> Option<&str> {
+        match self {
+            Endpoint::Connector { config, .. } => config
+                .iter()
+                .find(|(k, _)| k == "servers")
+                .map(|(_, v)| v.as_str()),
+            _ => None,
+        }
+    }
+}
+
 pub const DEFAULT_BATCH: u32 = 1000;

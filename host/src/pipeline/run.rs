@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use tokio::io::BufReader;
@@ -24,6 +24,9 @@ use crate::sandbox::Allowlist;
 
 /// How long one read waits for records: the longest a stop request waits for a read.
 const READ_WAIT_MS: u32 = 500;
+
+/// How often a running pipeline asks its source for its lag.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Loads components (each once) and prepares pipelines.
 pub struct Runner {
@@ -220,6 +223,7 @@ async fn open(p: &mut Prepared) -> Result<()> {
 async fn pump(p: &mut Prepared, m: &PipelineMetrics, stop: watch::Receiver<bool>) -> Result<()> {
     let cfg = &p.pipeline;
     let mut last_record = Instant::now();
+    let mut lag_asked: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             m.set_status(Status::Draining);
@@ -236,8 +240,12 @@ async fn pump(p: &mut Prepared, m: &PipelineMetrics, stop: watch::Receiver<bool>
             m.errors.fetch_add(1, Relaxed);
         });
         let records = records.context("source read")?;
-        let lag = p.source.lag().await.context("source lag")?;
-        m.lag.store(lag.map_or(-1, |l| l as i64), Relaxed);
+        // The lag is for people and scrapers: asking once a second is enough.
+        if lag_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+            let lag = p.source.lag().await.context("source lag")?;
+            m.lag.store(lag.map_or(-1, |l| l as i64), Relaxed);
+            lag_asked = Some(Instant::now());
+        }
         if records.is_empty() {
             let idle = cfg.idle_exit.is_some_and(|d| last_record.elapsed() >= d);
             if p.source.exhausted() || idle {
