@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use connector_host::{Allowlist, DataRef, EngineOptions, Limits, Runtime, SharedEngine, wit};
-use integration_tests::{broker, component_cache, component_path, new_topic, workspace};
+use integration_tests::{broker, component_cache, component_path, new_topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -203,21 +203,9 @@ fn parent(count: usize) -> Result<()> {
         let mut pair = Vec::new();
         for side in SIDES {
             eprintln!("bench: {side}, {count} x {size} B ...");
-            let out = Command::new(&exe)
-                .args(["run", side, &size.to_string(), &count.to_string()])
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .with_context(|| format!("cannot run {}", exe.display()))?;
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            ensure!(
-                out.status.success(),
-                "the {side} run ({size} B) failed: {}\n{stdout}",
-                out.status
-            );
-            pair.push(
-                parse_result(&stdout).with_context(|| format!("the {side} run ({size} B) said: {stdout}"))?,
-            );
+            let what = format!("the {side} run ({size} B)");
+            let stdout = run_child(&exe, &["run", side, &size.to_string(), &count.to_string()], &what)?;
+            pair.push(parse_result(&stdout).with_context(|| format!("{what} said: {stdout}"))?);
         }
         let [a, b]: [Measured; 2] = pair.try_into().map_err(|_| anyhow!("two sides"))?;
         results.push((size, [a, b]));
@@ -383,6 +371,19 @@ fn raw(d: &Option<wit::Data>) -> &[u8] {
         Some(wit::Data::Raw(b)) => b,
         _ => unreachable!("the bench generates raw keys and values"),
     }
+}
+
+/// Runs this binary again with `args` (one side of a part); its stdout, once it succeeded.
+fn run_child(exe: &std::path::Path, args: &[&str], what: &str) -> Result<String> {
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "{what} failed: {}\n{stdout}", out.status);
+    Ok(stdout)
 }
 
 /// A field of /proc/self/status, in KiB.
@@ -618,22 +619,9 @@ fn consume_parent(count: usize) -> Result<()> {
     let mut results = Vec::new();
     for side in SIDES {
         eprintln!("bench: {side} reads {count} records from {topic} ...");
-        let out = Command::new(&exe)
-            .args(["consume-run", side, &topic, &count.to_string()])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot run {}", exe.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success(),
-            "the {side} consumer run failed: {}\n{stdout}",
-            out.status
-        );
-        results.push(
-            parse_consume_result(&stdout)
-                .with_context(|| format!("the {side} consumer run said: {stdout}"))?,
-        );
+        let what = format!("the {side} consumer run");
+        let stdout = run_child(&exe, &["consume-run", side, &topic, &count.to_string()], &what)?;
+        results.push(parse_consume_result(&stdout).with_context(|| format!("{what} said: {stdout}"))?);
     }
 
     let ratio = results[0].records_per_sec() / results[1].records_per_sec();
