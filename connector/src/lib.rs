@@ -31,6 +31,8 @@ mod glue {
     use opencdc::connector::types as wit;
 
     /// The one role this instance plays, once opened.
+    // One value per instance, in a thread-local: its size does not matter.
+    #[allow(clippy::large_enum_variant)]
     enum State {
         Idle,
         Source(Source),

@@ -296,6 +296,9 @@ pub trait Sink {
     /// Adds the record `r` of `part`, handed out at `read_at` (unix nanoseconds, as text).
     fn push(&mut self, part: &SourcePartition, r: &RawRecord<'_>, read_at: &str);
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Whether it takes no more records (whatever `max` says).
     fn full(&self) -> bool {
         false
@@ -537,8 +540,9 @@ mod tests {
     #[test]
     fn same_bytes_is_slice_equality() {
         let a: Vec<u8> = (0..40).collect();
+        let copy = a.clone();
         for len in 0..a.len() {
-            assert!(same_bytes(&a[..len], &a[..len].to_vec()));
+            assert!(same_bytes(&a[..len], &copy[..len]));
             assert!(!same_bytes(&a[..len], &a[..len + 1]));
             for at in 0..len {
                 let mut b = a[..len].to_vec();
@@ -556,7 +560,7 @@ mod tests {
         );
         bytes[0..8].copy_from_slice(&offset.to_be_bytes());
         let mut fetched = batch::decode_batches(bytes.freeze(), 0, "t-3").unwrap();
-        let r = fetched.batches[0].next().unwrap().unwrap();
+        let r = fetched.batches[0].next_record().unwrap().unwrap();
         from_kafka(&SourcePartition::new("g", "t", 3), &r, "7")
     }
 
@@ -640,7 +644,7 @@ mod tests {
         let (mut plain, mut packed) = (Vec::new(), Packed::with_capacity(1));
         for (i, part) in parts.iter().enumerate() {
             let mut fetched = batch::decode_batches(data.clone(), 0, "t-3").unwrap();
-            while let Some(r) = fetched.batches[0].next().unwrap() {
+            while let Some(r) = fetched.batches[0].next_record().unwrap() {
                 Sink::push(&mut plain, part, &r, &format!("7{i}"));
                 Sink::push(&mut packed, part, &r, "70");
             }

@@ -126,12 +126,12 @@ impl Source {
         loop {
             self.keep_alive()?;
             self.take(max, out)?;
-            if out.len() > 0 || Instant::now() >= deadline {
+            if !out.is_empty() || Instant::now() >= deadline {
                 break;
             }
             self.fetch(deadline.min(self.group.next_heartbeat()))?;
         }
-        if out.len() > 0 {
+        if !out.is_empty() {
             let slots = &self.slots;
             let paused = |tp: &TopicPartition| paused(&self.commits, slots, tp);
             if let Err(e) = self.fetcher.prefetch(&mut self.cluster, &paused) {
@@ -158,7 +158,7 @@ impl Source {
             };
             let slot = &mut self.slots[chunk.slot];
             let before = chunk.batch.left();
-            let failed = match chunk.batch.next() {
+            let failed = match chunk.batch.next_record() {
                 Ok(Some(r)) => {
                     self.commits.delivered(chunk.slot, r.offset);
                     out.push(&slot.part, &r, &read_at);
@@ -176,7 +176,7 @@ impl Source {
             }
             match failed {
                 None => {}
-                Some(_) if out.len() > 0 => break,
+                Some(_) if !out.is_empty() => break,
                 Some(Error::CorruptData(m)) => {
                     let p = &slot.part;
                     return Err(Error::CorruptData(format!("{}-{}: {m}", p.topic, p.partition)));

@@ -88,7 +88,7 @@ impl RecordBatch {
             }
         };
         ensure!(
-            b.metadata.len() % 4 == 0,
+            b.metadata.len().is_multiple_of(4),
             "the connector sent metadata of {} numbers, not four per entry",
             b.metadata.len()
         );
@@ -103,7 +103,7 @@ impl RecordBatch {
             })?;
         }
         ensure!(
-            b.records.len() % RECORD == 0,
+            b.records.len().is_multiple_of(RECORD),
             "the connector sent records of {} numbers, not {RECORD} per record",
             b.records.len()
         );

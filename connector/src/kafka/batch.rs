@@ -183,7 +183,7 @@ impl Batch {
     /// The next record at or after the fetch offset; `None` once the batch is done. A
     /// record that does not parse is an error every time it is asked for: nothing after
     /// it is skipped silently.
-    pub fn next(&mut self) -> Result<Option<RawRecord<'_>>> {
+    pub fn next_record(&mut self) -> Result<Option<RawRecord<'_>>> {
         let records: &[u8] = &self.records;
         loop {
             if self.left == 0 || self.at >= records.len() {
@@ -381,7 +381,7 @@ mod tests {
         let fetched = decode_batches(data, from, what)?;
         let mut records = Vec::new();
         for mut b in fetched.batches {
-            while let Some(r) = b.next()? {
+            while let Some(r) = b.next_record()? {
                 records.push(Record {
                     transactional: false,
                     control: false,
