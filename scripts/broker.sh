@@ -63,7 +63,8 @@ run() {
   STATE=$(mktemp -d "${TMPDIR:-/tmp}/wasm-kafka-run.XXXXXX")
   trap 'stop; rm -rf "$STATE"' EXIT
   start >/dev/null
-  KAFKA_BROKER=$(cat "$STATE/addr") "$@"
+  # The command's own `broker.sh topic` calls must find this broker, not the default one.
+  BROKER_STATE="$STATE" KAFKA_BROKER=$(cat "$STATE/addr") "$@"
 }
 
 cmd="${1:-}"; shift || true
