@@ -152,6 +152,28 @@ async fn one_source_reads_several_topics() {
     assert_eq!(collections, BTreeSet::from([t1.as_str(), t2.as_str()]));
 }
 
+/// A read that waits on a caught-up partition keeps a fetch in flight for all of its wait:
+/// a record written meanwhile comes back in that same read. (A fetch answered empty was
+/// once followed by a sleep with nothing in flight, up to the end of the wait.)
+#[tokio::test]
+async fn a_record_written_while_a_read_waits_comes_back_in_that_read() {
+    let topic = new_topic("waiting", 1);
+    let mut src = open_group(&topic, "", None).await;
+    let mut dst = open_destination(&topic, &[]).await;
+    let rec = record(None, Some(Data::Raw(b"late".to_vec())), &[]);
+    let write_later = async {
+        // Past the broker's hold of the first fetch (500 ms), well before the read's end.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        dst.write(std::slice::from_ref(&rec)).await.unwrap()
+    };
+    // The wait ends before the first heartbeat is due (every 3 s with the default session
+    // timeout), which would also have ended such a sleep.
+    let (read, written) = tokio::join!(src.read(1, 2_500), write_later);
+    assert_eq!(written.0, 1);
+    let read = read.unwrap();
+    assert_eq!(read.iter().map(value).collect::<Vec<_>>(), ["late"]);
+}
+
 #[tokio::test]
 async fn read_batch_holds_the_same_records_as_read_with_headers_and_null_keys() {
     let topic = new_topic("packed", 3);

@@ -90,10 +90,11 @@ impl Fetcher {
         unfetched(&self.offsets, &self.high_watermarks)
     }
 
-    /// Record batches fetched by `deadline` (possibly none), with their partitions. A fetch
-    /// answered empty is followed by the next at once (the broker's long poll paces them);
-    /// a leader that failed is tried again after a backoff. `paused` partitions are not
-    /// fetched (the caller has enough of them buffered).
+    /// Record batches fetched by `deadline` (possibly none), with their partitions. An
+    /// answer taken empty is followed by the next fetch at once (the broker's long poll
+    /// paces them), never by a wait with nothing in flight; a leader that failed is tried
+    /// again after a backoff. `paused` partitions are not fetched (the caller has enough of
+    /// them buffered).
     pub fn poll(
         &mut self,
         cluster: &mut Cluster,
@@ -101,11 +102,11 @@ impl Fetcher {
         paused: &dyn Fn(&TopicPartition) -> bool,
     ) -> Result<Vec<(TopicPartition, Batch)>> {
         loop {
-            self.send_fetches(cluster, paused)?;
             let out = self.collect(cluster)?;
             if !out.is_empty() || Instant::now() >= deadline {
                 return Ok(out);
             }
+            self.send_fetches(cluster, paused)?;
             let next_retry = self.backoff.values().min().copied().unwrap_or(deadline);
             cluster.wait(deadline.min(next_retry))?;
         }
@@ -122,6 +123,10 @@ impl Fetcher {
         self.send_fetches(cluster, paused)
     }
 
+    /// Sends a fetch to every leader without one in flight, for its partitions not
+    /// `paused`. A fetch the broker could only hold (every partition in it caught up) is
+    /// not sent while others of that leader are paused: it would hold back their next
+    /// fetch for up to `FETCH_MAX_WAIT` once the caller has drained them.
     fn send_fetches(
         &mut self,
         cluster: &mut Cluster,
@@ -129,19 +134,29 @@ impl Fetcher {
     ) -> Result<()> {
         let now = Instant::now();
         self.backoff.retain(|_, until| *until > now);
-        let mut by_leader: BTreeMap<i32, Vec<&TopicPartition>> = BTreeMap::new();
-        for tp in self.offsets.keys().filter(|tp| !paused(tp)) {
+        let mut by_leader: BTreeMap<i32, LeaderParts> = BTreeMap::new();
+        for tp in self.offsets.keys() {
             match cluster.topic(&tp.0)?.leaders.get(tp.1 as usize) {
-                Some(&leader) if leader >= 0 => by_leader.entry(leader).or_default().push(tp),
+                Some(&leader) if leader >= 0 => {
+                    let parts = by_leader.entry(leader).or_default();
+                    if paused(tp) {
+                        parts.any_paused = true;
+                    } else {
+                        parts.caught_up &= self.caught_up(tp);
+                        parts.fetch.push(tp);
+                    }
+                }
                 _ => {}
             }
         }
+        by_leader.retain(|leader, parts| {
+            !self.in_flight.contains_key(leader)
+                && !self.backoff.contains_key(leader)
+                && parts.worth_sending()
+        });
         let mut failed = Vec::new();
         for (leader, parts) in by_leader {
-            if self.in_flight.contains_key(&leader) || self.backoff.contains_key(&leader) {
-                continue;
-            }
-            let request = self.request(&parts);
+            let request = self.request(&parts.fetch);
             let sent = cluster.broker(leader).and_then(|conn| {
                 let version = conn.version::<FetchRequest>()?;
                 conn.send(&request, version)
@@ -162,6 +177,13 @@ impl Fetcher {
             self.failed(cluster, leader, &e);
         }
         Ok(())
+    }
+
+    /// Whether the last answer for `tp` showed it fetched up to its high watermark.
+    fn caught_up(&self, tp: &TopicPartition) -> bool {
+        self.high_watermarks
+            .get(tp)
+            .is_some_and(|hw| self.offsets[tp] >= *hw)
     }
 
     /// A leader that could not be fetched from: log, refresh metadata (leadership may have
@@ -283,6 +305,32 @@ impl Fetcher {
             }
         }
         Ok(())
+    }
+}
+
+/// One leader's partitions, as `send_fetches` sorts them.
+struct LeaderParts<'a> {
+    /// The partitions to fetch: those not paused.
+    fetch: Vec<&'a TopicPartition>,
+    /// Whether every partition in `fetch` is known to be caught up.
+    caught_up: bool,
+    /// Whether some of the leader's partitions are paused.
+    any_paused: bool,
+}
+
+impl Default for LeaderParts<'_> {
+    fn default() -> Self {
+        LeaderParts {
+            fetch: Vec::new(),
+            caught_up: true,
+            any_paused: false,
+        }
+    }
+}
+
+impl LeaderParts<'_> {
+    fn worth_sending(&self) -> bool {
+        !self.fetch.is_empty() && !(self.caught_up && self.any_paused)
     }
 }
 

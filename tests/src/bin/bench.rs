@@ -831,12 +831,15 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
         let cpu_start = process_cpu()?;
         let (mut first, mut last) = (None, start);
         let (mut reads, mut empty, mut in_read, mut in_ack) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+        // The longest read call shows a stall (a read that waited with records left).
+        let mut longest = Duration::ZERO;
         let mut cpu_end = cpu_start;
         while tally.records < count as u64 {
             let t = Instant::now();
             let batch = src.read_batch(READ_MAX, READ_WAIT_MS).await?;
             let now = Instant::now();
             in_read += now - t;
+            longest = longest.max(now - t);
             reads += 1;
             if batch.is_empty() {
                 empty += 1;
@@ -872,7 +875,8 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
         let elapsed = last - start;
         src.teardown().await?;
         eprintln!(
-            "bench: ours: {reads} read calls ({empty} empty), {:.3} s in read, {:.3} s in ack, {:.3} s in the bench's own bookkeeping",
+            "bench: ours: {reads} read calls ({empty} empty, the longest {:.1} ms), {:.3} s in read, {:.3} s in ack, {:.3} s in the bench's own bookkeeping",
+            longest.as_secs_f64() * 1e3,
             in_read.as_secs_f64(),
             in_ack.as_secs_f64(),
             (elapsed.saturating_sub(in_read + in_ack)).as_secs_f64(),
