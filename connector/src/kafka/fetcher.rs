@@ -21,7 +21,10 @@ use crate::log;
 
 /// How long a broker may hold a Fetch when it has nothing new.
 const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
-const FETCH_MAX_BYTES: i32 = 50 * 1024 * 1024;
+/// Bytes a broker may put in one answer. It bounds the guest memory one answer takes and
+/// the wait for the first record (an answer is decoded once it is whole); per-partition
+/// back-pressure keeps what is buffered near `MAX_BUFFERED_PER_PARTITION` records anyway.
+const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
 /// How long a leader that failed is left alone before the next fetch.
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -46,6 +49,8 @@ pub struct Fetcher {
     in_flight: HashMap<i32, InFlight>,
     /// Leaders that failed, and when to try them again.
     backoff: HashMap<i32, Instant>,
+    /// Turns each request's partition order (see `request`).
+    rotation: usize,
 }
 
 impl Fetcher {
@@ -134,6 +139,7 @@ impl Fetcher {
     ) -> Result<()> {
         let now = Instant::now();
         self.backoff.retain(|_, until| *until > now);
+        self.rotation = self.rotation.wrapping_add(1);
         let mut by_leader: BTreeMap<i32, LeaderParts> = BTreeMap::new();
         for tp in self.offsets.keys() {
             match cluster.topic(&tp.0)?.leaders.get(tp.1 as usize) {
@@ -156,7 +162,7 @@ impl Fetcher {
         });
         let mut failed = Vec::new();
         for (leader, parts) in by_leader {
-            let request = self.request(&parts.fetch);
+            let request = self.request(&parts.fetch, self.rotation);
             let sent = cluster.broker(leader).and_then(|conn| {
                 let version = conn.version::<FetchRequest>()?;
                 conn.send(&request, version)
@@ -205,7 +211,9 @@ impl Fetcher {
         topics
     }
 
-    fn request(&self, parts: &[&TopicPartition]) -> FetchRequest {
+    /// A broker fills an answer in request order until `FETCH_MAX_BYTES`: each request
+    /// starts one topic and one partition further, so no partition starves the others.
+    fn request(&self, parts: &[&TopicPartition], rotation: usize) -> FetchRequest {
         let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
         for tp in parts {
             topics.entry(&tp.0).or_default().push(
@@ -218,6 +226,18 @@ impl Fetcher {
                     .with_partition_max_bytes(PARTITION_MAX_BYTES),
             );
         }
+        let mut topics: Vec<FetchTopic> = topics
+            .into_iter()
+            .map(|(t, mut ps)| {
+                let by = rotation % ps.len();
+                ps.rotate_left(by);
+                FetchTopic::default()
+                    .with_topic(topic_name(t))
+                    .with_partitions(ps)
+            })
+            .collect();
+        let by = rotation % topics.len().max(1);
+        topics.rotate_left(by);
         FetchRequest::default()
             .with_replica_id(broker_id(-1))
             .with_max_wait_ms(FETCH_MAX_WAIT.as_millis() as i32)
@@ -226,16 +246,7 @@ impl Fetcher {
             .with_isolation_level(0)
             .with_session_id(0)
             .with_session_epoch(-1)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        FetchTopic::default()
-                            .with_topic(topic_name(t))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            )
+            .with_topics(topics)
     }
 
     /// Takes every answered fetch and decodes it.
@@ -396,6 +407,31 @@ pub fn list_offsets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_request_starts_one_topic_and_one_partition_further() {
+        let tp = |t: &str, p: i32| (t.to_string(), p);
+        let mut f = Fetcher::default();
+        f.offsets = BTreeMap::from([(tp("a", 0), 5), (tp("a", 1), 6), (tp("a", 2), 7), (tp("b", 0), 8)]);
+        let parts: Vec<&TopicPartition> = f.offsets.keys().collect();
+        let order = |rotation| {
+            let req = f.request(&parts, rotation);
+            let order: Vec<(String, i32, i64)> = req
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset))
+                })
+                .collect();
+            order
+        };
+        let o = |t: &str, p, off| (t.to_string(), p, off);
+        assert_eq!(order(0), [o("a", 0, 5), o("a", 1, 6), o("a", 2, 7), o("b", 0, 8)]);
+        assert_eq!(order(1), [o("b", 0, 8), o("a", 1, 6), o("a", 2, 7), o("a", 0, 5)]);
+        assert_eq!(order(2), [o("a", 2, 7), o("a", 0, 5), o("a", 1, 6), o("b", 0, 8)]);
+    }
 
     #[test]
     fn unfetched_sums_known_high_watermarks_of_owned_partitions() {

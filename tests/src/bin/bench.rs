@@ -28,8 +28,12 @@
 //!
 //! Each side checks it got exactly every record once (per-partition bitsets of offsets).
 //!
-//! `bench [produce] [consume] [--count N]`: which parts (default both); `--count N` overrides
-//! the records per run (1,000,000), for both parts.
+//! Every comparison runs both sides `--rounds` times (default 5), alternating which side goes
+//! first, and compares each side's median run: single runs on a shared 2-core machine swing by
+//! a third either way. Every round's ratio is printed too.
+//!
+//! `bench [produce] [consume] [--count N] [--rounds N]`: which parts (default both); `--count N`
+//! overrides the records per run (1,000,000), for both parts.
 
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -47,6 +51,7 @@ use rdkafka::{ClientContext, Message};
 
 const SIZES: [usize; 2] = [100, 1024];
 const DEFAULT_COUNT: usize = 1_000_000;
+const DEFAULT_ROUNDS: usize = 5;
 const PARTITIONS: i32 = 6;
 /// Records per `destination.write` call.
 const WRITE_BATCH: usize = 10_000;
@@ -74,28 +79,29 @@ fn main() -> Result<()> {
     }
     let usage = || {
         anyhow!(
-            "usage: bench [produce] [consume] [--count N]   (default both parts; records per run, default {DEFAULT_COUNT})"
+            "usage: bench [produce] [consume] [--count N] [--rounds N]   (default both parts; records per run, default {DEFAULT_COUNT}; runs per side, default {DEFAULT_ROUNDS})"
         )
     };
-    let mut count = DEFAULT_COUNT;
+    let number = |v: Option<&String>, what: &str| -> Result<usize> {
+        let v = v.with_context(|| format!("{what} needs a number"))?;
+        v.replace('_', "")
+            .parse()
+            .with_context(|| format!("{what} needs a number, not {v}"))
+    };
+    let (mut count, mut rounds) = (DEFAULT_COUNT, DEFAULT_ROUNDS);
     let (mut produce, mut consume) = (false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--count" => {
-                count = it
-                    .next()
-                    .context("--count needs a number")?
-                    .replace('_', "")
-                    .parse()
-                    .context("--count needs a number")?
-            }
+            "--count" => count = number(it.next(), "--count")?,
+            "--rounds" => rounds = number(it.next(), "--rounds")?,
             "produce" | "producer" => produce = true,
             "consume" | "consumer" => consume = true,
             _ => return Err(usage()),
         }
     }
     ensure!(count > 0, "--count must be positive");
+    ensure!(rounds > 0, "--rounds must be positive");
     if !produce && !consume {
         (produce, consume) = (true, true);
     }
@@ -103,19 +109,63 @@ fn main() -> Result<()> {
     println!("broker {broker}; {} cores, {}", nproc(), cpu_model());
     println!();
     if produce {
-        parent(count)?;
+        parent(count, rounds)?;
     }
     if consume {
         if produce {
             println!();
         }
-        consume_parent(count)?;
+        consume_parent(count, rounds)?;
     }
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Parent: runs the children, prints the table.
+
+/// Both sides run `n` times; each side's median run (by records/s) is the one compared.
+struct Rounds<M> {
+    /// The median run of each side, in `SIDES` order.
+    median: [M; 2],
+    /// Ours over librdkafka, round by round.
+    ratios: Vec<f64>,
+}
+
+impl<M: std::ops::Deref<Target = Run>> Rounds<M> {
+    /// Runs both sides `n` times, alternating which goes first (so neither always meets a
+    /// broker the other just warmed or loaded).
+    fn run(n: usize, mut run: impl FnMut(&str) -> Result<M>) -> Result<Self> {
+        let mut runs: [Vec<M>; 2] = [Vec::new(), Vec::new()];
+        let mut ratios = Vec::new();
+        for round in 0..n {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for side in order {
+                runs[side].push(run(SIDES[side])?);
+            }
+            ratios.push(runs[0][round].records_per_sec() / runs[1][round].records_per_sec());
+        }
+        let median = runs.map(|mut v| {
+            v.sort_by(|a, b| a.records_per_sec().total_cmp(&b.records_per_sec()));
+            v.swap_remove(v.len() / 2)
+        });
+        Ok(Rounds { median, ratios })
+    }
+
+    /// Ours over librdkafka, median against median.
+    fn ratio(&self) -> f64 {
+        self.median[0].records_per_sec() / self.median[1].records_per_sec()
+    }
+
+    /// The rounds' own ratios, for the spread behind the medians.
+    fn spread(&self) -> String {
+        let each: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}x")).collect();
+        format!(
+            "median of {} runs per side; the rounds' own ratios: {}",
+            self.ratios.len(),
+            each.join(", ")
+        )
+    }
+}
 
 /// What every child measures, read from its `RESULT` line.
 struct Run {
@@ -179,7 +229,7 @@ impl Measured {
     }
 }
 
-fn parent(count: usize) -> Result<()> {
+fn parent(count: usize, rounds: usize) -> Result<()> {
     let component = component_path();
     let exe = std::env::current_exe()?;
     println!(
@@ -198,26 +248,24 @@ fn parent(count: usize) -> Result<()> {
     );
     println!();
 
-    let mut results: Vec<(usize, [Measured; 2])> = Vec::new();
+    let mut results: Vec<(usize, Rounds<Measured>)> = Vec::new();
     for size in SIZES {
-        let mut pair = Vec::new();
-        for side in SIDES {
+        let run = |side: &str| {
             eprintln!("bench: {side}, {count} x {size} B ...");
             let what = format!("the {side} run ({size} B)");
             let stdout = run_child(&exe, &["run", side, &size.to_string(), &count.to_string()], &what)?;
-            pair.push(parse_result(&stdout).with_context(|| format!("{what} said: {stdout}"))?);
-        }
-        let [a, b]: [Measured; 2] = pair.try_into().map_err(|_| anyhow!("two sides"))?;
-        results.push((size, [a, b]));
+            parse_result(&stdout).with_context(|| format!("{what} said: {stdout}"))
+        };
+        results.push((size, Rounds::run(rounds, run)?));
     }
 
     println!(
         "{:<6} {:<11} {:>12} {:>9} {:>14} {:>16} {:>16}",
         "size", "side", "records/s", "MB/s", "peak RSS MiB", "client peak MiB", "ours/librdkafka"
     );
-    for (size, sides) in &results {
-        let ratio = sides[0].records_per_sec() / sides[1].records_per_sec();
-        for (side, m) in SIDES.iter().zip(sides) {
+    for (size, r) in &results {
+        let ratio = r.ratio();
+        for (side, m) in SIDES.iter().zip(&r.median) {
             println!(
                 "{:<6} {:<11} {:>12.0} {:>9.1} {:>14.1} {:>16.1} {:>16}",
                 size_name(*size),
@@ -235,26 +283,30 @@ fn parent(count: usize) -> Result<()> {
         }
     }
     println!();
+    for (size, r) in &results {
+        println!("{:<6} {}", size_name(*size), r.spread());
+    }
     println!("peak RSS = VmHWM of the side's process, including the {count} generated records it holds;");
     println!(
         "client peak = peak RSS minus the RSS once the records were generated (what the client itself used)."
     );
     println!();
     println!("targets (reported, never failing the run):");
-    for (size, sides) in &results {
-        let ratio = sides[0].records_per_sec() / sides[1].records_per_sec();
+    for (size, r) in &results {
+        let ratio = r.ratio();
         println!(
             "  {:<6} throughput ours >= {TARGET_RATIO:.1}x librdkafka: {ratio:.2}x  {}",
             size_name(*size),
             met(ratio >= TARGET_RATIO)
         );
     }
-    for (size, sides) in &results {
-        let client = sides[0].client_mib();
+    for (size, r) in &results {
+        let ours = &r.median[0];
+        let client = ours.client_mib();
         println!(
             "  {:<6} peak memory ours < {TARGET_PEAK_MIB:.0} MiB: {client:.1} MiB above the generated records ({:.1} MiB whole process)  {}",
             size_name(*size),
-            sides[0].peak_mib(),
+            ours.peak_mib(),
             met(client < TARGET_PEAK_MIB)
         );
     }
@@ -266,7 +318,7 @@ fn met(ok: bool) -> &'static str {
 }
 
 fn size_name(size: usize) -> String {
-    if size % 1024 == 0 {
+    if size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")
@@ -581,7 +633,7 @@ impl std::ops::Deref for ConsumeMeasured {
     }
 }
 
-fn consume_parent(count: usize) -> Result<()> {
+fn consume_parent(count: usize, rounds: usize) -> Result<()> {
     let component = component_path();
     let exe = std::env::current_exe()?;
     let version = rdkafka::util::get_rdkafka_version().1;
@@ -616,20 +668,19 @@ fn consume_parent(count: usize) -> Result<()> {
     );
     eprintln!("bench: filled {topic} in {:.3} s", fill.as_secs_f64());
 
-    let mut results = Vec::new();
-    for side in SIDES {
+    let run = |side: &str| {
         eprintln!("bench: {side} reads {count} records from {topic} ...");
         let what = format!("the {side} consumer run");
         let stdout = run_child(&exe, &["consume-run", side, &topic, &count.to_string()], &what)?;
-        results.push(parse_consume_result(&stdout).with_context(|| format!("{what} said: {stdout}"))?);
-    }
-
-    let ratio = results[0].records_per_sec() / results[1].records_per_sec();
+        parse_consume_result(&stdout).with_context(|| format!("{what} said: {stdout}"))
+    };
+    let rounds = Rounds::run(rounds, run)?;
+    let ratio = rounds.ratio();
     println!(
         "{:<11} {:>12} {:>9} {:>14} {:>7} {:>9} {:>10} {:>16}",
         "side", "records/s", "MB/s", "peak RSS MiB", "CPU s", "join ms", "first ms", "ours/librdkafka"
     );
-    for (side, m) in SIDES.iter().zip(&results) {
+    for (side, m) in SIDES.iter().zip(&rounds.median) {
         println!(
             "{:<11} {:>12.0} {:>9.1} {:>14.1} {:>7.2} {:>9.0} {:>10.0} {:>16}",
             side,
@@ -647,6 +698,7 @@ fn consume_parent(count: usize) -> Result<()> {
         );
     }
     println!();
+    println!("{}", rounds.spread());
     println!("each side received exactly {count} records, every (partition, offset) once;");
     println!(
         "peak RSS = VmHWM of the side's whole process (ours: host, wasmtime, compiled component, guest memory);"
