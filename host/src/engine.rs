@@ -74,9 +74,6 @@ impl SharedEngine {
 fn config(pool: Option<&EngineOptions>) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true);
-    if std::env::var_os("PERFMAP").is_some() {
-        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
     if let Some(opts) = pool {
         let n = opts.max_instances;
         let mut p = PoolingAllocationConfig::new();

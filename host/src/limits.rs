@@ -36,6 +36,8 @@ pub struct Meters {
     running_since: Option<Instant>,
     /// Guest code time in the current call into the instance.
     spent: Duration,
+    /// Host calls the guest is in (the host may call back into the guest inside one).
+    in_host: u32,
     /// Why the instance was stopped, once it was.
     pub(crate) violation: Option<String>,
 }
@@ -46,6 +48,7 @@ impl Meters {
             limits: limits.clone(),
             running_since: None,
             spent: Duration::ZERO,
+            in_host: 0,
             violation: None,
         }
     }
@@ -53,18 +56,38 @@ impl Meters {
     /// Follows the guest in and out of host code. Every host function and libcall
     /// (including the epoch check that yields) is bracketed by `CallingHost` and
     /// `ReturningFromHost`, so time spent waiting for I/O or for a thread is not counted.
-    pub fn on(&mut self, hook: CallHook, now: Instant) {
+    /// Inside a host call, the host may call back into the guest (its allocator, to place a
+    /// returned list in guest memory): that is part of the host call, neither a new call
+    /// (which would reset the meter: a guest could spin for ever, asking the host for a
+    /// list now and then) nor timed (the clock is read only where it counts).
+    pub fn on(&mut self, hook: CallHook, now: impl FnOnce() -> Instant) {
         match hook {
+            CallHook::CallingWasm | CallHook::ReturningFromWasm if self.in_host > 0 => {}
             CallHook::CallingWasm => {
                 self.spent = Duration::ZERO;
-                self.running_since = Some(now);
+                self.running_since = Some(now());
             }
-            CallHook::ReturningFromHost => self.running_since = Some(now),
-            CallHook::CallingHost | CallHook::ReturningFromWasm => {
-                if let Some(since) = self.running_since.take() {
-                    self.spent += now.saturating_duration_since(since);
-                }
+            CallHook::ReturningFromHost => {
+                self.in_host = self.in_host.saturating_sub(1);
+                self.running_since = Some(now());
             }
+            CallHook::CallingHost => {
+                self.in_host += 1;
+                self.stop_clock(now);
+            }
+            CallHook::ReturningFromWasm => self.stop_clock(now),
+        }
+    }
+
+    /// A call from the host begins: no host call of an earlier one (a call the host gave
+    /// up on) is still open.
+    pub fn begin_call(&mut self) {
+        self.in_host = 0;
+    }
+
+    fn stop_clock(&mut self, now: impl FnOnce() -> Instant) {
+        if let Some(since) = self.running_since.take() {
+            self.spent += now().saturating_duration_since(since);
         }
     }
 
@@ -126,19 +149,19 @@ mod tests {
             ..Limits::default()
         });
         let t0 = Instant::now();
-        m.on(CallHook::CallingWasm, t0);
-        m.on(CallHook::CallingHost, t0 + ms(20));
+        m.on(CallHook::CallingWasm, || t0);
+        m.on(CallHook::CallingHost, || t0 + ms(20));
         // A second in host code (waiting on I/O) is not computing.
-        m.on(CallHook::ReturningFromHost, t0 + ms(1020));
-        m.on(CallHook::CallingHost, t0 + ms(1030));
+        m.on(CallHook::ReturningFromHost, || t0 + ms(1020));
+        m.on(CallHook::CallingHost, || t0 + ms(1030));
         assert!(matches!(m.tick(), Ok(UpdateDeadline::Yield(1))));
-        m.on(CallHook::ReturningFromHost, t0 + ms(1030));
-        m.on(CallHook::ReturningFromWasm, t0 + ms(1035));
-        m.on(CallHook::CallingWasm, t0 + ms(2000));
-        m.on(CallHook::CallingHost, t0 + ms(2025));
+        m.on(CallHook::ReturningFromHost, || t0 + ms(1030));
+        m.on(CallHook::ReturningFromWasm, || t0 + ms(1035));
+        m.on(CallHook::CallingWasm, || t0 + ms(2000));
+        m.on(CallHook::CallingHost, || t0 + ms(2025));
         assert!(m.tick().is_ok(), "a new call starts from zero");
-        m.on(CallHook::ReturningFromHost, t0 + ms(2025));
-        m.on(CallHook::CallingHost, t0 + ms(2035));
+        m.on(CallHook::ReturningFromHost, || t0 + ms(2025));
+        m.on(CallHook::CallingHost, || t0 + ms(2035));
         let Err(e) = m.tick() else {
             panic!("35 ms in one call passes a 30 ms limit")
         };
@@ -147,6 +170,35 @@ mod tests {
             "{e}"
         );
         assert_eq!(m.violation.as_deref(), Some(e.to_string().as_str()));
+    }
+
+    #[test]
+    fn a_call_back_into_the_guest_inside_a_host_call_neither_resets_nor_times() {
+        let ms = Duration::from_millis;
+        let mut m = Meters::new(&Limits {
+            cpu: ms(30),
+            ..Limits::default()
+        });
+        let t0 = Instant::now();
+        m.on(CallHook::CallingWasm, || t0);
+        for i in 0..4 {
+            // 10 ms computing, then a host call that places its answer in guest memory
+            // through the guest's allocator.
+            let at = t0 + ms(10 * (i + 1));
+            m.on(CallHook::CallingHost, || at);
+            m.on(CallHook::CallingWasm, || {
+                panic!("no clock read for the allocator")
+            });
+            m.on(CallHook::ReturningFromWasm, || {
+                panic!("no clock read for the allocator")
+            });
+            m.on(CallHook::ReturningFromHost, || at);
+        }
+        m.on(CallHook::CallingHost, || t0 + ms(40));
+        let Err(e) = m.tick() else {
+            panic!("40 ms in one call passes a 30 ms limit, allocator calls or not")
+        };
+        assert!(e.to_string().contains("computed 40 ms"), "{e}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Runtime {
         store.epoch_deadline_callback(|mut s| s.data_mut().meters.tick());
         store.set_epoch_deadline(1);
         store.call_hook(|mut s, hook| {
-            s.data_mut().meters.on(hook, Instant::now());
+            s.data_mut().meters.on(hook, Instant::now);
             Ok(())
         });
         let bindings = self
@@ -147,10 +147,14 @@ impl Instance {
         self.store.data().denied.summary()
     }
 
-    fn alive(&self) -> Result<()> {
+    /// Before each call: refuses a stopped instance, and starts the meters afresh.
+    fn alive(&mut self) -> Result<()> {
         match &self.stopped {
             Some(why) => Err(anyhow::anyhow!("{why}")),
-            None => Ok(()),
+            None => {
+                self.store.data_mut().meters.begin_call();
+                Ok(())
+            }
         }
     }
 

@@ -41,6 +41,7 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     file += &kafka_end("destination", &format!("topic = \"{to}\""));
     file += "\n";
     file += &hostile("spin", "mode = \"spin\"", "cpu = \"300ms\"");
+    file += &hostile("spin-calling", "mode = \"spin-calling\"", "cpu = \"300ms\"");
     file += &hostile("grow", "mode = \"grow\"", "memory = \"32MiB\"");
     file += &hostile("trap", "mode = \"trap\"", "");
     file += &hostile("handles", "mode = \"handles\"", "handles = 50");
@@ -69,6 +70,10 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     );
     let expected = [
         ("spin", "connector evil/spin/source stopped: CPU limit: computed"),
+        (
+            "spin-calling",
+            "connector evil/spin-calling/source stopped: CPU limit: computed",
+        ),
         ("grow", "connector evil/grow/source stopped: memory limit:"),
         ("trap", "connector evil/trap/source stopped: trapped:"),
         (

@@ -15,12 +15,13 @@ use exports::opencdc::connector::{destination, source, specifier};
 use opencdc::connector::types as wit;
 
 /// The values `mode` takes.
-const MODES: [&str; 8] = [
+const MODES: [&str; 9] = [
     "connect",
     "read-file",
     "env",
     "grow",
     "spin",
+    "spin-calling",
     "trap",
     "handles",
     "quiet",
@@ -33,6 +34,7 @@ enum Mode {
     Env(String),
     Grow,
     Spin,
+    SpinCalling,
     Trap,
     Handles,
     Quiet,
@@ -65,6 +67,7 @@ fn parse(config: &wit::Config) -> Result<Mode, wit::Error> {
         Some("env") => Mode::Env(need("name")?),
         Some("grow") => Mode::Grow,
         Some("spin") => Mode::Spin,
+        Some("spin-calling") => Mode::SpinCalling,
         Some("trap") => Mode::Trap,
         Some("handles") => Mode::Handles,
         Some("quiet") => Mode::Quiet,
@@ -125,6 +128,18 @@ fn attempt(mode: &Mode) -> Result<Vec<wit::Record>, wit::Error> {
             let mut n = 0u64;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        // Burn CPU, asking the host for a list now and then: the host writes the answer
+        // into guest memory through the guest's allocator, a call back into the guest
+        // inside the host call, which must not count as a new call and reset the meter.
+        Mode::SpinCalling => {
+            let mut n = 0u64;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+                if n.is_multiple_of(1 << 20) {
+                    std::hint::black_box(wasip2::random::random::get_random_bytes(8));
+                }
             }
         }
         // Trap the instance.
