@@ -11,6 +11,7 @@ pub mod log;
 pub mod mapping;
 pub mod record;
 pub mod source;
+pub mod unpack;
 
 #[cfg(target_family = "wasm")]
 mod glue {
@@ -161,17 +162,16 @@ mod glue {
         }
 
         fn write(records: Vec<wit::Record>) -> wit::WriteOutcome {
-            let records = records.into_iter().map(record_from_wit).collect();
-            let outcome = STATE.with(|s| match &mut *s.borrow_mut() {
-                State::Destination(d) => d.write(records),
-                _ => crate::destination::WriteOutcome {
+            write(records.into_iter().map(record_from_wit).collect())
+        }
+
+        fn write_batch(b: wit::RecordBatch) -> wit::WriteOutcome {
+            match crate::unpack::unpack(&b.bytes, &b.text, &b.metadata, &b.records) {
+                Ok(records) => write(records),
+                Err(e) => wit::WriteOutcome {
                     written: 0,
-                    error: Some(not_open("destination")),
+                    error: Some(into_wit(e)),
                 },
-            });
-            wit::WriteOutcome {
-                written: outcome.written as u32,
-                error: outcome.error.map(into_wit),
             }
         }
 
@@ -281,6 +281,21 @@ mod glue {
             records,
             bytes: p.bytes,
             text: p.text,
+        }
+    }
+
+    /// Hands records to the open destination.
+    fn write(records: Vec<rec::Record>) -> wit::WriteOutcome {
+        let outcome = STATE.with(|s| match &mut *s.borrow_mut() {
+            State::Destination(d) => d.write(records),
+            _ => crate::destination::WriteOutcome {
+                written: 0,
+                error: Some(not_open("destination")),
+            },
+        });
+        wit::WriteOutcome {
+            written: outcome.written as u32,
+            error: outcome.error.map(into_wit),
         }
     }
 

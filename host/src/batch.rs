@@ -118,6 +118,25 @@ impl RecordBatch {
         Ok(RecordBatch(b))
     }
 
+    /// Packs `records` into one batch, as a host hands them to `destination.write-batch`.
+    pub fn pack(records: &[wit::Record]) -> Result<Self> {
+        let mut p = Packer(wit::RecordBatch {
+            bytes: Vec::new(),
+            text: String::new(),
+            metadata: Vec::new(),
+            records: Vec::with_capacity(records.len() * RECORD),
+        });
+        for r in records {
+            p.record(r)?;
+        }
+        Ok(RecordBatch(p.0))
+    }
+
+    /// The batch as the WIT value.
+    pub fn as_wit(&self) -> &wit::RecordBatch {
+        &self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.records.len() / RECORD
     }
@@ -232,6 +251,69 @@ impl<'a> RecordRef<'a> {
 }
 
 /// The span whose two numbers start at `at` in the record `r`.
+/// Builds a `wit::RecordBatch`, spans valid by construction.
+struct Packer(wit::RecordBatch);
+
+impl Packer {
+    fn record(&mut self, r: &wit::Record) -> Result<()> {
+        let position = self.bytes(&r.position)?;
+        let metadata_start = u32_of(self.0.metadata.len() / 4)?;
+        for (k, v) in &r.metadata {
+            let (k, v) = (self.text(k)?, self.text(v)?);
+            self.0
+                .metadata
+                .extend_from_slice(&[k.start, k.len, v.start, v.len]);
+        }
+        let operation = match r.operation {
+            wit::Operation::Create => 0,
+            wit::Operation::Update => 1,
+            wit::Operation::Delete => 2,
+            wit::Operation::Snapshot => 3,
+        };
+        let head = [
+            position.start,
+            position.len,
+            operation,
+            metadata_start,
+            u32_of(r.metadata.len())?,
+        ];
+        self.0.records.extend_from_slice(&head);
+        for d in [&r.key, &r.payload.before, &r.payload.after] {
+            let packed = match d {
+                None => [NONE, 0, 0],
+                Some(wit::Data::Raw(b)) => self.bytes(b).map(|s| [RAW, s.start, s.len])?,
+                Some(wit::Data::Structured(t)) => self.text(t).map(|s| [STRUCTURED, s.start, s.len])?,
+            };
+            self.0.records.extend_from_slice(&packed);
+        }
+        Ok(())
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Result<Span> {
+        let start = u32_of(self.0.bytes.len())?;
+        self.0.bytes.extend_from_slice(b);
+        Ok(Span {
+            start,
+            len: u32_of(b.len())?,
+        })
+    }
+
+    fn text(&mut self, t: &str) -> Result<Span> {
+        let start = u32_of(self.0.text.len())?;
+        self.0.text.push_str(t);
+        Ok(Span {
+            start,
+            len: u32_of(t.len())?,
+        })
+    }
+}
+
+/// Batches count in u32: one of 4 GiB or more does not fit.
+fn u32_of(n: usize) -> Result<u32> {
+    u32::try_from(n)
+        .map_err(|_| anyhow::anyhow!("a record batch of {n} bytes or entries: too large for one call"))
+}
+
 fn span(r: &[u32], at: usize) -> Span {
     Span {
         start: r[at],
@@ -288,6 +370,16 @@ mod tests {
         assert!(matches!(&owned[0].key, Some(wit::Data::Raw(k)) if k == b"k"));
         assert!(matches!(&owned[0].payload.after, Some(wit::Data::Raw(v)) if v == b"v"));
         assert_eq!(owned[1].operation, wit::Operation::Update);
+    }
+
+    #[test]
+    fn packed_records_come_back_whole_and_pass_the_checks() {
+        let records = RecordBatch::new(batch()).unwrap().to_records();
+        let packed = RecordBatch::pack(&records).unwrap();
+        // The WIT types have no `PartialEq`: compare their debug forms.
+        assert_eq!(format!("{:?}", packed.to_records()), format!("{records:?}"));
+        assert!(RecordBatch::new(packed.as_wit().clone()).is_ok());
+        assert!(RecordBatch::pack(&[]).unwrap().is_empty());
     }
 
     #[test]

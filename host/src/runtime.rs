@@ -183,6 +183,12 @@ impl Instance {
         })
     }
 
+    /// A write's outcome: how many records were written, and the error for the rest.
+    fn written(&mut self, r: wasmtime::Result<wit::WriteOutcome>) -> Result<(u32, Option<GuestError>)> {
+        let outcome = self.trap(r)?;
+        Ok((outcome.written, outcome.error.map(GuestError)))
+    }
+
     fn guest<T>(&mut self, r: wasmtime::Result<Result<T, wit::Error>>) -> Result<T> {
         self.trap(r)?.map_err(|e| GuestError(e).into())
     }
@@ -341,8 +347,20 @@ impl Destination {
             .opencdc_connector_destination()
             .call_write(&mut i.store, records)
             .await;
-        let outcome = i.trap(r)?;
-        Ok((outcome.written, outcome.error.map(GuestError)))
+        i.written(r)
+    }
+
+    /// `write`, the records packed (`write-batch`): a few copies into the guest instead of
+    /// an allocation in it per field.
+    pub async fn write_batch(&mut self, batch: &RecordBatch) -> Result<(u32, Option<GuestError>)> {
+        let i = &mut self.0;
+        i.alive()?;
+        let r = i
+            .bindings
+            .opencdc_connector_destination()
+            .call_write_batch(&mut i.store, batch.as_wit())
+            .await;
+        i.written(r)
     }
 
     pub async fn teardown(&mut self) -> Result<()> {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use connector_host::wit::{self, Data, Operation, Record};
 use integration_tests::*;
 
-#[tokio::test]
-async fn keys_values_and_metadata_survive_the_round_trip() {
-    let topic = new_topic("roundtrip", 3);
+/// Thirty records of every shape: raw, structured and no keys; raw, structured and no
+/// values; an `id` header and a creation time each.
+fn varied_records() -> Vec<Record> {
     let mut written = Vec::new();
     for i in 0..30u8 {
         let key = match i % 3 {
@@ -32,6 +32,49 @@ async fn keys_values_and_metadata_survive_the_round_trip() {
             ],
         ));
     }
+    written
+}
+
+/// What a source reads back of `varied_records` in `topic`, by `id` header: key, value,
+/// creation time, partition.
+async fn read_back(topic: &str) -> HashMap<String, (Option<Vec<u8>>, Option<Vec<u8>>, String, String)> {
+    let mut src = open_source(topic, true).await;
+    let read = read_n(&mut src, 30, Duration::from_secs(20)).await;
+    src.teardown().await.unwrap();
+    let meta = |r: &Record, k: &str| metadata_value(r, k).unwrap_or_default().to_string();
+    read.iter()
+        .map(|r| {
+            let seen = (
+                bytes(&r.key),
+                bytes(&r.payload.after),
+                meta(r, "opencdc.createdAt"),
+                meta(r, "kafka.partition"),
+            );
+            (meta(r, "kafka.header.id"), seen)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn write_batch_writes_what_write_writes() {
+    let (plain, packed) = (new_topic("plain", 3), new_topic("packed-in", 3));
+    let records = varied_records();
+    let mut dst = open_destination(&plain, &[]).await;
+    let (n, err) = dst.write(&records).await.unwrap();
+    assert_eq!((n, err.map(|e| e.to_string())), (30, None));
+    let mut dst = open_destination(&packed, &[]).await;
+    let batch = connector_host::RecordBatch::pack(&records).unwrap();
+    let (n, err) = dst.write_batch(&batch).await.unwrap();
+    assert_eq!((n, err.map(|e| e.to_string())), (30, None));
+    let (a, b) = (read_back(&plain).await, read_back(&packed).await);
+    assert_eq!(a.len(), 30);
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn keys_values_and_metadata_survive_the_round_trip() {
+    let topic = new_topic("roundtrip", 3);
+    let written = varied_records();
     let mut dst = open_destination(&topic, &[]).await;
     let (n, err) = dst.write(&written).await.unwrap();
     assert_eq!((n, err.map(|e| e.to_string())), (30, None));

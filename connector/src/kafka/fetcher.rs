@@ -411,8 +411,10 @@ mod tests {
     #[test]
     fn each_request_starts_one_topic_and_one_partition_further() {
         let tp = |t: &str, p: i32| (t.to_string(), p);
-        let mut f = Fetcher::default();
-        f.offsets = BTreeMap::from([(tp("a", 0), 5), (tp("a", 1), 6), (tp("a", 2), 7), (tp("b", 0), 8)]);
+        let f = Fetcher {
+            offsets: BTreeMap::from([(tp("a", 0), 5), (tp("a", 1), 6), (tp("a", 2), 7), (tp("b", 0), 8)]),
+            ..Fetcher::default()
+        };
         let parts: Vec<&TopicPartition> = f.offsets.keys().collect();
         let order = |rotation| {
             let req = f.request(&parts, rotation);

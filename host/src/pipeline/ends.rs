@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::batch::{DataRef, RecordBatch, RecordRef};
 use crate::opencdc_json;
 use crate::runtime::{Destination, Instance, Source};
 use crate::wit::Record;
@@ -60,11 +61,12 @@ impl LinesIn {
 }
 
 impl SourceEnd {
-    /// Up to `max` records, waiting at most `wait_ms` for a connector's first one.
-    pub async fn read(&mut self, max: u32, wait_ms: u32) -> Result<Vec<Record>> {
+    /// Up to `max` records, waiting at most `wait_ms` for a connector's first one. They
+    /// stay packed from source to destination.
+    pub async fn read(&mut self, max: u32, wait_ms: u32) -> Result<RecordBatch> {
         match self {
-            SourceEnd::Connector(s) => Ok(s.read_batch(max, wait_ms).await?.to_records()),
-            SourceEnd::Lines(l) => l.read(max).await,
+            SourceEnd::Connector(s) => s.read_batch(max, wait_ms).await,
+            SourceEnd::Lines(l) => RecordBatch::pack(&l.read(max).await?),
         }
     }
 
@@ -81,9 +83,9 @@ impl SourceEnd {
         matches!(self, SourceEnd::Lines(l) if l.eof)
     }
 
-    pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
+    pub async fn ack<'p>(&mut self, positions: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
         match self {
-            SourceEnd::Connector(s) => s.ack_batch(positions.iter().map(Vec::as_slice)).await,
+            SourceEnd::Connector(s) => s.ack_batch(positions).await,
             SourceEnd::Lines(_) => Ok(()),
         }
     }
@@ -111,16 +113,16 @@ pub enum DestEnd {
 
 impl DestEnd {
     /// Writes `records` in order: how many were written, and why the next was not.
-    pub async fn write(&mut self, records: &[Record]) -> Result<(usize, Option<String>)> {
+    pub async fn write(&mut self, records: &RecordBatch) -> Result<(usize, Option<String>)> {
         match self {
             DestEnd::Connector(d) => {
-                let (n, err) = d.write(records).await?;
+                let (n, err) = d.write_batch(records).await?;
                 Ok((n as usize, err.map(|e| e.to_string())))
             }
             DestEnd::Lines(out) => {
                 let mut buf = Vec::with_capacity(records.len() * 256);
-                for r in records {
-                    serde_json::to_writer(&mut buf, &opencdc_json::to_json(r)?)?;
+                for r in records.iter() {
+                    serde_json::to_writer(&mut buf, &opencdc_json::to_json(&r.to_record())?)?;
                     buf.push(b'\n');
                 }
                 out.write_all(&buf).await?;
@@ -146,12 +148,7 @@ impl DestEnd {
 }
 
 /// The bytes of a record's key and payload, as counted in throughput figures.
-pub fn record_bytes(r: &Record) -> u64 {
-    use crate::wit::Data;
-    let len = |d: &Option<Data>| match d {
-        Some(Data::Raw(b)) => b.len(),
-        Some(Data::Structured(s)) => s.len(),
-        None => 0,
-    };
-    (len(&r.key) + len(&r.payload.before) + len(&r.payload.after)) as u64
+pub fn record_bytes(r: &RecordRef<'_>) -> u64 {
+    let len = |d: Option<DataRef>| d.map_or(0, |d| d.as_bytes().len());
+    (len(r.key()) + len(r.before()) + len(r.after())) as u64
 }

@@ -261,11 +261,13 @@ async fn pump(p: &mut Prepared, m: &PipelineMetrics, stop: watch::Receiver<bool>
         let (n, failed) = written.context("destination write")?;
         let total = records.len();
         m.written.fetch_add(n as u64, Relaxed);
-        m.bytes
-            .fetch_add(records[..n].iter().map(record_bytes).sum(), Relaxed);
+        let done = || records.iter().take(n);
+        m.bytes.fetch_add(done().map(|r| record_bytes(&r)).sum(), Relaxed);
         if n > 0 {
-            let positions: Vec<Vec<u8>> = records.into_iter().take(n).map(|r| r.position).collect();
-            p.source.ack(&positions).await.context("source ack")?;
+            p.source
+                .ack(done().map(|r| r.position()))
+                .await
+                .context("source ack")?;
         }
         if let Some(e) = failed {
             m.errors.fetch_add(1, Relaxed);

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use connector_host::{Allowlist, DataRef, EngineOptions, Limits, Runtime, SharedEngine, wit};
+use connector_host::{Allowlist, DataRef, EngineOptions, Limits, RecordBatch, Runtime, SharedEngine, wit};
 use integration_tests::{broker, component_cache, component_path, new_topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -353,16 +353,19 @@ fn cpu_model() -> String {
 // Child: one side, one size.
 
 fn child(side: &str, size: usize, count: usize) -> Result<()> {
-    let records = generate(size, count);
+    let input = match side {
+        "ours" => Input::Packed(generate_packed(size, count)?),
+        "librdkafka" => Input::Records(generate(size, count)),
+        _ => bail!("unknown side {side}"),
+    };
     let input_kib = status_kib("VmRSS")?;
     let peak_before = status_kib("VmHWM")?;
     // From here on VmHWM is the peak of the run (Linux: "5" resets the peak RSS).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 
-    let (elapsed, topic) = match side {
-        "ours" => run_ours(&records)?,
-        "librdkafka" => run_librdkafka(&records)?,
-        _ => bail!("unknown side {side}"),
+    let (elapsed, topic) = match &input {
+        Input::Packed(batches) => run_ours(batches)?,
+        Input::Records(records) => run_librdkafka(records)?,
     };
 
     let peak_kib = status_kib("VmHWM")?.max(peak_before);
@@ -390,9 +393,25 @@ fn child(side: &str, size: usize, count: usize) -> Result<()> {
 /// `count` raw records: keys `key-{i % 10000}`, values `size` pseudo-random letters (like
 /// kafka-producer-perf-test's payloads: neither all-equal bytes nor incompressible noise).
 fn generate(size: usize, count: usize) -> Vec<wit::Record> {
+    records(size).take(count).collect()
+}
+
+/// `generate`'s records packed, `WRITE_BATCH` per batch: what ours is handed, as a pipeline
+/// hands a source's batches on (built a batch at a time, never all records at once).
+fn generate_packed(size: usize, count: usize) -> Result<Vec<RecordBatch>> {
+    let mut all = records(size).take(count).peekable();
+    let mut batches = Vec::with_capacity(count / WRITE_BATCH + 1);
+    while all.peek().is_some() {
+        let chunk: Vec<wit::Record> = all.by_ref().take(WRITE_BATCH).collect();
+        batches.push(RecordBatch::pack(&chunk)?);
+    }
+    Ok(batches)
+}
+
+/// Records with keys `key-{i % DISTINCT_KEYS}` and values of `size` pseudo-random letters.
+fn records(size: usize) -> impl Iterator<Item = wit::Record> {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut records = Vec::with_capacity(count);
-    for i in 0..count {
+    (0..).map(move |i| {
         let mut value = Vec::with_capacity(size);
         while value.len() < size {
             // xorshift64*
@@ -404,7 +423,7 @@ fn generate(size: usize, count: usize) -> Vec<wit::Record> {
                 value.push(b'A' + b % 26);
             }
         }
-        records.push(wit::Record {
+        wit::Record {
             position: vec![],
             operation: wit::Operation::Create,
             metadata: vec![],
@@ -413,9 +432,8 @@ fn generate(size: usize, count: usize) -> Vec<wit::Record> {
                 before: None,
                 after: Some(wit::Data::Raw(value)),
             },
-        });
-    }
-    records
+        }
+    })
 }
 
 fn raw(d: &Option<wit::Data>) -> &[u8] {
@@ -448,7 +466,15 @@ fn status_kib(field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in /proc/self/status"))
 }
 
-fn run_ours(records: &[wit::Record]) -> Result<(Duration, String)> {
+/// A producer side's records, generated before its clock starts.
+enum Input {
+    /// Ours: packed, one batch per write call.
+    Packed(Vec<RecordBatch>),
+    /// librdkafka: one by one.
+    Records(Vec<wit::Record>),
+}
+
+fn run_ours(batches: &[RecordBatch]) -> Result<(Duration, String)> {
     let broker = broker();
     let topic = new_topic("bench-ours", PARTITIONS);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -475,11 +501,11 @@ fn run_ours(records: &[wit::Record]) -> Result<(Duration, String)> {
         .collect();
         dst.open(&config).await?;
 
-        let mut calls = Vec::with_capacity(records.len() / WRITE_BATCH + 1);
+        let mut calls = Vec::with_capacity(batches.len());
         let start = Instant::now();
-        for chunk in records.chunks(WRITE_BATCH) {
+        for chunk in batches {
             let t = Instant::now();
-            let (written, error) = dst.write(chunk).await?;
+            let (written, error) = dst.write_batch(chunk).await?;
             calls.push(t.elapsed());
             if written as usize != chunk.len() || error.is_some() {
                 bail!(

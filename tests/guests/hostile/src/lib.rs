@@ -279,6 +279,10 @@ impl destination::Guest for Component {
         }
     }
 
+    fn write_batch(_batch: wit::RecordBatch) -> wit::WriteOutcome {
+        Self::write(Vec::new())
+    }
+
     fn teardown() -> Result<(), wit::Error> {
         Err(no_destination())
     }
