@@ -4,7 +4,8 @@
 //! For each value size (100 B, 1 KiB) each side runs in its own child process (this binary
 //! re-executed as `bench run SIDE SIZE COUNT`), so each reports its own peak memory:
 //! - `ours`: the connector component through `connector_host`, a destination opened with
-//!   acks=all and compression=snappy, written in calls of 10,000 records; timed from the first
+//!   acks=all and compression=snappy, written in `write-batch` calls of 10,000 records (packed
+//!   before the clock starts, as a pipeline hands a source's batches on); timed from the first
 //!   write to the last write returning (a write returns once its records are acknowledged);
 //! - `librdkafka`: rdkafka's `BaseProducer`, acks=all, idempotence, snappy; timed from the first
 //!   send to `flush()` returning with every record delivered.
@@ -236,7 +237,7 @@ fn parent(count: usize, rounds: usize) -> Result<()> {
         "producer benchmark: {count} records per run, acks=all, snappy, {PARTITIONS} partitions per topic"
     );
     println!(
-        "  ours: {} through connector_host, {WRITE_BATCH} records per write call",
+        "  ours: {} through connector_host, {WRITE_BATCH} records per write-batch call (packed)",
         component.display()
     );
     println!(
