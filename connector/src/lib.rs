@@ -10,8 +10,8 @@ pub mod kafka;
 pub mod log;
 pub mod mapping;
 pub mod record;
+pub mod record_batch;
 pub mod source;
-pub mod unpack;
 
 #[cfg(target_family = "wasm")]
 mod glue {
@@ -166,7 +166,7 @@ mod glue {
         }
 
         fn write_batch(b: wit::RecordBatch) -> wit::WriteOutcome {
-            match crate::unpack::unpack(&b.bytes, &b.text, &b.metadata, &b.records) {
+            match crate::record_batch::unpack(&b.bytes, &b.text, &b.metadata, &b.records) {
                 Ok(records) => write(records),
                 Err(e) => wit::WriteOutcome {
                     written: 0,
@@ -248,36 +248,10 @@ mod glue {
         }
     }
 
-    /// A key or payload value as the three numbers of a `record-batch` record.
-    fn packed_data(d: Option<mapping::PackedData>) -> [u32; 3] {
-        match d {
-            None => [0, 0, 0],
-            Some(mapping::PackedData::Raw(s)) => [1, s.start, s.len],
-            Some(mapping::PackedData::Structured(s)) => [2, s.start, s.len],
-        }
-    }
-
     fn packed_into_wit(p: mapping::Packed) -> wit::RecordBatch {
-        let mut records = Vec::with_capacity(p.records.len() * 14);
-        for r in &p.records {
-            // Operation 0: create (a source's records are creates without a before).
-            records.extend_from_slice(&[
-                r.position.start,
-                r.position.len,
-                0,
-                r.metadata_start,
-                r.metadata_len,
-            ]);
-            records.extend_from_slice(&packed_data(r.key));
-            records.extend_from_slice(&packed_data(None));
-            records.extend_from_slice(&packed_data(r.after));
-        }
+        let (metadata, records) = crate::record_batch::flatten(&p);
         wit::RecordBatch {
-            metadata: p
-                .metadata
-                .iter()
-                .flat_map(|(k, v)| [k.start, k.len, v.start, v.len])
-                .collect(),
+            metadata,
             records,
             bytes: p.bytes,
             text: p.text,

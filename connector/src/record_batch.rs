@@ -1,13 +1,47 @@
-//! A `record-batch` the host sends to `destination.write-batch`, turned back into records.
-//! The host is trusted no more than a broker: every span is checked, and a bad one is an
-//! error naming the record and the field, never a panic.
+//! The numbers of the WIT `record-batch`, both ways: a source's `Packed` batch flattened
+//! for `read-batch`, and a batch the host sends to `write-batch` turned back into records.
+//! The host is trusted no more than a broker: every span it sends is checked, and a bad one
+//! is an error naming the record and the field, never a panic.
 
 use crate::error::{Error, Result};
+use crate::mapping::{Packed, PackedData};
 use crate::record::{Data, Operation, Record};
 
-/// Numbers per record and per metadata entry (see the WIT `record-batch`).
+/// Numbers per record and per metadata entry.
 const RECORD: usize = 14;
 const ENTRY: usize = 4;
+/// The kinds of a key or payload value.
+const NONE: u32 = 0;
+const RAW: u32 = 1;
+const STRUCTURED: u32 = 2;
+
+/// `p`'s metadata entries and records as the batch's numbers (its buffers go as they are).
+pub fn flatten(p: &Packed) -> (Vec<u32>, Vec<u32>) {
+    let metadata = p
+        .metadata
+        .iter()
+        .flat_map(|(k, v)| [k.start, k.len, v.start, v.len])
+        .collect();
+    let mut records = Vec::with_capacity(p.records.len() * RECORD);
+    for r in &p.records {
+        // Operation 0: create (a source's records are creates without a before).
+        records.extend_from_slice(&[
+            r.position.start,
+            r.position.len,
+            0,
+            r.metadata_start,
+            r.metadata_len,
+        ]);
+        for d in [r.key, None, r.after] {
+            records.extend_from_slice(&match d {
+                None => [NONE, 0, 0],
+                Some(PackedData::Raw(s)) => [RAW, s.start, s.len],
+                Some(PackedData::Structured(s)) => [STRUCTURED, s.start, s.len],
+            });
+        }
+    }
+    (metadata, records)
+}
 
 /// The records of a `record-batch`, in order.
 pub fn unpack(bytes: &[u8], text: &str, metadata: &[u32], records: &[u32]) -> Result<Vec<Record>> {
@@ -80,9 +114,9 @@ impl Batch<'_> {
 
     fn data(&self, d: &[u32], what: &str) -> std::result::Result<Option<Data>, String> {
         Ok(match d[0] {
-            0 => None,
-            1 => Some(Data::Raw(self.bytes(d[1], d[2], what)?.to_vec())),
-            2 => Some(Data::Structured(self.text(d[1], d[2], what)?)),
+            NONE => None,
+            RAW => Some(Data::Raw(self.bytes(d[1], d[2], what)?.to_vec())),
+            STRUCTURED => Some(Data::Structured(self.text(d[1], d[2], what)?)),
             k => return Err(format!("{what} is of kind {k} (not 0, 1 or 2)")),
         })
     }
@@ -159,6 +193,36 @@ mod tests {
                     after: None,
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_flattened_packed_batch_unpacks_into_its_records() {
+        use crate::mapping::{PackedRecord, Span};
+        let span = |start, len| Span { start, len };
+        let mut p = Packed::default();
+        p.bytes = b"posk".to_vec();
+        p.text = "kv{}".into();
+        p.metadata = vec![(span(0, 1), span(1, 1))];
+        p.records = vec![PackedRecord {
+            position: span(0, 3),
+            metadata_start: 0,
+            metadata_len: 1,
+            key: Some(PackedData::Raw(span(3, 1))),
+            after: Some(PackedData::Structured(span(2, 2))),
+        }];
+        let (metadata, records) = flatten(&p);
+        let got = unpack(&p.bytes, &p.text, &metadata, &records).unwrap();
+        assert_eq!(
+            got,
+            [Record {
+                position: b"pos".to_vec(),
+                operation: Operation::Create,
+                metadata: vec![("k".into(), "v".into())],
+                key: Some(Data::Raw(b"k".to_vec())),
+                before: None,
+                after: Some(Data::Structured("{}".into())),
+            }]
         );
     }
 
