@@ -250,7 +250,6 @@ impl<'a> RecordRef<'a> {
     }
 }
 
-/// The span whose two numbers start at `at` in the record `r`.
 /// Builds a `wit::RecordBatch`, spans valid by construction.
 struct Packer(wit::RecordBatch);
 
@@ -314,6 +313,7 @@ fn u32_of(n: usize) -> Result<u32> {
         .map_err(|_| anyhow::anyhow!("a record batch of {n} bytes or entries: too large for one call"))
 }
 
+/// The span whose two numbers start at `at` in the record `r`.
 fn span(r: &[u32], at: usize) -> Span {
     Span {
         start: r[at],

@@ -141,13 +141,17 @@ impl ResourceLimiter for Meters {
 mod tests {
     use super::*;
 
+    fn meters_of_30ms() -> Meters {
+        Meters::new(&Limits {
+            cpu: Duration::from_millis(30),
+            ..Limits::default()
+        })
+    }
+
     #[test]
     fn only_guest_code_time_counts_and_each_call_starts_afresh() {
         let ms = Duration::from_millis;
-        let mut m = Meters::new(&Limits {
-            cpu: ms(30),
-            ..Limits::default()
-        });
+        let mut m = meters_of_30ms();
         let t0 = Instant::now();
         m.on(CallHook::CallingWasm, || t0);
         m.on(CallHook::CallingHost, || t0 + ms(20));
@@ -175,10 +179,7 @@ mod tests {
     #[test]
     fn a_call_back_into_the_guest_inside_a_host_call_neither_resets_nor_times() {
         let ms = Duration::from_millis;
-        let mut m = Meters::new(&Limits {
-            cpu: ms(30),
-            ..Limits::default()
-        });
+        let mut m = meters_of_30ms();
         let t0 = Instant::now();
         m.on(CallHook::CallingWasm, || t0);
         for i in 0..4 {

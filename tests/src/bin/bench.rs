@@ -54,7 +54,7 @@ const SIZES: [usize; 2] = [100, 1024];
 const DEFAULT_COUNT: usize = 1_000_000;
 const DEFAULT_ROUNDS: usize = 5;
 const PARTITIONS: i32 = 6;
-/// Records per `destination.write` call.
+/// Records per `destination.write-batch` call.
 const WRITE_BATCH: usize = 10_000;
 const DISTINCT_KEYS: usize = 10_000;
 const TARGET_RATIO: f64 = 1.0;
