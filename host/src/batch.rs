@@ -56,6 +56,23 @@ struct Span {
     len: u32,
 }
 
+/// What a batch from a guest may hold: records (at most what was asked for), and bytes
+/// once every span is counted as if copied (spans may overlap, so a small batch could
+/// otherwise stand for gigabytes of positions, keys, payloads and metadata on the host).
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub records: usize,
+    pub bytes: usize,
+}
+
+impl Bounds {
+    /// No bound: for batches the host packed itself.
+    pub const NONE: Bounds = Bounds {
+        records: usize::MAX,
+        bytes: usize::MAX,
+    };
+}
+
 /// One record of a batch, borrowed.
 #[derive(Clone, Copy)]
 pub struct RecordRef<'a> {
@@ -65,8 +82,14 @@ pub struct RecordRef<'a> {
 }
 
 impl RecordBatch {
-    /// Checks `b` (it comes from the guest, which is not trusted).
-    pub fn new(b: wit::RecordBatch) -> Result<Self> {
+    /// Checks `b` (it comes from the guest, which is not trusted), within `bounds`.
+    pub fn new(b: wit::RecordBatch, limit: &Bounds) -> Result<Self> {
+        let count = b.records.len() / RECORD;
+        ensure!(
+            count <= limit.records,
+            "the connector sent {count} records, more than the {} asked for",
+            limit.records
+        );
         let text = |s: Span| -> Result<()> {
             let (start, end) = bounds(s, b.text.len())?;
             ensure!(
@@ -107,13 +130,33 @@ impl RecordBatch {
             "the connector sent records of {} numbers, not {RECORD} per record",
             b.records.len()
         );
+        // Bytes of each run of metadata entries, from the sums of entry sizes before each.
+        let mut before = Vec::with_capacity(b.metadata.len() / 4 + 1);
+        let mut sum = 0u64;
+        before.push(0);
+        for e in b.metadata.chunks_exact(4) {
+            sum += u64::from(e[1]) + u64::from(e[3]);
+            before.push(sum);
+        }
+        let mut expanded = 0u64;
         for r in b.records.chunks_exact(RECORD) {
             bounds(span(r, POSITION), b.bytes.len())?;
             ensure!(r[OPERATION] <= 3, "the connector sent operation {}", r[OPERATION]);
-            bounds(span(r, METADATA), b.metadata.len() / 4)?;
+            let (m0, m1) = bounds(span(r, METADATA), b.metadata.len() / 4)?;
             data(&r[KEY..KEY + 3])?;
             data(&r[BEFORE..BEFORE + 3])?;
             data(&r[AFTER..AFTER + 3])?;
+            let len = |at: usize| u64::from(r[at + 1]);
+            expanded += len(POSITION) + (before[m1] - before[m0]);
+            expanded += [KEY, BEFORE, AFTER]
+                .iter()
+                .map(|&at| if r[at] == NONE { 0 } else { u64::from(r[at + 2]) })
+                .sum::<u64>();
+            ensure!(
+                expanded <= limit.bytes as u64,
+                "the connector sent records that expand to more than {} MiB (its memory limit)",
+                limit.bytes >> 20
+            );
         }
         Ok(RecordBatch(b))
     }
@@ -353,7 +396,7 @@ mod tests {
 
     #[test]
     fn records_are_views_into_the_buffers_and_rebuild_whole() {
-        let b = RecordBatch::new(batch()).unwrap();
+        let b = RecordBatch::new(batch(), &Bounds::NONE).unwrap();
         assert_eq!(b.len(), 2);
         let r = b.get(1).unwrap();
         assert_eq!(r.position(), b"p2");
@@ -374,11 +417,11 @@ mod tests {
 
     #[test]
     fn packed_records_come_back_whole_and_pass_the_checks() {
-        let records = RecordBatch::new(batch()).unwrap().to_records();
+        let records = RecordBatch::new(batch(), &Bounds::NONE).unwrap().to_records();
         let packed = RecordBatch::pack(&records).unwrap();
         // The WIT types have no `PartialEq`: compare their debug forms.
         assert_eq!(format!("{:?}", packed.to_records()), format!("{records:?}"));
-        assert!(RecordBatch::new(packed.as_wit().clone()).is_ok());
+        assert!(RecordBatch::new(packed.as_wit().clone(), &Bounds::NONE).is_ok());
         assert!(RecordBatch::pack(&[]).unwrap().is_empty());
     }
 
@@ -386,27 +429,53 @@ mod tests {
     fn spans_out_of_bounds_or_inside_a_character_are_refused() {
         let mut b = batch();
         b.records[POSITION] = 5;
-        assert!(RecordBatch::new(b).is_err());
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err());
         let mut b = batch();
         b.metadata[6] = 6;
-        assert!(RecordBatch::new(b).is_err(), "splits é");
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err(), "splits é");
         let mut b = batch();
         b.records[RECORD + METADATA] = 2;
-        assert!(RecordBatch::new(b).is_err());
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err());
         let mut b = batch();
         b.records[KEY + 1] = u32::MAX;
-        assert!(RecordBatch::new(b).is_err());
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err());
         let mut b = batch();
         b.records[AFTER] = 3;
-        assert!(RecordBatch::new(b).is_err(), "no value kind 3");
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err(), "no value kind 3");
         let mut b = batch();
         b.records[RECORD + OPERATION] = 4;
-        assert!(RecordBatch::new(b).is_err(), "no operation 4");
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err(), "no operation 4");
         let mut b = batch();
         b.records.pop();
-        assert!(RecordBatch::new(b).is_err());
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err());
         let mut b = batch();
         b.metadata.pop();
-        assert!(RecordBatch::new(b).is_err());
+        assert!(RecordBatch::new(b, &Bounds::NONE).is_err());
+    }
+
+    #[test]
+    fn more_records_than_asked_or_overlapping_spans_past_the_bound_are_refused() {
+        let at = |records, bytes| RecordBatch::new(batch(), &Bounds { records, bytes });
+        assert!(at(2, 21).is_ok(), "two records of 21 bytes, counted as copied");
+        let e = at(1, 21).unwrap_err().to_string();
+        assert!(e.contains("sent 2 records, more than the 1 asked for"), "{e}");
+        assert!(at(2, 20).unwrap_err().to_string().contains("expand to more than"));
+        // A thousand records whose spans all cover one buffer: small, but huge once copied.
+        let mut b = wit::RecordBatch {
+            bytes: vec![0; 1 << 20],
+            text: String::new(),
+            metadata: Vec::new(),
+            records: Vec::new(),
+        };
+        for _ in 0..1000 {
+            b.records
+                .extend([0, 1 << 20, 0, 0, 0, 1, 0, 1 << 20, 0, 0, 0, 1, 0, 1 << 20]);
+        }
+        let bounds = Bounds {
+            records: 1000,
+            bytes: 256 << 20,
+        };
+        let e = RecordBatch::new(b, &bounds).unwrap_err().to_string();
+        assert!(e.contains("expand to more than 256 MiB"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use crate::runtime::Connector;
 use crate::sandbox::HostState;
 
@@ -64,6 +65,7 @@ impl SharedEngine {
         Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the connector world")?;
+        crate::sandbox::add_to_linker(&mut linker).context("linking the sandbox's WASI functions")?;
         Ok(SharedEngine {
             engine,
             linker: Arc::new(linker),
@@ -74,15 +76,22 @@ impl SharedEngine {
 fn config(pool: Option<&EngineOptions>) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true);
+    // A pooled stack goes from one tenant to the next: nothing of one may be read by another.
+    c.async_stack_zeroing(true);
     if let Some(opts) = pool {
         let n = opts.max_instances;
         let mut p = PoolingAllocationConfig::new();
-        // A Rust wasip2 component instantiates a few core modules (the program and
-        // adapter shims); each has at most one memory and one table.
+        // Each instance may take at most its share of every pool (the store limits say the
+        // same), so however its component is made, n instances always fit and no tenant's
+        // component can take the slots of another's.
+        let (memories, tables, cores) = (MAX_MEMORIES as u32, MAX_TABLES as u32, MAX_CORE_INSTANCES as u32);
         p.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
+            .max_core_instances_per_component(cores)
+            .max_memories_per_component(memories)
+            .max_tables_per_component(tables)
+            .total_core_instances(n.saturating_mul(cores))
+            .total_memories(n.saturating_mul(memories))
+            .total_tables(n.saturating_mul(tables))
             .total_stacks(n)
             .max_memory_size(opts.max_memory);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));

@@ -1,14 +1,17 @@
 //! The connector host: loads connector components and runs instances of them, each in its
 //! own sandbox, many tenants in one process. `engine` owns the shared wasmtime engine
 //! (instance pool, epoch ticker), `runtime` instances and calls, `sandbox` what an
-//! instance may touch, `limits` what it may consume, `cache` compiled components on disk,
+//! instance may touch (egress, name lookups, sockets, logs), `limits` what it may consume,
+//! `escape` guest text made safe to show, `duration` the one duration grammar, `cache` compiled components on disk,
 //! `opencdc_json` records as JSON Lines, `batch` a source's packed records. `pipeline`
 //! reads pipeline files and runs them; `metrics` counts what they do, `progress` shows it
 //! and carries every log line.
 
 pub mod batch;
 pub mod cache;
+pub mod duration;
 pub mod engine;
+pub mod escape;
 pub mod limits;
 pub mod metrics;
 pub mod opencdc_json;
@@ -17,7 +20,7 @@ pub mod progress;
 pub mod runtime;
 pub mod sandbox;
 
-pub use batch::{DataRef, RecordBatch, RecordRef};
+pub use batch::{Bounds, DataRef, RecordBatch, RecordRef};
 pub use engine::{EngineOptions, SharedEngine};
 pub use limits::Limits;
 pub use runtime::{Destination, GuestError, Instance, Runtime, Source, wit};

@@ -1,7 +1,8 @@
-//! What one instance may consume, and the meters that enforce it: linear memory (a store
-//! limiter), CPU (time running guest code in one call, checked on every epoch tick) and
-//! handles (the size of its resource table). A limit hit traps the instance with an error
-//! that names the limit; nothing outside that instance notices.
+//! What one instance may consume, and the meters that enforce it: memory (a store limiter
+//! summing every linear memory and table of the instance), CPU (time running guest code in
+//! one call, checked on every epoch tick), handles (the size of its resource table),
+//! sockets, log lines, and how long each call may take. A limit hit traps the instance
+//! with an error that names the limit; nothing outside that instance notices.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,12 @@ pub struct Limits {
     pub cpu: Duration,
     /// Open handles (sockets, streams, pollables) the instance may hold at once.
     pub handles: usize,
+    /// Open sockets (host file descriptors) the instance may hold at once.
+    pub sockets: usize,
+    /// Log lines per second the instance may write, after a burst of ten times as many.
+    pub log_lines: u32,
+    /// How long each call into the instance may take, waiting included.
+    pub deadlines: Deadlines,
 }
 
 impl Default for Limits {
@@ -25,7 +32,78 @@ impl Default for Limits {
             memory: 256 << 20,
             cpu: Duration::from_secs(10),
             handles: 1000,
+            sockets: 100,
+            log_lines: 100,
+            deadlines: Deadlines::default(),
         }
+    }
+}
+
+/// The longest each call into an instance may take, from the host's call to its return.
+/// A call past its deadline stops the instance (the call is abandoned, so its state is
+/// unknown) and fails its pipeline alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deadlines {
+    pub validate: Duration,
+    /// `open`: for a source, joining its group and finding its offsets.
+    pub open: Duration,
+    /// `read` (on top of the wait it is given) and `lag`.
+    pub read: Duration,
+    /// `write`: at least the destination's `deliveryTimeout`, or writes are cut short.
+    pub write: Duration,
+    /// `ack`, which may commit offsets.
+    pub ack: Duration,
+    /// `teardown`, which commits and leaves the group.
+    pub teardown: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Deadlines {
+            validate: s(10),
+            open: s(120),
+            read: s(60),
+            write: s(300),
+            ack: s(60),
+            teardown: s(60),
+        }
+    }
+}
+
+/// A token bucket: `burst` at once, refilled at `rate` per second.
+#[derive(Debug)]
+pub struct Budget {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    at: Instant,
+}
+
+impl Budget {
+    pub fn new(burst: f64, rate: f64) -> Self {
+        Budget {
+            tokens: burst,
+            burst,
+            rate,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens if there are that many.
+    pub fn take(&mut self, n: f64) -> bool {
+        self.take_at(n, Instant::now())
+    }
+
+    fn take_at(&mut self, n: f64, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens < n {
+            return false;
+        }
+        self.tokens -= n;
+        true
     }
 }
 
@@ -38,6 +116,10 @@ pub struct Meters {
     spent: Duration,
     /// Host calls the guest is in (the host may call back into the guest inside one).
     in_host: u32,
+    /// Bytes of all the instance's linear memories and tables together.
+    memory: usize,
+    /// The last growth allowed, taken back if it then fails: (before, after) in bytes.
+    growing: Option<(usize, usize)>,
     /// Why the instance was stopped, once it was.
     pub(crate) violation: Option<String>,
 }
@@ -49,8 +131,14 @@ impl Meters {
             running_since: None,
             spent: Duration::ZERO,
             in_host: 0,
+            memory: 0,
+            growing: None,
             violation: None,
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Follows the guest in and out of host code. Every host function and libcall
@@ -105,35 +193,83 @@ impl Meters {
         Ok(UpdateDeadline::Yield(1))
     }
 
-    fn violate(&mut self, cause: String) -> wasmtime::Error {
+    /// Stops the instance for `cause`: the error to trap it with, and the cause kept.
+    pub(crate) fn violate(&mut self, cause: String) -> wasmtime::Error {
         let e = wasmtime::Error::msg(cause.clone());
         self.violation = Some(cause);
         e
     }
 }
 
-impl ResourceLimiter for Meters {
-    fn memory_growing(&mut self, current: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
-        if desired <= self.limits.memory {
+/// Bytes a table element takes in the host (a pointer, as wasmtime documents).
+const TABLE_ELEMENT: usize = std::mem::size_of::<usize>();
+
+/// Memories, tables and core instances one instance may have: a Rust connector has one
+/// memory, a few tables and a handful of core instances; a component made to take the
+/// host's pool slots or memory with thousands of small ones is refused.
+pub const MAX_MEMORIES: usize = 4;
+pub const MAX_TABLES: usize = 16;
+pub const MAX_CORE_INSTANCES: usize = 32;
+
+impl Meters {
+    /// Charges growing one memory or table from `current` to `desired` bytes against the
+    /// instance's one memory limit.
+    fn grow(&mut self, what: &str, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = (self.memory - current.min(self.memory)).saturating_add(desired);
+        if total <= self.limits.memory {
+            self.growing = Some((self.memory, total));
+            self.memory = total;
             return Ok(true);
         }
         let mib = |b: usize| b as f64 / (1 << 20) as f64;
         Err(self.violate(format!(
-            "memory limit: linear memory would grow from {:.1} to {:.1} MiB (limit {:.1} MiB)",
-            mib(current),
-            mib(desired),
+            "memory limit: {what} would take the instance from {:.1} to {:.1} MiB (limit {:.1} MiB, \
+             all its memories and tables together)",
+            mib(self.memory),
+            mib(total),
             mib(self.limits.memory)
         )))
     }
 
-    fn table_growing(&mut self, _: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
-        const MAX_TABLE: usize = 100_000;
-        if desired <= MAX_TABLE {
-            return Ok(true);
+    fn grow_failed(&mut self) {
+        if let Some((before, after)) = self.growing.take()
+            && self.memory == after
+        {
+            self.memory = before;
         }
-        Err(self.violate(format!(
-            "table limit: a table would grow to {desired} elements (limit {MAX_TABLE})"
-        )))
+    }
+}
+
+impl ResourceLimiter for Meters {
+    fn memory_growing(&mut self, current: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow("a linear memory", current, desired)
+    }
+
+    fn memory_grow_failed(&mut self, _: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = |n: usize| n.saturating_mul(TABLE_ELEMENT);
+        self.grow("a table", bytes(current), bytes(desired))
+    }
+
+    fn table_grow_failed(&mut self, _: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -212,5 +348,39 @@ mod tests {
         let e = m.memory_growing(64 << 20, 65 << 20, None).unwrap_err();
         assert!(e.to_string().contains("memory limit"), "{e}");
         assert!(m.violation.is_some());
+    }
+
+    #[test]
+    fn every_memory_and_table_of_an_instance_counts_against_its_one_limit() {
+        let mut m = Meters::new(&Limits {
+            memory: 64 << 20,
+            ..Limits::default()
+        });
+        assert!(m.memory_growing(0, 24 << 20, None).unwrap());
+        assert!(m.memory_growing(0, 24 << 20, None).unwrap(), "a second memory");
+        assert!(m.table_growing(0, 1 << 20, None).unwrap(), "a table of 8 MiB");
+        let e = m.memory_growing(0, 24 << 20, None).unwrap_err();
+        assert!(e.to_string().contains("from 56.0 to 80.0 MiB"), "{e}");
+        // A growth allowed and then failed is taken back.
+        let mut m = Meters::new(&Limits::default());
+        assert!(m.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(m.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        m.memory_grow_failed(wasmtime::Error::msg("no")).unwrap();
+        assert_eq!(m.memory, 1 << 20);
+    }
+
+    #[test]
+    fn a_budget_gives_its_burst_then_its_rate() {
+        let mut b = Budget::new(3.0, 10.0);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| b.take_at(1.0, t0)));
+        assert!(!b.take_at(1.0, t0));
+        assert!(b.take_at(1.0, t0 + Duration::from_millis(100)));
+        assert!(!b.take_at(1.0, t0 + Duration::from_millis(100)));
+        assert!(
+            b.take_at(3.0, t0 + Duration::from_secs(10)),
+            "refilled to its burst"
+        );
+        assert!(!b.take_at(1.0, t0 + Duration::from_secs(10)));
     }
 }

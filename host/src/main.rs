@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -37,8 +37,10 @@ struct Common {
     /// Where compiled components are cached.
     #[arg(long, env = "CONNECTOR_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
-    /// More hosts, IPs or CIDR blocks the connector may connect to (the hosts in
-    /// `servers` are always allowed). Repeatable. Not for `run`: pipeline files say it.
+    /// More endpoints the connector may connect to, `host:port` or `host:low-high`, where
+    /// host is an IP address, a network (`10.0.0.0/8`), a name or `*.domain` (the
+    /// `servers` host:port pairs are always allowed). Repeatable. Not for `run`: pipeline
+    /// files say it.
     #[arg(long = "allow", global = true)]
     allow: Vec<String>,
     /// Linear memory an instance may use, in MiB. Not for `run`.
@@ -107,6 +109,14 @@ enum Command {
         /// Instances that may be alive at once (the size of the instance pool).
         #[arg(long, default_value_t = EngineOptions::default().max_instances)]
         max_instances: u32,
+        /// The folder the file's paths are relative to and confined in. Default: the
+        /// file's folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// After a SIGINT/SIGTERM, how long pipelines may take to drain; those still
+        /// draining then are dropped (named in the summary) and the host exits.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        drain_timeout: Duration,
     },
 }
 
@@ -141,15 +151,26 @@ async fn run(cli: Cli) -> Result<i32> {
     let cache_dir = c
         .cache_dir
         .clone()
-        .unwrap_or_else(connector_host::cache::default_dir);
+        .or_else(connector_host::cache::default_dir)
+        .unwrap_or_default();
     let mut opts = EngineOptions::default();
     if let Command::Run { max_instances, .. } = &cli.command {
         opts.max_instances = *max_instances;
     }
+    connector_host::sandbox::sockets::init_budget();
     let runner = Runner::new(SharedEngine::new(&opts)?, cache_dir, component);
     let pipeline = match &cli.command {
         Command::Spec | Command::Validate { .. } => return describe(&cli, runner).await.map(|()| 0),
-        Command::Run { file, metrics, .. } => return run_file(file, *metrics, runner, c).await,
+        Command::Run {
+            file,
+            metrics,
+            data_dir,
+            drain_timeout,
+            ..
+        } => {
+            let pipelines = pipeline::file::load_in(file, data_dir.as_deref())?;
+            return run_pipelines(pipelines, *metrics, *drain_timeout, runner, c).await;
+        }
         Command::Read {
             config,
             max,
@@ -177,8 +198,11 @@ async fn run(cli: Cli) -> Result<i32> {
             p
         }
     };
-    run_pipelines(vec![pipeline], None, runner, c).await
+    run_pipelines(vec![pipeline], None, ONE_OFF_DRAIN, runner, c).await
 }
+
+/// How long a one-off command (`read`, `write`, `pipe`) may take to drain on a signal.
+const ONE_OFF_DRAIN: Duration = Duration::from_secs(30);
 
 /// `spec` and `validate`: one instance, no I/O.
 async fn describe(cli: &Cli, mut runner: Runner) -> Result<()> {
@@ -240,19 +264,16 @@ fn cli_pipeline(c: &Common, name: &str, source: Endpoint, destination: Endpoint)
     })
 }
 
-async fn run_file(file: &Path, metrics: Option<SocketAddr>, runner: Runner, c: &Common) -> Result<i32> {
-    let pipelines = pipeline::file::load(file)?;
-    run_pipelines(pipelines, metrics, runner, c).await
-}
-
 /// Prepares every pipeline (all errors before anything starts), runs them with progress
 /// reporting until done or drained by a signal, then prints one summary line each.
 async fn run_pipelines(
     pipelines: Vec<Pipeline>,
     metrics: Option<SocketAddr>,
+    drain: Duration,
     mut runner: Runner,
     c: &Common,
 ) -> Result<i32> {
+    warn_if_over_socket_budget(&pipelines);
     let prepared = runner.prepare(pipelines).await?;
     let reg = Arc::new(run::registry(&prepared));
     if let Some(addr) = metrics {
@@ -261,7 +282,7 @@ async fn run_pipelines(
     }
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(stop_on_signals(stop_tx));
-    progress::report(&reg, c.progress_every, run::run_all(prepared, &reg, stop)).await;
+    progress::report(&reg, c.progress_every, run::run_all(prepared, &reg, stop, drain)).await;
     let mut code = 0;
     for m in reg.iter() {
         let (read, written, errors) = (
@@ -279,6 +300,22 @@ async fn run_pipelines(
         }
     }
     Ok(code)
+}
+
+/// The host's sockets are bounded per instance and in all; when the per-instance limits
+/// add up to more than the host's budget, one tenant's sockets may crowd out another's.
+fn warn_if_over_socket_budget(pipelines: &[Pipeline]) {
+    let budget = connector_host::sandbox::sockets::budget();
+    let wanted: usize = pipelines
+        .iter()
+        .map(|p| p.limits.sockets.saturating_mul(p.components().count()))
+        .fold(0, usize::saturating_add);
+    if wanted > budget {
+        progress::log(&format!(
+            "warning: the pipelines' socket limits add up to {wanted}, more than the host's budget \
+             of {budget} (its descriptor limit less a reserve): lower `limits.sockets` or raise `ulimit -n`"
+        ));
+    }
 }
 
 /// The first SIGINT or SIGTERM drains every pipeline; a second one exits at once.

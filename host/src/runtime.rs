@@ -3,22 +3,25 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use wasmtime::component::ResourceTableError;
 use wasmtime::{Engine, Store};
 
-use crate::batch::RecordBatch;
+use crate::batch::{Bounds, RecordBatch};
 use crate::cache;
 use crate::engine::SharedEngine;
+use crate::escape::shown;
 use crate::limits::Limits;
+use crate::sandbox::log::{Verdict, cut};
 use crate::sandbox::{Allowlist, HostState};
 
 wasmtime::component::bindgen!({
     world: "connector",
     path: "../wit",
-    imports: { default: async },
+    // `log` may stop a flooding instance.
+    imports: { "opencdc:connector/log.log": async | trappable, default: async },
     exports: { default: async },
 });
 
@@ -27,8 +30,19 @@ pub use opencdc::connector::types as wit;
 impl opencdc::connector::types::Host for HostState {}
 
 impl opencdc::connector::log::Host for HostState {
-    async fn log(&mut self, level: opencdc::connector::log::Level, message: String) {
+    async fn log(&mut self, level: opencdc::connector::log::Level, message: String) -> wasmtime::Result<()> {
         use opencdc::connector::log::Level;
+        let dropped = match self.logs.admit() {
+            Verdict::Show { dropped } => dropped,
+            Verdict::Drop => return Ok(()),
+            Verdict::Flood(why) => return Err(self.meters.violate(why)),
+        };
+        if dropped > 0 {
+            crate::progress::log(&format!(
+                "[{}] WARN {dropped} log lines dropped (over its budget)",
+                self.tag
+            ));
+        }
         let level = match level {
             Level::Trace => "TRACE",
             Level::Debug => "DEBUG",
@@ -36,7 +50,8 @@ impl opencdc::connector::log::Host for HostState {
             Level::Warn => "WARN",
             Level::Error => "ERROR",
         };
-        crate::progress::log(&format!("[{}] {level} {message}", self.tag));
+        crate::progress::log(&format!("[{}] {level} {}", self.tag, shown(&cut(&message))));
+        Ok(())
     }
 }
 
@@ -44,19 +59,35 @@ impl opencdc::connector::log::Host for HostState {
 #[derive(Debug, Clone)]
 pub struct GuestError(pub wit::Error);
 
+/// Guest text, escaped (see `escape`) and cut, as it is shown.
+fn said(m: &str) -> String {
+    shown(&cut(m)).into_owned()
+}
+
 impl fmt::Display for GuestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use wit::Error::*;
         match &self.0 {
-            InvalidConfig(c) => write!(f, "invalid config \"{}\": {}", c.parameter, c.message),
-            Connection(m) => write!(f, "connection error: {m}"),
-            Remote(r) => write!(f, "remote error {} {}: {}", r.code, r.name, r.message),
-            Timeout(m) => write!(f, "timed out: {m}"),
-            RecordTooLarge(m) => write!(f, "record too large: {m}"),
-            CorruptData(m) => write!(f, "corrupt data: {m}"),
-            InvalidState(m) => write!(f, "invalid state: {m}"),
-            InvalidRecord(m) => write!(f, "invalid record: {m}"),
-            Other(m) => write!(f, "{m}"),
+            InvalidConfig(c) => write!(
+                f,
+                "invalid config \"{}\": {}",
+                said(&c.parameter),
+                said(&c.message)
+            ),
+            Connection(m) => write!(f, "connection error: {}", said(m)),
+            Remote(r) => write!(
+                f,
+                "remote error {} {}: {}",
+                r.code,
+                said(&r.name),
+                said(&r.message)
+            ),
+            Timeout(m) => write!(f, "timed out: {}", said(m)),
+            RecordTooLarge(m) => write!(f, "record too large: {}", said(m)),
+            CorruptData(m) => write!(f, "corrupt data: {}", said(m)),
+            InvalidState(m) => write!(f, "invalid state: {}", said(m)),
+            InvalidRecord(m) => write!(f, "invalid record: {}", said(m)),
+            Other(m) => write!(f, "{}", said(m)),
         }
     }
 }
@@ -75,6 +106,20 @@ impl Runtime {
     /// Loads the component at `component`, compiled or from `cache_dir`.
     pub fn load(shared: &SharedEngine, component: &Path, cache_dir: &Path) -> Result<Self> {
         let compiled = cache::load(&shared.engine, component, cache_dir)?;
+        Self::link(shared, compiled, component)
+    }
+
+    /// `load`, for a component already read (`name` is how messages call it).
+    pub fn from_bytes(shared: &SharedEngine, bytes: &[u8], name: &Path, cache_dir: &Path) -> Result<Self> {
+        let compiled = cache::compile(&shared.engine, bytes, name, cache_dir)?;
+        Self::link(shared, compiled, name)
+    }
+
+    fn link(
+        shared: &SharedEngine,
+        compiled: wasmtime::component::Component,
+        component: &Path,
+    ) -> Result<Self> {
         let pre = shared
             .linker
             .instantiate_pre(&compiled)
@@ -102,11 +147,16 @@ impl Runtime {
             s.data_mut().meters.on(hook, Instant::now);
             Ok(())
         });
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
+        // A component's start functions run now: bounded like a call.
+        let deadline = limits.deadlines.validate;
+        let bindings = tokio::time::timeout(deadline, self.pre.instantiate_async(&mut store))
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(|_| anyhow::anyhow!("did not start within {}", crate::duration::show(deadline)))
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .map_err(|e| match &store.data().meters.violation {
+                Some(limit) => anyhow::anyhow!("{limit}"),
+                None => e,
+            })
             .with_context(|| format!("cannot instantiate connector {tag}"))?;
         Ok(Instance {
             store,
@@ -122,19 +172,109 @@ pub struct Instance {
     store: Store<HostState>,
     bindings: Connector,
     tag: String,
-    /// Why the instance stopped (a trap or a limit); no call enters it afterwards.
+    /// Why the instance stopped (a trap, a limit, a deadline); no call enters it afterwards.
     stopped: Option<String>,
 }
 
+/// The calls into an instance, by the deadline that bounds them.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Specify,
+    Validate,
+    Open,
+    Read { wait_ms: u32 },
+    Lag,
+    Write,
+    Ack,
+    Teardown,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Call::Specify => "specify",
+            Call::Validate => "validate",
+            Call::Open => "open",
+            Call::Read { .. } => "read",
+            Call::Lag => "lag",
+            Call::Write => "write",
+            Call::Ack => "ack",
+            Call::Teardown => "teardown",
+        }
+    }
+
+    fn deadline(self, l: &Limits) -> Duration {
+        let d = &l.deadlines;
+        match self {
+            Call::Specify | Call::Validate => d.validate,
+            Call::Open => d.open,
+            Call::Read { wait_ms } => d.read + Duration::from_millis(wait_ms.into()),
+            Call::Lag => d.read,
+            Call::Write => d.write,
+            Call::Ack => d.ack,
+            Call::Teardown => d.teardown,
+        }
+    }
+}
+
+/// Calls into an instance: `call!(instance, Call::X, |bindings, store| future)`. Refuses a
+/// stopped instance, starts the meters afresh, bounds the call by its deadline and turns a
+/// trap into the instance's stop. (A macro, not a function taking a closure: the future
+/// borrows both the bindings and the store, and must stay `Send`.)
+macro_rules! call {
+    ($inst:expr, $call:expr, |$b:ident, $s:ident| $body:expr) => {{
+        let i: &mut Instance = $inst;
+        match i.enter($call) {
+            Err(e) => Err(e),
+            Ok(deadline) => {
+                let ($b, $s) = (&i.bindings, &mut i.store);
+                let r = tokio::time::timeout(deadline, $body).await;
+                i.leave($call, deadline, r)
+            }
+        }
+    }};
+}
+
+/// `call!` for a call whose result is the connector's own `result<T, error>`.
+macro_rules! guest_call {
+    ($inst:expr, $call:expr, |$b:ident, $s:ident| $body:expr) => {
+        call!($inst, $call, |$b, $s| $body).and_then(|r| r.map_err(|e| GuestError(e).into()))
+    };
+}
+
 impl Instance {
+    /// Before a call: refuses a stopped instance, starts the meters afresh; the deadline.
+    fn enter(&mut self, call: Call) -> Result<Duration> {
+        if let Some(why) = &self.stopped {
+            return Err(anyhow::anyhow!("{why}"));
+        }
+        let meters = &mut self.store.data_mut().meters;
+        meters.begin_call();
+        Ok(call.deadline(meters.limits()))
+    }
+
+    /// After a call: its result, or the instance stopped for a trap or the deadline.
+    /// Dropping a call past its deadline abandons it mid-way, so its state is unknown.
+    fn leave<T>(
+        &mut self,
+        call: Call,
+        deadline: Duration,
+        r: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T> {
+        match r {
+            Ok(r) => self.trap(r),
+            Err(_) => Err(self.refuse(format_args!(
+                "deadline: {} did not return within {}",
+                call.name(),
+                crate::duration::show(deadline)
+            ))),
+        }
+    }
+
     pub async fn specify(&mut self) -> Result<wit::Specification> {
-        self.alive()?;
-        let r = self
-            .bindings
+        call!(self, Call::Specify, |b, s| b
             .opencdc_connector_specifier()
-            .call_specify(&mut self.store)
-            .await;
-        self.trap(r)
+            .call_specify(s))
     }
 
     pub fn tag(&self) -> &str {
@@ -142,20 +282,14 @@ impl Instance {
     }
 
     /// What the sandbox refused this instance so far, e.g. `the sandbox denied
-    /// TcpConnect 10.0.0.1:80`; empty when nothing.
+    /// TcpConnect 10.0.0.1:80: ...`; empty when nothing.
     pub fn denied(&self) -> String {
         self.store.data().denied.summary()
     }
 
-    /// Before each call: refuses a stopped instance, and starts the meters afresh.
-    fn alive(&mut self) -> Result<()> {
-        match &self.stopped {
-            Some(why) => Err(anyhow::anyhow!("{why}")),
-            None => {
-                self.store.data_mut().meters.begin_call();
-                Ok(())
-            }
-        }
+    /// The limits the instance runs under.
+    pub fn limits(&self) -> &Limits {
+        self.store.data().meters.limits()
     }
 
     /// Turns a trap into an error naming the instance and the cause: the limit it hit,
@@ -171,7 +305,7 @@ impl Instance {
                     state.table.max_capacity()
                 ),
                 (None, Some(trap)) => format!("trapped: {trap}"),
-                (None, None) => format!("failed: {}", e.root_cause()),
+                (None, None) => format!("failed: {}", shown(&e.root_cause().to_string())),
             };
             let mut why = format!("connector {} stopped: {cause}", self.tag);
             let stderr = state.stderr.take();
@@ -183,14 +317,11 @@ impl Instance {
         })
     }
 
-    /// A write's outcome: how many records were written, and the error for the rest.
-    fn written(&mut self, r: wasmtime::Result<wit::WriteOutcome>) -> Result<(u32, Option<GuestError>)> {
-        let outcome = self.trap(r)?;
-        Ok((outcome.written, outcome.error.map(GuestError)))
-    }
-
-    fn guest<T>(&mut self, r: wasmtime::Result<Result<T, wit::Error>>) -> Result<T> {
-        self.trap(r)?.map_err(|e| GuestError(e).into())
+    /// Stops the instance for `why` (the host found what it returned unacceptable).
+    fn refuse(&mut self, why: impl fmt::Display) -> anyhow::Error {
+        let why = format!("connector {} stopped: {why}", self.tag);
+        self.stopped = Some(why.clone());
+        anyhow::anyhow!(why)
     }
 
     pub fn into_source(self) -> Source {
@@ -213,60 +344,44 @@ impl Source {
     }
 
     pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Validate, |b, s| b
             .opencdc_connector_source()
-            .call_validate(&mut i.store, config)
-            .await;
-        i.guest(r)
+            .call_validate(s, config))
     }
 
     pub async fn open(&mut self, config: &ConfigPairs, position: Option<Vec<u8>>) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        let p = position.as_ref();
+        guest_call!(&mut self.0, Call::Open, |b, s| b
             .opencdc_connector_source()
-            .call_open(&mut i.store, config, position.as_ref())
-            .await;
-        i.guest(r)
+            .call_open(s, config, p))
     }
 
+    /// Up to `max` records as a list (lifted field by field; a trusted component's path:
+    /// the pipelines read with `read_batch`, whose size the host bounds).
     pub async fn read(&mut self, max: u32, wait_ms: u32) -> Result<Vec<wit::Record>> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Read { wait_ms }, |b, s| b
             .opencdc_connector_source()
-            .call_read(&mut i.store, max, wait_ms)
-            .await;
-        i.guest(r)
+            .call_read(s, max, wait_ms))
     }
 
     /// `read`, packed: the records as views into a few buffers, no allocation per field.
+    /// A batch of more than `max` records, or one that would expand past the instance's
+    /// memory limit (spans may overlap), stops the instance.
     pub async fn read_batch(&mut self, max: u32, wait_ms: u32) -> Result<RecordBatch> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        let batch = guest_call!(&mut self.0, Call::Read { wait_ms }, |b, s| b
             .opencdc_connector_source()
-            .call_read_batch(&mut i.store, max, wait_ms)
-            .await;
-        let batch = i.guest(r)?;
-        RecordBatch::new(batch).map_err(|e| anyhow::anyhow!("connector {}: {e}", i.tag))
+            .call_read_batch(s, max, wait_ms))?;
+        let bounds = Bounds {
+            records: max as usize,
+            bytes: self.0.limits().memory,
+        };
+        RecordBatch::new(batch, &bounds).map_err(|e| self.0.refuse(format!("read-batch: {e}")))
     }
 
     pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Ack, |b, s| b
             .opencdc_connector_source()
-            .call_ack(&mut i.store, positions)
-            .await;
-        i.guest(r)
+            .call_ack(s, positions))
     }
 
     /// `ack`, with the positions packed into one buffer on the way (`ack-batch`): no
@@ -278,33 +393,22 @@ impl Source {
             let end = u32::try_from(bytes.len()).context("positions of more than 4 GiB in one ack")?;
             ends.push(end);
         }
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Ack, |b, s| b
             .opencdc_connector_source()
-            .call_ack_batch(&mut i.store, &bytes, &ends)
-            .await;
-        i.guest(r)
+            .call_ack_batch(s, &bytes, &ends))
     }
 
     /// Records the source has not handed out yet, if it knows.
     pub async fn lag(&mut self) -> Result<Option<u64>> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i.bindings.opencdc_connector_source().call_lag(&mut i.store).await;
-        i.trap(r)
+        call!(&mut self.0, Call::Lag, |b, s| b
+            .opencdc_connector_source()
+            .call_lag(s))
     }
 
     pub async fn teardown(&mut self) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Teardown, |b, s| b
             .opencdc_connector_source()
-            .call_teardown(&mut i.store)
-            .await;
-        i.guest(r)
+            .call_teardown(s))
     }
 }
 
@@ -317,60 +421,38 @@ impl Destination {
     }
 
     pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Validate, |b, s| b
             .opencdc_connector_destination()
-            .call_validate(&mut i.store, config)
-            .await;
-        i.guest(r)
+            .call_validate(s, config))
     }
 
     pub async fn open(&mut self, config: &ConfigPairs) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Open, |b, s| b
             .opencdc_connector_destination()
-            .call_open(&mut i.store, config)
-            .await;
-        i.guest(r)
+            .call_open(s, config))
     }
 
     /// Writes `records`; returns how many were written and the error for the rest.
     pub async fn write(&mut self, records: &[wit::Record]) -> Result<(u32, Option<GuestError>)> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        let outcome = call!(&mut self.0, Call::Write, |b, s| b
             .opencdc_connector_destination()
-            .call_write(&mut i.store, records)
-            .await;
-        i.written(r)
+            .call_write(s, records))?;
+        Ok((outcome.written, outcome.error.map(GuestError)))
     }
 
     /// `write`, the records packed (`write-batch`): a few copies into the guest instead of
     /// an allocation in it per field.
     pub async fn write_batch(&mut self, batch: &RecordBatch) -> Result<(u32, Option<GuestError>)> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        let batch = batch.as_wit();
+        let outcome = call!(&mut self.0, Call::Write, |b, s| b
             .opencdc_connector_destination()
-            .call_write_batch(&mut i.store, batch.as_wit())
-            .await;
-        i.written(r)
+            .call_write_batch(s, batch))?;
+        Ok((outcome.written, outcome.error.map(GuestError)))
     }
 
     pub async fn teardown(&mut self) -> Result<()> {
-        let i = &mut self.0;
-        i.alive()?;
-        let r = i
-            .bindings
+        guest_call!(&mut self.0, Call::Teardown, |b, s| b
             .opencdc_connector_destination()
-            .call_teardown(&mut i.store)
-            .await;
-        i.guest(r)
+            .call_teardown(s))
     }
 }

@@ -90,10 +90,15 @@ pub fn config(pairs: &[(&str, &str)]) -> Config {
         .collect()
 }
 
-/// An allowlist with just the test broker's host.
+/// An allowlist with just the test broker's address and port.
 pub fn allow_broker() -> Allowlist {
+    allow_servers(&broker())
+}
+
+/// An allowlist with exactly the address and port of each of `servers`.
+pub fn allow_servers(servers: &str) -> Allowlist {
     let mut a = Allowlist::default();
-    a.allow_servers(&broker()).expect("broker address");
+    a.allow_servers(servers).expect("server addresses");
     a
 }
 
@@ -180,7 +185,7 @@ pub fn bytes(d: &Option<wit::Data>) -> Option<Vec<u8>> {
 
 /// A destination opened on `servers` with `extra` settings (`topic` among them, if any).
 pub async fn open_destination_at(servers: &str, extra: &[(&str, &str)]) -> Destination {
-    let mut dst = destination(&allow_broker()).await;
+    let mut dst = destination(&allow_servers(servers)).await;
     let mut cfg = config(&[("servers", servers)]);
     cfg.extend(config(extra));
     dst.open(&cfg).await.expect("open destination");
@@ -196,7 +201,7 @@ pub async fn open_destination(topic: &str, extra: &[(&str, &str)]) -> Destinatio
 
 /// A source on `servers` reading `topic`.
 pub async fn open_source_at(servers: &str, topic: &str, from_beginning: bool) -> Source {
-    let mut src = source(&allow_broker()).await;
+    let mut src = source(&allow_servers(servers)).await;
     let cfg = config(&[
         ("servers", servers),
         ("topic", topic),

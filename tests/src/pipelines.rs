@@ -92,6 +92,39 @@ pub async fn finish(child: Child, limit: Duration) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stderr)
 }
 
+/// `finish`, also measuring the host's peak resident memory (bytes), sampled from
+/// `/proc/<pid>/status` (VmHWM, the high-water mark) until it exits.
+pub async fn finish_measured(child: Child, limit: Duration) -> (i32, String, u64) {
+    let pid = child.id().expect("a running host");
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(kib) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    peak.fetch_max(kib << 10, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let (code, stderr) = finish(child, limit).await;
+    sampler.abort();
+    (code, stderr, peak.load(Ordering::Relaxed))
+}
+
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The line `pipeline <id> <status> (<r> read, <w> written, <e> errors)...` of a run.
 pub fn summary<'a>(stderr: &'a str, id: &str) -> &'a str {
     let prefix = format!("pipeline {id} ");
@@ -107,6 +140,12 @@ pub fn written(summary: &str) -> usize {
     rest.split_once(' ')
         .and_then(|(n, _)| n.parse().ok())
         .expect("a written count")
+}
+
+/// The operator's `allow` line for the test broker (a loopback address: only an operator
+/// entry naming it lets a pipeline reach it).
+pub fn allow_broker_line() -> String {
+    format!("allow = [\"{}\"]\n", broker())
 }
 
 /// A `[pipeline.<side>]` table of the bundled Kafka connector on the test broker.

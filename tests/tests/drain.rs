@@ -36,7 +36,8 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
     sent.sort();
     let dir = scratch("drain");
     let mut file =
-        String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"t\"\nidle-exit = \"4s\"\nbatch = 200\n");
+        String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"t\"\nidle-exit = \"4s\"\nbatch = 200\n")
+            + &allow_broker_line();
     file += &kafka_end(
         "source",
         &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),

@@ -49,7 +49,7 @@ async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) ->
 }
 
 async fn open_destination(b: &PrivateBroker, topic: &str, extra: &[(&str, &str)]) -> Destination {
-    let mut dst = destination(&allow_broker()).await;
+    let mut dst = destination(&allow_servers(&b.addr())).await;
     let mut cfg = config(&[("servers", &b.addr()), ("topic", topic)]);
     cfg.extend(config(extra));
     within(Duration::from_secs(30), "destination open", dst.open(&cfg))
@@ -59,7 +59,7 @@ async fn open_destination(b: &PrivateBroker, topic: &str, extra: &[(&str, &str)]
 }
 
 async fn open_source(b: &PrivateBroker, topic: &str) -> Source {
-    let mut src = source(&allow_broker()).await;
+    let mut src = source(&allow_servers(&b.addr())).await;
     let cfg = config(&[
         ("servers", &b.addr()),
         ("topic", topic),

@@ -6,7 +6,7 @@ use integration_tests::*;
 #[tokio::test]
 async fn a_connection_outside_the_allowlist_is_refused_by_the_host() {
     let mut elsewhere = Allowlist::default();
-    elsewhere.allow("10.255.255.1").unwrap();
+    elsewhere.allow("10.255.255.1:9092").unwrap();
     let topic = new_topic("sandbox", 1);
     let cfg = config(&[("servers", &broker()), ("topic", &topic)]);
 

