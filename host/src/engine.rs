@@ -113,3 +113,76 @@ fn start_ticker(engine: &Engine) {
         })
         .expect("spawning the epoch ticker thread");
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::Store;
+    use wasmtime::component::{Component, Linker};
+
+    use super::*;
+    use crate::limits::Limits;
+    use crate::sandbox::Allowlist;
+
+    /// A component of `instances` core instances, each with its own memory of `pages`.
+    fn component(instances: usize, pages: u32) -> Vec<u8> {
+        let mut text = format!("(component (core module $m (memory {pages}))");
+        text += &"(core instance (instantiate $m))".repeat(instances);
+        text += ")";
+        wat::parse_str(&text).unwrap()
+    }
+
+    async fn instantiate(e: &SharedEngine, bytes: &[u8], limits: &Limits) -> Result<Store<HostState>> {
+        let c = Component::from_binary(&e.engine, bytes).map_err(anyhow::Error::from)?;
+        let state = HostState::new("t/p/source", &Allowlist::default(), limits);
+        let mut store = Store::new(&e.engine, state);
+        store.limiter(|s| &mut s.meters);
+        Linker::<HostState>::new(&e.engine)
+            .instantiate_async(&mut store, &c)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(store)
+    }
+
+    fn engine(max_instances: u32) -> SharedEngine {
+        SharedEngine::new(&EngineOptions {
+            max_instances,
+            ..EngineOptions::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_memories_of_all_core_instances_count_against_the_one_limit() {
+        let e = engine(4);
+        let limits = Limits {
+            memory: 64 << 20,
+            ..Limits::default()
+        };
+        // 20 MiB each: three fit in 64 MiB, four do not.
+        assert!(instantiate(&e, &component(3, 320), &limits).await.is_ok());
+        let err = instantiate(&e, &component(4, 320), &limits).await.err().unwrap();
+        assert!(format!("{err:#}").contains("memory limit"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_component_of_many_small_memories_cannot_take_the_pool() {
+        let e = engine(2);
+        let limits = Limits::default();
+        let many = component(MAX_MEMORIES + 1, 1);
+        let err = instantiate(&e, &many, &limits).await.err().unwrap();
+        assert!(format!("{err:#}").contains("memories"), "{err:#}");
+        let cores = wat::parse_str(
+            "(component (core module $m) ".to_string()
+                + &"(core instance (instantiate $m))".repeat(MAX_CORE_INSTANCES + 1)
+                + ")",
+        )
+        .unwrap();
+        let err = instantiate(&e, &cores, &limits).await.err().unwrap();
+        assert!(format!("{err:#}").contains("core module instances"), "{err:#}");
+        // The pool still has room for every instance it was sized for, at their caps.
+        let full = component(MAX_MEMORIES, 1);
+        let a = instantiate(&e, &full, &limits).await.unwrap();
+        let b = instantiate(&e, &full, &limits).await.unwrap();
+        drop((a, b));
+    }
+}

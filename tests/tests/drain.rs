@@ -109,3 +109,50 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
     );
     assert_eq!(topic_values(&to, N).await, sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_rest_drain() {
+    let (from, to) = (new_topic("drain-late-in", 1), new_topic("drain-late-out", 1));
+    fill(&from, 100, "late").await;
+    let dir = scratch("drain-late");
+    std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
+    let mut file = String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\n") + &allow_broker_line();
+    file += &kafka_end(
+        "source",
+        &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
+    );
+    file += &kafka_end("destination", &format!("topic = \"{to}\""));
+    // A read that never returns, and a read deadline longer than the drain's.
+    file += "\n[[pipeline]]\nname = \"stuck\"\ntenant = \"evil\"\ndeadlines = { read = \"10m\" }\n\
+             [pipeline.source]\ntype = \"component\"\ncomponent = \"hostile_guest.wasm\"\n\
+             settings = { mode = \"hang-read\" }\n\
+             [pipeline.destination]\ntype = \"file\"\npath = \"stuck.jsonl\"\n";
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, &file).unwrap();
+
+    let mut child = run_host(&path, &["--drain-timeout", "2s"]).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    // Once the good pipeline has moved its records, stop the host.
+    while !stderr.contains("good/mirror: running") || !stderr.contains("written 100 ") {
+        let line = lines.next_line().await.unwrap().expect("the host reports progress");
+        stderr += &line;
+        stderr.push('\n');
+    }
+    let pid = child.id().unwrap().to_string();
+    let term = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let stopped = Instant::now();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        stderr += &line;
+        stderr.push('\n');
+    }
+    let code = child.wait().await.unwrap().code();
+    let took = stopped.elapsed();
+    assert_eq!(code, Some(1), "a pipeline dropped makes the exit code 1:\n{stderr}");
+    assert!(took < Duration::from_secs(20), "the host exits after the drain deadline, took {took:?}");
+    let good = summary(&stderr, "good/mirror");
+    assert!(good.contains("stopped (100 read, 100 written"), "{good}");
+    let stuck = summary(&stderr, "evil/stuck");
+    assert!(stuck.contains("failed") && stuck.contains("did not drain within 2s; dropped"), "{stuck}");
+}

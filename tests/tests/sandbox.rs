@@ -1,4 +1,5 @@
-//! The host confines each instance to its allowlist.
+//! The host confines each instance to its allowlist: `host:port` rules of the operator,
+//! checked on the resolved address at every connect and on the name at every lookup.
 
 use connector_host::{Allowlist, wit};
 use integration_tests::*;
@@ -19,8 +20,50 @@ async fn a_connection_outside_the_allowlist_is_refused_by_the_host() {
         ),
         other => panic!("{other:?}"),
     }
+    let denied = refused.instance().denied();
+    let wanted = format!("only an operator allow entry \"{}\" permits it", broker());
+    assert!(denied.contains(&wanted), "the refusal names the entry: {denied}");
 
     // The same config in an instance whose allowlist has the broker works.
     let mut allowed = destination(&allow_broker()).await;
     allowed.open(&cfg).await.unwrap();
+}
+
+/// `allow` of the given entries, with the broker's port.
+fn allow(entries: &[&str]) -> Allowlist {
+    let port = broker().rsplit_once(':').unwrap().1.to_string();
+    let mut a = Allowlist::default();
+    for e in entries {
+        a.allow(&e.replace("PORT", &port)).unwrap();
+    }
+    a
+}
+
+#[tokio::test]
+async fn a_name_is_looked_up_only_when_a_rule_matches_it_and_never_unlocks_loopback() {
+    let port = broker().rsplit_once(':').unwrap().1.to_string();
+    let topic = new_topic("sandbox-names", 1);
+    let cfg = config(&[("servers", &format!("localhost:{port}")), ("topic", &topic)]);
+
+    // The name is allowed, but it leads to a loopback address the operator did not name.
+    let mut by_name = destination(&allow(&["localhost:PORT"])).await;
+    assert!(by_name.open(&cfg).await.is_err());
+    let denied = by_name.instance().denied();
+    assert!(denied.contains("is a loopback address"), "{denied}");
+
+    // The address is allowed, but not the name: the host does not look it up.
+    let mut by_address = destination(&allow(&["127.0.0.1:PORT"])).await;
+    assert!(by_address.open(&cfg).await.is_err());
+    let denied = by_address.instance().denied();
+    assert!(
+        denied.contains("name lookup localhost: name \"localhost\" is not in the allow list"),
+        "{denied}"
+    );
+
+    // Both: the name is looked up and its address reached.
+    let mut both = destination(&allow(&["localhost:PORT", "127.0.0.1:PORT"])).await;
+    both.open(&cfg).await.unwrap();
+    let (written, err) = both.write(&[record(None, Some(wit::Data::Raw(b"x".to_vec())), &[])]).await.unwrap();
+    assert_eq!((written, err.map(|e| e.to_string())), (1, None));
+    both.teardown().await.unwrap();
 }
