@@ -328,3 +328,50 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
     assert_eq!(code, 1);
     assert!(stderr.contains("line 4") && stderr.contains("batchh"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_the_host_goes_on() {
+    const N: usize = 500;
+    let dir = scratch("sockets");
+    hostile_in(&dir);
+    let mut file = String::new();
+    for name in ["hoard-a", "hoard-b"] {
+        file += &hostile(name, "mode = \"sockets\"", "sockets = 100");
+    }
+    let lines: String = (0..N).map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n")).collect();
+    std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
+    file += "[[pipeline]]\nname = \"copy\"\ntenant = \"good\"\n";
+    file += "[pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n";
+    file += "[pipeline.destination]\ntype = \"file\"\npath = \"out.jsonl\"\n";
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, &file).unwrap();
+
+    // 400 descriptors: the host keeps 256 for itself, so its sockets budget is 144.
+    let host = run_host(&path, &[]);
+    let std_host = host.as_std();
+    let mut limited = tokio::process::Command::new("sh");
+    limited
+        .arg("-c")
+        .arg("ulimit -n 400 && exec \"$0\" \"$@\"")
+        .arg(std_host.get_program())
+        .args(std_host.get_args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let (code, stderr) = finish(limited.spawn().unwrap(), Duration::from_secs(60)).await;
+
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the pipelines' socket limits add up to 200, more than the host's budget of 144"),
+        "{stderr}"
+    );
+    let causes: Vec<&str> = ["evil/hoard-a", "evil/hoard-b"].iter().map(|id| summary(&stderr, id)).collect();
+    // Each stops at its own cap or at the host's budget, whichever comes first; together
+    // they want more than the budget, so the budget stops at least one.
+    let budget = "stopped: host socket budget: the host holds 144 sockets";
+    let own = "stopped: socket limit: holds 100 open sockets";
+    assert!(causes.iter().all(|c| c.contains(budget) || c.contains(own)), "{causes:?}");
+    assert!(causes.iter().any(|c| c.contains(budget)), "{causes:?}");
+    let good = summary(&stderr, "good/copy");
+    assert!(good.contains(&format!("finished ({N} read, {N} written, 0 errors)")), "{good}");
+}
