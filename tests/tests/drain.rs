@@ -116,7 +116,8 @@ async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_res
     fill(&from, 100, "late").await;
     let dir = scratch("drain-late");
     std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
-    let mut file = String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\n") + &allow_broker_line();
+    let mut file =
+        String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\n") + &allow_broker_line();
     file += &kafka_end(
         "source",
         &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
@@ -135,12 +136,19 @@ async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_res
     let mut stderr = String::new();
     // Once the good pipeline has moved its records, stop the host.
     while !stderr.contains("good/mirror: running") || !stderr.contains("written 100 ") {
-        let line = lines.next_line().await.unwrap().expect("the host reports progress");
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the host reports progress");
         stderr += &line;
         stderr.push('\n');
     }
     let pid = child.id().unwrap().to_string();
-    let term = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(term.success());
     let stopped = Instant::now();
     while let Some(line) = lines.next_line().await.unwrap() {
@@ -149,10 +157,20 @@ async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_res
     }
     let code = child.wait().await.unwrap().code();
     let took = stopped.elapsed();
-    assert_eq!(code, Some(1), "a pipeline dropped makes the exit code 1:\n{stderr}");
-    assert!(took < Duration::from_secs(20), "the host exits after the drain deadline, took {took:?}");
+    assert_eq!(
+        code,
+        Some(1),
+        "a pipeline dropped makes the exit code 1:\n{stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "the host exits after the drain deadline, took {took:?}"
+    );
     let good = summary(&stderr, "good/mirror");
     assert!(good.contains("stopped (100 read, 100 written"), "{good}");
     let stuck = summary(&stderr, "evil/stuck");
-    assert!(stuck.contains("failed") && stuck.contains("did not drain within 2s; dropped"), "{stuck}");
+    assert!(
+        stuck.contains("failed") && stuck.contains("did not drain within 2s; dropped"),
+        "{stuck}"
+    );
 }

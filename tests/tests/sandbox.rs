@@ -63,7 +63,10 @@ async fn a_name_is_looked_up_only_when_a_rule_matches_it_and_never_unlocks_loopb
     // Both: the name is looked up and its address reached.
     let mut both = destination(&allow(&["localhost:PORT", "127.0.0.1:PORT"])).await;
     both.open(&cfg).await.unwrap();
-    let (written, err) = both.write(&[record(None, Some(wit::Data::Raw(b"x".to_vec())), &[])]).await.unwrap();
+    let (written, err) = both
+        .write(&[record(None, Some(wit::Data::Raw(b"x".to_vec())), &[])])
+        .await
+        .unwrap();
     assert_eq!((written, err.map(|e| e.to_string())), (1, None));
     both.teardown().await.unwrap();
 }

@@ -338,7 +338,9 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
     for name in ["hoard-a", "hoard-b"] {
         file += &hostile(name, "mode = \"sockets\"", "sockets = 100");
     }
-    let lines: String = (0..N).map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n")).collect();
+    let lines: String = (0..N)
+        .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
+        .collect();
     std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
     file += "[[pipeline]]\nname = \"copy\"\ntenant = \"good\"\n";
     file += "[pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n";
@@ -365,13 +367,22 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
         stderr.contains("the pipelines' socket limits add up to 200, more than the host's budget of 144"),
         "{stderr}"
     );
-    let causes: Vec<&str> = ["evil/hoard-a", "evil/hoard-b"].iter().map(|id| summary(&stderr, id)).collect();
+    let causes: Vec<&str> = ["evil/hoard-a", "evil/hoard-b"]
+        .iter()
+        .map(|id| summary(&stderr, id))
+        .collect();
     // Each stops at its own cap or at the host's budget, whichever comes first; together
     // they want more than the budget, so the budget stops at least one.
     let budget = "stopped: host socket budget: the host holds 144 sockets";
     let own = "stopped: socket limit: holds 100 open sockets";
-    assert!(causes.iter().all(|c| c.contains(budget) || c.contains(own)), "{causes:?}");
+    assert!(
+        causes.iter().all(|c| c.contains(budget) || c.contains(own)),
+        "{causes:?}"
+    );
     assert!(causes.iter().any(|c| c.contains(budget)), "{causes:?}");
     let good = summary(&stderr, "good/copy");
-    assert!(good.contains(&format!("finished ({N} read, {N} written, 0 errors)")), "{good}");
+    assert!(
+        good.contains(&format!("finished ({N} read, {N} written, 0 errors)")),
+        "{good}"
+    );
 }
