@@ -58,7 +58,8 @@ struct Span {
 
 /// What a batch from a guest may hold: records (at most what was asked for), and bytes
 /// once every span is counted as if copied (spans may overlap, so a small batch could
-/// otherwise stand for gigabytes of positions, keys, payloads and metadata on the host).
+/// otherwise stand for gigabytes of positions, keys, payloads and metadata on the host),
+/// plus what each record and metadata entry costs the host however short its spans.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
     pub records: usize,
@@ -72,6 +73,11 @@ impl Bounds {
         bytes: usize::MAX,
     };
 }
+
+/// The host's cost of a record and of a metadata entry beyond their bytes (structures,
+/// JSON punctuation): empty spans are not free.
+const RECORD_COST: u64 = 128;
+const ENTRY_COST: u64 = 32;
 
 /// One record of a batch, borrowed.
 #[derive(Clone, Copy)]
@@ -147,7 +153,8 @@ impl RecordBatch {
             data(&r[BEFORE..BEFORE + 3])?;
             data(&r[AFTER..AFTER + 3])?;
             let len = |at: usize| u64::from(r[at + 1]);
-            expanded += len(POSITION) + (before[m1] - before[m0]);
+            expanded += RECORD_COST + len(POSITION) + (before[m1] - before[m0]);
+            expanded += (m1 - m0) as u64 * ENTRY_COST;
             expanded += [KEY, BEFORE, AFTER]
                 .iter()
                 .map(|&at| if r[at] == NONE { 0 } else { u64::from(r[at + 2]) })
@@ -456,10 +463,32 @@ mod tests {
     #[test]
     fn more_records_than_asked_or_overlapping_spans_past_the_bound_are_refused() {
         let at = |records, bytes| RecordBatch::new(batch(), &Bounds { records, bytes });
-        assert!(at(2, 21).is_ok(), "two records of 21 bytes, counted as copied");
-        let e = at(1, 21).unwrap_err().to_string();
+        // Two records of 21 bytes counted as copied, and two metadata entries.
+        let cost = (21 + 2 * RECORD_COST + 2 * ENTRY_COST) as usize;
+        assert!(at(2, cost).is_ok());
+        let e = at(1, cost).unwrap_err().to_string();
         assert!(e.contains("sent 2 records, more than the 1 asked for"), "{e}");
-        assert!(at(2, 20).unwrap_err().to_string().contains("expand to more than"));
+        assert!(
+            at(2, cost - 1)
+                .unwrap_err()
+                .to_string()
+                .contains("expand to more than")
+        );
+        // Records that all point at one long run of empty metadata entries.
+        let mut b = batch();
+        b.metadata = vec![0; 4 * 100_000];
+        for r in b.records.chunks_exact_mut(RECORD) {
+            r[METADATA..METADATA + 2].copy_from_slice(&[0, 100_000]);
+        }
+        let e = RecordBatch::new(
+            b,
+            &Bounds {
+                records: 2,
+                bytes: 1 << 20,
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expand to more than 1 MiB"), "{e}");
         // A thousand records whose spans all cover one buffer: small, but huge once copied.
         let mut b = wit::RecordBatch {
             bytes: vec![0; 1 << 20],

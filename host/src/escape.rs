@@ -27,6 +27,12 @@ pub fn shown(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its causes, as `{e:#}` writes them, made safe to show: errors of a
+/// pipeline carry guest and tenant text (names from a component, paths, settings).
+pub fn shown_error(e: &anyhow::Error) -> String {
+    shown(&format!("{e:#}")).into_owned()
+}
+
 /// Control characters (C0, DEL, C1), line and paragraph separators, and the invisible
 /// formatting characters that reorder or hide text (bidi overrides and isolates, marks).
 fn unsafe_char(c: char) -> bool {

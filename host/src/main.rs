@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use connector_host::metrics::Status;
 use connector_host::pipeline::file::parse_duration;
 use connector_host::pipeline::run::{self, Runner};
-use connector_host::pipeline::{self, DEFAULT_BATCH, Endpoint, Pipeline};
+use connector_host::pipeline::{self, DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
 use connector_host::runtime::ConfigPairs;
 use connector_host::{Allowlist, EngineOptions, Limits, SharedEngine, progress, wit};
 use tokio::sync::watch;
@@ -82,8 +82,8 @@ enum Command {
     Write {
         #[arg(short = 'c', long = "config", value_parser = parse_pair)]
         config: Vec<(String, String)>,
-        /// Records per write call.
-        #[arg(long, default_value_t = 1000)]
+        /// Records per write call (1 to 100000).
+        #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH as i64))]
         batch: u32,
     },
     /// Move records from a source to a destination.

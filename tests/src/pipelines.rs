@@ -55,6 +55,14 @@ pub async fn topic_values(topic: &str, n: usize) -> Vec<String> {
     values
 }
 
+/// The folder of `tenant`'s files (components, JSON Lines) under a pipeline file's folder,
+/// made if missing.
+pub fn tenant_dir(dir: &Path, tenant: &str) -> PathBuf {
+    let d = dir.join(tenant);
+    std::fs::create_dir_all(&d).expect("tenant folder");
+    d
+}
+
 /// A fresh scratch folder for one test's pipeline file and JSON Lines files.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -25,9 +25,14 @@ fn hostile_with(name: &str, settings: &str, extra: &str) -> String {
     )
 }
 
-/// Copies the hostile guest into `dir`, where pipeline files may name it.
+/// Copies the hostile guest into tenant `evil`'s folder under `dir`, where its pipelines
+/// may name it.
 fn hostile_in(dir: &std::path::Path) {
-    std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
+    std::fs::copy(
+        hostile_component_path(),
+        tenant_dir(dir, "evil").join("hostile_guest.wasm"),
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +84,8 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
         &format!("mode = \"connect\", target = \"127.0.0.1:{metrics_port}\""),
         &allow_broker_line(),
     );
+    // A tenant's component refusing its settings fails its pipeline, not the whole file.
+    file += &hostile("bad-config", "mode = \"bogus\"", "");
     for call in ["validate", "open", "read"] {
         let deadline = format!("deadlines = {{ {call} = \"2s\" }}\n");
         file += &hostile_with(
@@ -147,6 +154,10 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
             &format!("the sandbox denied TcpConnect 127.0.0.1:{metrics_port}"),
         ),
         (
+            "bad-config",
+            "source: invalid config \"mode\": unknown mode \"bogus\"",
+        ),
+        (
             "hang-validate",
             "connector evil/hang-validate/source stopped: deadline: validate did not return within 2s",
         ),
@@ -165,7 +176,8 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
         if !(line.contains(" failed (0 read, 0 written") && line.contains(cause)) {
             writeln!(report, "evil/{name}: expected {cause:?} in {line:?}").unwrap();
         }
-        let leaked = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap_or_default();
+        let leaked =
+            std::fs::read_to_string(dir.join("evil").join(format!("{name}.jsonl"))).unwrap_or_default();
         assert!(leaked.is_empty(), "evil/{name} got something out: {leaked}");
     }
     assert!(report.is_empty(), "{report}");
@@ -240,7 +252,7 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
     let lines: String = (0..N)
         .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
         .collect();
-    std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
+    std::fs::write(tenant_dir(&dir, "hooli").join("in.jsonl"), &lines).unwrap();
     let (loaded, out) = (new_topic("hooli-loaded", 2), "out.jsonl");
     file += "[[pipeline]]\nname = \"load\"\ntenant = \"hooli\"\n";
     file += &allow_broker_line();
@@ -274,7 +286,7 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
     for (to, sent) in checks {
         assert_eq!(topic_values(&to, N).await, sent);
     }
-    let mut dumped: Vec<String> = std::fs::read_to_string(dir.join(out))
+    let mut dumped: Vec<String> = std::fs::read_to_string(dir.join("hooli").join(out))
         .unwrap()
         .lines()
         .map(|l| {
@@ -341,7 +353,7 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
     let lines: String = (0..N)
         .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
         .collect();
-    std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
+    std::fs::write(tenant_dir(&dir, "good").join("in.jsonl"), &lines).unwrap();
     file += "[[pipeline]]\nname = \"copy\"\ntenant = \"good\"\n";
     file += "[pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n";
     file += "[pipeline.destination]\ntype = \"file\"\npath = \"out.jsonl\"\n";

@@ -27,29 +27,38 @@ pub struct LinesIn {
     name: String,
     line: u64,
     eof: bool,
+    /// Bytes of lines one batch takes at most (after its first line): what a batch costs
+    /// the host is bounded like a connector's.
+    batch_bytes: usize,
 }
 
 impl LinesIn {
-    pub fn new(reader: Box<dyn AsyncBufRead + Unpin + Send>, name: &str) -> Self {
+    /// `batch_bytes`: see the field; a quarter of the pipeline's memory limit, since a line
+    /// is held as text, as parsed JSON, as a record and packed.
+    pub fn new(reader: Box<dyn AsyncBufRead + Unpin + Send>, name: &str, batch_bytes: usize) -> Self {
         LinesIn {
             reader,
             name: name.to_string(),
             line: 0,
             eof: false,
+            batch_bytes,
         }
     }
 
     async fn read(&mut self, max: u32) -> Result<Vec<Record>> {
         let mut records = Vec::new();
         let mut text = Vec::new();
-        while records.len() < max as usize && !self.eof {
+        let mut bytes = 0;
+        let line_max = MAX_LINE.min(self.batch_bytes.max(1 << 10));
+        while records.len() < max as usize && !self.eof && bytes < self.batch_bytes {
             text.clear();
-            let read = read_line_capped(&mut self.reader, &mut text, MAX_LINE).await;
+            let read = read_line_capped(&mut self.reader, &mut text, line_max).await;
             if read.with_context(|| format!("{}:{}", self.name, self.line + 1))? == 0 {
                 self.eof = true;
                 break;
             }
             self.line += 1;
+            bytes += text.len();
             if text.trim_ascii().is_empty() {
                 continue;
             }
@@ -77,8 +86,11 @@ where
         let take = newline.map_or(chunk.len(), |i| i + 1);
         let done = newline.is_some() || chunk.is_empty();
         if line.len() + take - usize::from(newline.is_some()) > max {
-            let mib = max >> 20;
-            return Err(std::io::Error::other(format!("a line longer than {mib} MiB")));
+            let size = match max >> 20 {
+                0 => format!("{} KiB", max >> 10),
+                mib => format!("{mib} MiB"),
+            };
+            return Err(std::io::Error::other(format!("a line longer than {size}")));
         }
         line.extend_from_slice(&chunk[..take]);
         reader.consume(take);
@@ -190,7 +202,11 @@ mod tests {
     #[tokio::test]
     async fn an_endless_line_is_refused_with_bounded_memory() {
         let endless = BufReader::new(tokio::io::repeat(b'x'));
-        let mut lines = LinesIn::new(Box::new(BufReader::new(&b"\n\n"[..]).chain(endless)), "mem");
+        let mut lines = LinesIn::new(
+            Box::new(BufReader::new(&b"\n\n"[..]).chain(endless)),
+            "mem",
+            1 << 30,
+        );
         let e = lines.read(10).await.expect_err("a too-long line fails");
         assert_eq!(format!("{e:#}"), "mem:3: a line longer than 16 MiB");
 

@@ -31,7 +31,7 @@ use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
 use super::paths::Confined;
-use super::{DEFAULT_BATCH, Endpoint, Pipeline};
+use super::{DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
 use crate::limits::{Deadlines, Limits};
 use crate::sandbox::Allowlist;
 
@@ -178,7 +178,9 @@ pub fn load_in(path: &Path, data_dir: Option<&Path>) -> Result<Vec<Pipeline>> {
 /// Checks a pipeline file's text; `name` is how messages refer to it, `base` the folder its
 /// paths are relative to and confined in.
 pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
-    let doc: Doc = toml::from_str(text).map_err(|e| anyhow!("{name}: {e}"))?;
+    // The parser quotes the offending line, which a tenant may have written: escaped.
+    let doc: Doc = toml::from_str(text)
+        .map_err(|e| anyhow!("{name}: {}", crate::escape::shown(e.to_string().trim_end())))?;
     let mut check = Checker {
         text,
         name,
@@ -216,8 +218,10 @@ impl Checker<'_> {
         format!("{}:{line}", self.name)
     }
 
+    /// Records a problem; its text may quote what a tenant wrote, so it is escaped.
     fn problem(&mut self, span: std::ops::Range<usize>, msg: impl std::fmt::Display) {
         let at = self.at(span);
+        let msg = crate::escape::shown(&msg.to_string()).into_owned();
         self.problems.push(format!("{at}: {msg}"));
     }
 
@@ -227,17 +231,23 @@ impl Checker<'_> {
             if !valid_name(field.get_ref()) {
                 self.problem(
                     field.span(),
-                    format!("{:?} must be letters, digits, '.', '_' or '-'", field.get_ref()),
+                    format!(
+                        "{:?} must be letters, digits, '.', '_' or '-', and not start with '.'",
+                        field.get_ref()
+                    ),
                 );
             }
         }
-        let source = self.endpoint(&p.source, Side::Source);
-        let destination = self.endpoint(&p.destination, Side::Destination);
+        // Each tenant's files are in a folder of its own, so no tenant reaches another's
+        // (nor the pipeline file itself).
+        let folder = self.base.join(p.tenant.get_ref());
+        let source = self.endpoint(&p.source, Side::Source, &folder);
+        let destination = self.endpoint(&p.destination, Side::Destination, &folder);
         let allow = self.allowlist(&p, [&source, &destination]);
         if let Some(b) = &p.batch
-            && *b.get_ref() == 0
+            && !(1..=MAX_BATCH).contains(b.get_ref())
         {
-            self.problem(b.span(), "batch must be at least 1");
+            self.problem(b.span(), format!("batch must be from 1 to {MAX_BATCH}"));
         }
         if self.problems.len() > before {
             return None;
@@ -257,7 +267,7 @@ impl Checker<'_> {
         })
     }
 
-    fn endpoint(&mut self, e: &Spanned<EndpointDoc>, side: Side) -> Option<Endpoint> {
+    fn endpoint(&mut self, e: &Spanned<EndpointDoc>, side: Side, folder: &Path) -> Option<Endpoint> {
         let (doc, span) = (e.get_ref(), e.span());
         let kind = doc.kind.get_ref().as_str();
         let allowed: &[&str] = match side {
@@ -291,11 +301,15 @@ impl Checker<'_> {
             return None;
         }
         match kind {
-            "file" => Some(Endpoint::File(self.confined(doc.path.as_ref()?, "path")?)),
+            "file" => Some(Endpoint::File(self.confined(
+                folder,
+                doc.path.as_ref()?,
+                "path",
+            )?)),
             "stdin" | "stdout" => Some(Endpoint::Stdio),
             _ => {
                 let component = match &doc.component {
-                    Some(c) => Some(self.confined(c, "component")?),
+                    Some(c) => Some(self.confined(folder, c, "component")?),
                     None => None,
                 };
                 let settings = doc.settings.as_ref()?;
@@ -310,12 +324,12 @@ impl Checker<'_> {
     }
 
     /// `given` inside the base folder: a tenant's path must not reach another's files.
-    fn confined(&mut self, given: &Spanned<PathBuf>, field: &str) -> Option<Confined> {
-        let path = super::paths::confine(self.base, given.get_ref())
+    fn confined(&mut self, folder: &Path, given: &Spanned<PathBuf>, field: &str) -> Option<Confined> {
+        let path = super::paths::confine(folder, given.get_ref())
             .map_err(|e| self.problem(given.span(), format!("`{field}`: {e}")))
             .ok()?;
         Some(Confined {
-            base: self.base.to_path_buf(),
+            base: folder.to_path_buf(),
             path,
         })
     }
@@ -402,8 +416,9 @@ impl std::fmt::Display for Side {
     }
 }
 
+/// A tenant or pipeline name: also a folder name, so never `.` or `..`.
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn setting_text(v: &toml::Value) -> Option<String> {
@@ -464,14 +479,21 @@ path = "out.jsonl"
         assert!(config.contains(&("topics".into(), "a,b".into())));
         assert!(config.contains(&("readFromBeginning".into(), "true".into())));
         assert_eq!(at, "p.toml:10");
+        // Each tenant's paths are in its own folder under the base.
         assert!(matches!(&p.destination, Endpoint::File(Confined { base, path })
-            if base == Path::new("/etc/p") && path == Path::new("/etc/p/out.jsonl")));
+            if base == Path::new("/etc/p/acme") && path == Path::new("/etc/p/acme/out.jsonl")));
     }
 
     fn problems(text: &str) -> String {
         parse(text, "p.toml", Path::new("/etc/p"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_tenant_named_like_a_folder_above_is_refused() {
+        let e = problems(&GOOD.replace("tenant = \"acme\"", "tenant = \"..\""));
+        assert!(e.contains("p.toml:4: \"..\" must be letters"), "{e}");
     }
 
     #[test]
@@ -568,7 +590,7 @@ path = "out.jsonl"
         };
         assert_eq!(
             component.as_ref().map(|c| c.path.as_path()),
-            Some(Path::new("/d/c/c.wasm"))
+            Some(Path::new("/d/acme/c/c.wasm"))
         );
     }
 

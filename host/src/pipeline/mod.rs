@@ -82,3 +82,5 @@ impl Endpoint {
 }
 
 pub const DEFAULT_BATCH: u32 = 1000;
+/// The most records one read may ask for (what a batch may cost is bounded in bytes too).
+pub const MAX_BATCH: u32 = 100_000;

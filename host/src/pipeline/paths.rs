@@ -5,7 +5,7 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// A path from a pipeline file: `path` (already joined to `base`) must stay inside `base`.
@@ -20,15 +20,25 @@ impl Confined {
         open_read(&self.base, &self.path)
     }
 
+    /// Opens for appending; the tenant's folder is made if missing (a tenant's first
+    /// file to write), inside a folder that must exist.
     pub fn open_append(&self) -> io::Result<File> {
+        match std::fs::DirBuilder::new().mode(0o750).create(&self.base) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
         open_append(&self.base, &self.path)
     }
 
-    /// The whole file (a component: regular, inside the folder, like any other path).
-    pub fn read(&self) -> io::Result<Vec<u8>> {
+    /// The whole file, if it is at most `max` bytes (a component: regular, inside the
+    /// folder, like any other path).
+    pub fn read_at_most(&self, max: u64) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut self.open_read()?, &mut bytes)?;
-        Ok(bytes)
+        io::Read::read_to_end(&mut io::Read::take(self.open_read()?, max + 1), &mut bytes)?;
+        match bytes.len() as u64 > max {
+            true => Err(refused(format!("is larger than {} MiB", max >> 20))),
+            false => Ok(bytes),
+        }
     }
 }
 
@@ -81,6 +91,11 @@ fn open(base: &Path, path: &Path, options: &mut OpenOptions) -> io::Result<File>
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(refused("is not a regular file".into()));
+    }
+    // A second name for the file may be anywhere on the file system, another tenant's
+    // file among them.
+    if meta.nlink() > 1 {
+        return Err(refused("has other hard links".into()));
     }
     let at = canonical(path)?;
     inside(&base, &at)?;
@@ -198,6 +213,9 @@ mod tests {
         assert!(e.contains("is not a regular file"), "{e}");
         let e = error(open_read(Path::new("/dev"), Path::new("/dev/zero")));
         assert!(e.contains("is not a regular file"), "{e}");
+        std::fs::hard_link(dir.join("outside.txt"), base.join("hard.txt")).unwrap();
+        let e = error(open_read(&base, &base.join("hard.txt")));
+        assert!(e.contains("has other hard links"), "{e}");
         assert_eq!(
             std::fs::read_to_string(dir.join("outside.txt")).unwrap(),
             "secret"

@@ -23,6 +23,7 @@ use super::ends::{DestEnd, LinesIn, SourceEnd, record_bytes};
 use super::paths::Confined;
 use super::{Endpoint, Pipeline};
 use crate::engine::SharedEngine;
+use crate::escape::shown_error;
 use crate::limits::Limits;
 use crate::metrics::{PipelineMetrics, Registry, Status};
 use crate::runtime::{GuestError, Instance, Runtime};
@@ -59,15 +60,20 @@ enum Unready {
 }
 
 impl Unready {
-    /// A connector's own error (it refused its settings) is a configuration error; any
-    /// other failure of an instance is a runtime one.
-    fn of_instance(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<GuestError>() {
-            Some(_) => Unready::Config(e),
-            None => Unready::Runtime(e),
+    /// An error of the bundled connector's `validate` (settings it refuses) is a
+    /// configuration error; any other failure of an instance is a runtime one, and so is
+    /// anything a tenant's own component says: its verdicts must not stop other tenants.
+    fn of_instance(e: anyhow::Error, component: &Option<Confined>) -> Self {
+        match (e.downcast_ref::<GuestError>(), component) {
+            (Some(_), None) => Unready::Config(e),
+            _ => Unready::Runtime(e),
         }
     }
 }
+
+/// The largest component a pipeline file may name, and how long compiling one may take.
+const COMPONENT_MAX: u64 = 64 << 20;
+const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 
 impl Runner {
     pub fn new(engine: SharedEngine, cache_dir: PathBuf, kafka_component: PathBuf) -> Self {
@@ -81,25 +87,25 @@ impl Runner {
 
     /// Prepares every pipeline at once (one that hangs holds up no other). Configuration
     /// errors of any pipeline refuse them all, each reported; a pipeline that failed at
-    /// run time comes back failed, beside the others.
+    /// run time (its component among the causes) comes back failed, beside the others.
     pub async fn prepare(&mut self, pipelines: Vec<Pipeline>) -> Result<Vec<Prepared>> {
-        let mut problems = Vec::new();
-        for p in &pipelines {
-            for component in p.components() {
-                if let Err(e) = self.runtime(component) {
-                    problems.push(format!("{}: pipeline {}: {e:#}", p.at, p.id()));
-                }
-            }
+        if pipelines.iter().any(|p| p.components().any(|c| c.is_none())) {
+            self.runtime(None)?;
         }
-        if !problems.is_empty() {
-            return Err(anyhow!("{}", problems.join("\n")));
-        }
+        let broken = self.load_tenant_components(&pipelines).await;
         let mut tasks = JoinSet::new();
         for (i, p) in pipelines.into_iter().enumerate() {
             let runtimes = self.runtimes.clone();
             let kafka = self.kafka_component.clone();
+            let broken = p
+                .components()
+                .flatten()
+                .find_map(|c| broken.get(&c.path).cloned());
             tasks.spawn(async move {
-                let ends = prepare_one(&p, &runtimes, &kafka).await;
+                let ends = match broken {
+                    Some(why) => Err(Unready::Runtime(anyhow!("{}: pipeline {}: {why}", p.at, p.id()))),
+                    None => prepare_one(&p, &runtimes, &kafka).await,
+                };
                 (i, p, ends)
             });
         }
@@ -109,14 +115,15 @@ impl Runner {
         }
         done.sort_by_key(|(i, ..)| *i);
         let mut ready = Vec::new();
+        let mut problems = Vec::new();
         for (_, pipeline, ends) in done {
             let ends = match ends {
                 Ok(ends) => Ok(ends),
                 Err(Unready::Config(e)) => {
-                    problems.push(format!("{e:#}"));
+                    problems.push(shown_error(&e));
                     continue;
                 }
-                Err(Unready::Runtime(e)) => Err(format!("{e:#}")),
+                Err(Unready::Runtime(e)) => Err(shown_error(&e)),
             };
             ready.push(Prepared { pipeline, ends });
         }
@@ -124,6 +131,59 @@ impl Runner {
             true => Ok(ready),
             false => Err(anyhow!("{}", problems.join("\n"))),
         }
+    }
+
+    /// Loads the tenants' components, all at once, each read whole only up to
+    /// `COMPONENT_MAX` and compiled within `COMPILE_DEADLINE` off the async threads; why
+    /// each that could not be loaded failed, by path.
+    async fn load_tenant_components(&mut self, pipelines: &[Pipeline]) -> HashMap<PathBuf, String> {
+        let mut wanted: Vec<Confined> = pipelines
+            .iter()
+            .flat_map(|p| p.components().flatten().cloned())
+            .collect();
+        wanted.sort_by(|a, b| a.path.cmp(&b.path));
+        wanted.dedup_by(|a, b| a.path == b.path);
+        let mut tasks = JoinSet::new();
+        for c in wanted
+            .into_iter()
+            .filter(|c| !self.runtimes.contains_key(&c.path))
+        {
+            let (engine, cache_dir) = (self.engine.clone(), self.cache_dir.clone());
+            tasks.spawn(async move {
+                let path = c.path.clone();
+                let load = tokio::task::spawn_blocking(move || {
+                    let bytes = c
+                        .read_at_most(COMPONENT_MAX)
+                        .with_context(|| format!("cannot read component {}", c.path.display()))?;
+                    Runtime::from_bytes(&engine, &bytes, &c.path, &cache_dir)
+                });
+                let loaded = match tokio::time::timeout(COMPILE_DEADLINE, load).await {
+                    Ok(Ok(r)) => r.map_err(|e| shown_error(&e)),
+                    Ok(Err(e)) => Err(format!(
+                        "loading component {} ended abnormally: {e}",
+                        path.display()
+                    )),
+                    Err(_) => Err(format!(
+                        "component {} did not compile within {}",
+                        path.display(),
+                        crate::duration::show(COMPILE_DEADLINE)
+                    )),
+                };
+                (path, loaded)
+            });
+        }
+        let mut broken = HashMap::new();
+        while let Some(Ok((path, loaded))) = tasks.join_next().await {
+            match loaded {
+                Ok(rt) => {
+                    self.runtimes.insert(path, rt);
+                }
+                Err(why) => {
+                    broken.insert(path, why);
+                }
+            }
+        }
+        broken
     }
 
     /// The loaded `component` (default: the Kafka connector, which the operator named),
@@ -136,7 +196,7 @@ impl Runner {
                 None => Runtime::load(&self.engine, &path, &self.cache_dir)?,
                 Some(c) => {
                     let bytes = c
-                        .read()
+                        .read_at_most(COMPONENT_MAX)
                         .with_context(|| format!("cannot read component {}", path.display()))?;
                     Runtime::from_bytes(&self.engine, &bytes, &path, &self.cache_dir)?
                 }
@@ -182,7 +242,7 @@ async fn prepare_one(
             s.validate(config)
                 .await
                 .with_context(|| format!("{at}: pipeline {} source", p.id()))
-                .map_err(Unready::of_instance)?;
+                .map_err(|e| Unready::of_instance(e, component))?;
             SourceEnd::Connector(Box::new(s))
         }
         Endpoint::File(file) => {
@@ -194,11 +254,13 @@ async fn prepare_one(
             SourceEnd::Lines(LinesIn::new(
                 Box::new(BufReader::new(tokio::fs::File::from_std(f))),
                 &path.display().to_string(),
+                p.limits.memory / 4,
             ))
         }
         Endpoint::Stdio => SourceEnd::Lines(LinesIn::new(
             Box::new(BufReader::new(tokio::io::stdin())),
             "stdin",
+            p.limits.memory / 4,
         )),
     };
     let destination = match &p.destination {
@@ -211,7 +273,7 @@ async fn prepare_one(
             d.validate(config)
                 .await
                 .with_context(|| format!("{at}: pipeline {} destination", p.id()))
-                .map_err(Unready::of_instance)?;
+                .map_err(|e| Unready::of_instance(e, component))?;
             DestEnd::Connector(Box::new(d))
         }
         Endpoint::File(file) => {
@@ -316,7 +378,11 @@ async fn drive(mut p: Running, m: Arc<PipelineMetrics>, stop: watch::Receiver<bo
                 .map(Instance::denied)
                 .filter(|d| !d.is_empty())
                 .map(|d| format!("; {d}"));
-            m.set_status(Status::Failed(format!("{e:#}{}", denied.collect::<String>())));
+            m.set_status(Status::Failed(format!(
+                "{}{}",
+                shown_error(&e),
+                denied.collect::<String>()
+            )));
         }
     }
 }

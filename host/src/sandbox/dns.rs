@@ -70,6 +70,15 @@ fn literal(name: &str) -> Option<IpAddr> {
 /// the allowlist permits.
 async fn lookup(store: &mut StoreContextMut<'_, HostState>, name: &str) -> Result<IpAddr, ErrorCode> {
     let state = store.data_mut();
+    if !super::egress::valid_name(name) {
+        let start = &name[..name.floor_char_boundary(64)];
+        let what = format!(
+            "name lookup of {start:?}…: not a host name ({} bytes)",
+            name.len()
+        );
+        state.denied.record(&state.tag, &what);
+        return Err(ErrorCode::InvalidArgument);
+    }
     if let Err(why) = state.egress.check_lookup(name) {
         state
             .denied

@@ -321,13 +321,7 @@ fn parse_host(host: &str) -> Result<Host> {
         None => (false, host),
     };
     let name = normal_name(name);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+    if !valid_name(&name) {
         bail!("{host:?} is not a host name, an IP address, a network or *.domain");
     }
     if below && !name.contains('.') {
@@ -337,6 +331,18 @@ fn parse_host(host: &str) -> Result<Host> {
         true => Host::Below(format!(".{name}")),
         false => Host::Name(name),
     })
+}
+
+/// A DNS name: at most 253 bytes, labels of letters, digits, `-` and `_`, 63 bytes each.
+pub fn valid_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 fn normal_name(name: &str) -> String {
@@ -364,18 +370,26 @@ fn special_v4(a: Ipv4Addr) -> Option<&'static str> {
         _ if a.is_broadcast() || a.is_multicast() || b0 >= 240 => "multicast or reserved",
         _ if b0 == 100 && (64..128).contains(&b1) => "shared (carrier-grade NAT)",
         _ if b0 == 198 && (18..20).contains(&b1) => "benchmarking",
+        _ if b0 == 192 && b1 == 0 && a.octets()[2] == 0 => "reserved",
         _ => return None,
     })
 }
 
 fn special_v6(a: Ipv6Addr) -> Option<&'static str> {
-    let s0 = a.segments()[0];
+    let s = a.segments();
+    // An IPv4 address carried inside (NAT64, 6to4) is what the packet finally reaches.
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
     Some(match () {
         _ if a.is_loopback() => "loopback",
         _ if a.is_unspecified() => "unspecified",
-        _ if (s0 & 0xfe00) == 0xfc00 => "private",
-        _ if (s0 & 0xffc0) == 0xfe80 => "link-local",
+        _ if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => return special_v4(v4(s[6], s[7])),
+        _ if s[0] == 0x2002 => return special_v4(v4(s[1], s[2])),
+        _ if s[..3] == [0x64, 0xff9b, 1] => "private (local NAT64)",
+        _ if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfec0 => "private",
+        _ if (s[0] & 0xffc0) == 0xfe80 => "link-local",
         _ if a.is_multicast() => "multicast or reserved",
+        // IPv4-compatible (deprecated), Teredo (its IPv4 hidden), discard-only.
+        _ if s[..6] == [0; 6] || s[..2] == [0x2001, 0] || s[..4] == [0x100, 0, 0, 0] => "reserved",
         _ => return None,
     })
 }

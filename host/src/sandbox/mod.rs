@@ -34,6 +34,9 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// The most random bytes one call may ask for.
+const RANDOM_MAX: u64 = 64 << 10;
+
 /// The store data of one instance.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
@@ -66,6 +69,9 @@ impl HostState {
         let (check, check_tag, check_denied) = (egress.clone(), tag.to_string(), denied.clone());
         let mut b = WasiCtxBuilder::new();
         b.stderr(stderr.clone())
+            // A connector asks for a few bytes (seeds, nonces); a guest asking for megabytes
+            // per call would make the host compute them outside its CPU meter.
+            .max_random_size(RANDOM_MAX)
             .allow_tcp(true)
             .allow_udp(false)
             // Every lookup goes through `dns::resolve`, which checks the name first.
@@ -105,6 +111,9 @@ impl Denials {
 
     /// Logs a refusal (the first few of each instance) and keeps it for the failure report.
     pub(crate) fn record(&self, tag: &str, what: &str) {
+        // What is refused may carry guest text (a name it looked up): escaped and cut.
+        let what = shown(&log::cut(what)).into_owned();
+        let what = what.as_str();
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() < Self::KEPT && !seen.iter().any(|s| s == what) {
             crate::progress::log(&format!("[{tag}] sandbox: denied {what}"));
