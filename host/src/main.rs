@@ -113,6 +113,10 @@ enum Command {
         /// file's folder.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Confine each tenant's paths to a folder of its own, `<folder>/<tenant>/`, instead
+        /// of the folder all share (so no tenant reaches another's files).
+        #[arg(long)]
+        tenant_folders: bool,
         /// After a SIGINT/SIGTERM, how long pipelines may take to drain; those still
         /// draining then are dropped (named in the summary) and the host exits.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -166,9 +170,10 @@ async fn run(cli: Cli) -> Result<i32> {
             metrics,
             data_dir,
             drain_timeout,
+            tenant_folders,
             ..
         } => {
-            let pipelines = pipeline::file::load_in(file, data_dir.as_deref())?;
+            let pipelines = pipeline::file::load_in(file, data_dir.as_deref(), *tenant_folders)?;
             return run_pipelines(pipelines, *metrics, *drain_timeout, runner, c).await;
         }
         Command::Read {

@@ -21,11 +21,7 @@ fn lookups(name: &str, domain: &str, extra: &str) -> String {
 #[tokio::test]
 async fn only_names_a_rule_allows_reach_the_resolver() {
     let dir = scratch("dns");
-    std::fs::copy(
-        hostile_component_path(),
-        tenant_dir(&dir, "evil").join("hostile_guest.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
     let mut file = lookups("exfil", "exfil.example", "");
     file += &lookups(
         "allowed",
@@ -76,6 +72,6 @@ async fn only_names_a_rule_allows_reach_the_resolver() {
         summary(&stderr, "evil/allowed").contains("finished (1 read, 1 written"),
         "{stderr}"
     );
-    let got = std::fs::read_to_string(dir.join("evil/allowed.jsonl")).unwrap();
+    let got = std::fs::read_to_string(dir.join("allowed.jsonl")).unwrap();
     assert_eq!(got.lines().count(), 1, "{got}");
 }

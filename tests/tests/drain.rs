@@ -115,11 +115,7 @@ async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_res
     let (from, to) = (new_topic("drain-late-in", 1), new_topic("drain-late-out", 1));
     fill(&from, 100, "late").await;
     let dir = scratch("drain-late");
-    std::fs::copy(
-        hostile_component_path(),
-        tenant_dir(&dir, "evil").join("hostile_guest.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
     let mut file =
         String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"good\"\n") + &allow_broker_line();
     file += &kafka_end(

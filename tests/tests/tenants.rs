@@ -25,14 +25,9 @@ fn hostile_with(name: &str, settings: &str, extra: &str) -> String {
     )
 }
 
-/// Copies the hostile guest into tenant `evil`'s folder under `dir`, where its pipelines
-/// may name it.
+/// Copies the hostile guest into `dir`, where pipeline files may name it.
 fn hostile_in(dir: &std::path::Path) {
-    std::fs::copy(
-        hostile_component_path(),
-        tenant_dir(dir, "evil").join("hostile_guest.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(hostile_component_path(), dir.join("hostile_guest.wasm")).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,8 +171,7 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
         if !(line.contains(" failed (0 read, 0 written") && line.contains(cause)) {
             writeln!(report, "evil/{name}: expected {cause:?} in {line:?}").unwrap();
         }
-        let leaked =
-            std::fs::read_to_string(dir.join("evil").join(format!("{name}.jsonl"))).unwrap_or_default();
+        let leaked = std::fs::read_to_string(dir.join(format!("{name}.jsonl"))).unwrap_or_default();
         assert!(leaked.is_empty(), "evil/{name} got something out: {leaked}");
     }
     assert!(report.is_empty(), "{report}");
@@ -252,7 +246,7 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
     let lines: String = (0..N)
         .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
         .collect();
-    std::fs::write(tenant_dir(&dir, "hooli").join("in.jsonl"), &lines).unwrap();
+    std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
     let (loaded, out) = (new_topic("hooli-loaded", 2), "out.jsonl");
     file += "[[pipeline]]\nname = \"load\"\ntenant = \"hooli\"\n";
     file += &allow_broker_line();
@@ -286,7 +280,7 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
     for (to, sent) in checks {
         assert_eq!(topic_values(&to, N).await, sent);
     }
-    let mut dumped: Vec<String> = std::fs::read_to_string(dir.join("hooli").join(out))
+    let mut dumped: Vec<String> = std::fs::read_to_string(dir.join(out))
         .unwrap()
         .lines()
         .map(|l| {
@@ -353,7 +347,7 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
     let lines: String = (0..N)
         .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
         .collect();
-    std::fs::write(tenant_dir(&dir, "good").join("in.jsonl"), &lines).unwrap();
+    std::fs::write(dir.join("in.jsonl"), &lines).unwrap();
     file += "[[pipeline]]\nname = \"copy\"\ntenant = \"good\"\n";
     file += "[pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n";
     file += "[pipeline.destination]\ntype = \"file\"\npath = \"out.jsonl\"\n";
@@ -396,5 +390,48 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
     assert!(
         good.contains(&format!("finished ({N} read, {N} written, 0 errors)")),
         "{good}"
+    );
+}
+
+#[tokio::test]
+async fn with_tenant_folders_a_tenant_reaches_only_its_own_files() {
+    let dir = scratch("tenant-folders");
+    let lines: String = (0..10)
+        .map(|i| format!("{{\"payload\":{{\"after\":{{\"n\":{i}}}}}}}\n"))
+        .collect();
+    std::fs::write(tenant_dir(&dir, "hooli").join("in.jsonl"), &lines).unwrap();
+    let copy = |tenant: &str| {
+        format!(
+            "[[pipeline]]\nname = \"copy\"\ntenant = \"{tenant}\"\n\
+             [pipeline.source]\ntype = \"file\"\npath = \"in.jsonl\"\n\
+             [pipeline.destination]\ntype = \"file\"\npath = \"out.jsonl\"\n\n"
+        )
+    };
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, copy("hooli")).unwrap();
+    let (code, stderr) = finish(
+        run_host(&path, &["--tenant-folders"]).spawn().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let out = std::fs::read_to_string(dir.join("hooli/out.jsonl")).unwrap();
+    assert_eq!(out.lines().count(), 10);
+
+    // Another tenant naming the same path finds its own folder, not hooli's file.
+    std::fs::write(&path, copy("hooli") + &copy("mallory")).unwrap();
+    let (code, stderr) = finish(
+        run_host(&path, &["--tenant-folders"]).spawn().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let theirs = dir.join("mallory/in.jsonl");
+    assert!(
+        stderr.contains(&format!(
+            "pipeline mallory/copy: cannot read {}",
+            theirs.display()
+        )),
+        "{stderr}"
     );
 }

@@ -165,26 +165,52 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// Reads and checks the pipeline file at `path`. Paths in it (components, files) are
 /// relative to the file's folder, and must stay inside it.
 pub fn load(path: &Path) -> Result<Vec<Pipeline>> {
-    load_in(path, None)
+    load_in(path, None, false)
 }
 
-/// As `load`, with the paths in it relative to `data_dir` when given.
-pub fn load_in(path: &Path, data_dir: Option<&Path>) -> Result<Vec<Pipeline>> {
+/// As `load`, with the paths in it relative to `data_dir` when given, and with
+/// `per_tenant`, to a folder of each tenant's own in it (`<folder>/<tenant>/`).
+pub fn load_in(path: &Path, data_dir: Option<&Path>, per_tenant: bool) -> Result<Vec<Pipeline>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let base = data_dir.unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")));
-    parse(&text, &path.display().to_string(), base)
+    let folders = Folders {
+        base,
+        per_tenant,
+        file: Some(path),
+    };
+    parse_in(&text, &path.display().to_string(), &folders)
+}
+
+/// Where a pipeline file's paths lead.
+pub struct Folders<'a> {
+    /// The folder they are relative to and confined in.
+    pub base: &'a Path,
+    /// Each tenant's in `base/<tenant>/` instead, out of the others' reach.
+    pub per_tenant: bool,
+    /// The pipeline file itself, which no path may name.
+    pub file: Option<&'a Path>,
 }
 
 /// Checks a pipeline file's text; `name` is how messages refer to it, `base` the folder its
 /// paths are relative to and confined in.
 pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
+    let folders = Folders {
+        base,
+        per_tenant: false,
+        file: None,
+    };
+    parse_in(text, name, &folders)
+}
+
+/// `parse`, with the paths where `folders` says.
+pub fn parse_in(text: &str, name: &str, folders: &Folders) -> Result<Vec<Pipeline>> {
     // The parser quotes the offending line, which a tenant may have written: escaped.
     let doc: Doc = toml::from_str(text)
         .map_err(|e| anyhow!("{name}: {}", crate::escape::shown(e.to_string().trim_end())))?;
     let mut check = Checker {
         text,
         name,
-        base,
+        folders,
         problems: Vec::new(),
     };
     let pipelines: Vec<Pipeline> = doc
@@ -208,7 +234,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
 struct Checker<'a> {
     text: &'a str,
     name: &'a str,
-    base: &'a Path,
+    folders: &'a Folders<'a>,
     problems: Vec<String>,
 }
 
@@ -238,9 +264,11 @@ impl Checker<'_> {
                 );
             }
         }
-        // Each tenant's files are in a folder of its own, so no tenant reaches another's
-        // (nor the pipeline file itself).
-        let folder = self.base.join(p.tenant.get_ref());
+        let f = self.folders;
+        let folder = match f.per_tenant {
+            true => f.base.join(p.tenant.get_ref()),
+            false => f.base.to_path_buf(),
+        };
         let source = self.endpoint(&p.source, Side::Source, &folder);
         let destination = self.endpoint(&p.destination, Side::Destination, &folder);
         let allow = self.allowlist(&p, [&source, &destination]);
@@ -328,6 +356,18 @@ impl Checker<'_> {
         let path = super::paths::confine(folder, given.get_ref())
             .map_err(|e| self.problem(given.span(), format!("`{field}`: {e}")))
             .ok()?;
+        let plain = |p: &Path| {
+            p.components()
+                .filter(|c| *c != std::path::Component::CurDir)
+                .collect::<PathBuf>()
+        };
+        if self.folders.file.is_some_and(|f| plain(f) == plain(&path)) {
+            self.problem(
+                given.span(),
+                format!("`{field}`: {:?} is the pipeline file", given.get_ref()),
+            );
+            return None;
+        }
         Some(Confined {
             base: folder.to_path_buf(),
             path,
@@ -479,15 +519,38 @@ path = "out.jsonl"
         assert!(config.contains(&("topics".into(), "a,b".into())));
         assert!(config.contains(&("readFromBeginning".into(), "true".into())));
         assert_eq!(at, "p.toml:10");
-        // Each tenant's paths are in its own folder under the base.
         assert!(matches!(&p.destination, Endpoint::File(Confined { base, path })
-            if base == Path::new("/etc/p/acme") && path == Path::new("/etc/p/acme/out.jsonl")));
+            if base == Path::new("/etc/p") && path == Path::new("/etc/p/out.jsonl")));
     }
 
     fn problems(text: &str) -> String {
         parse(text, "p.toml", Path::new("/etc/p"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn with_folders_per_tenant_each_tenants_paths_are_in_its_own_and_none_is_the_pipeline_file() {
+        let folders = |per_tenant| Folders {
+            base: Path::new("/etc/p"),
+            per_tenant,
+            file: Some(Path::new("/etc/p/p.toml")),
+        };
+        let ps = parse_in(GOOD, "p.toml", &folders(true)).unwrap();
+        assert!(
+            matches!(&ps[0].destination, Endpoint::File(Confined { base, path })
+            if base == Path::new("/etc/p/acme") && path == Path::new("/etc/p/acme/out.jsonl"))
+        );
+        let own = GOOD.replace("\"out.jsonl\"", "\"./p.toml\"");
+        let e = parse_in(&own, "p.toml", &folders(false)).unwrap_err().to_string();
+        assert!(
+            e.contains("p.toml:14: `path`: \"./p.toml\" is the pipeline file"),
+            "{e}"
+        );
+        assert!(
+            parse_in(&own, "p.toml", &folders(true)).is_ok(),
+            "acme/p.toml is another file"
+        );
     }
 
     #[test]
@@ -590,7 +653,7 @@ path = "out.jsonl"
         };
         assert_eq!(
             component.as_ref().map(|c| c.path.as_path()),
-            Some(Path::new("/d/acme/c/c.wasm"))
+            Some(Path::new("/d/c/c.wasm"))
         );
     }
 
