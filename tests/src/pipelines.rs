@@ -71,6 +71,8 @@ pub fn scratch(name: &str) -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
+    // A folder of an earlier run whose test process had the same id would add its files.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch folder");
     dir
 }
@@ -84,6 +86,27 @@ pub fn run_host(file: &Path, extra: &[&str]) -> Command {
         .arg("run")
         .arg(file)
         .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// `run_host`, started by a shell `script` that ends in `exec "$0" "$@"` (the host and its
+/// arguments), run by `launcher` (e.g. `["unshare", "--net"]`, or nothing).
+pub fn run_host_in(file: &Path, extra: &[&str], launcher: &[&str], script: &str) -> Command {
+    let host = run_host(file, extra);
+    let host = host.as_std();
+    let (first, rest) = launcher.split_first().map_or(("sh", &[][..]), |(f, r)| (*f, r));
+    let mut c = Command::new(first);
+    c.args(rest);
+    if !launcher.is_empty() {
+        c.arg("sh");
+    }
+    c.arg("-c")
+        .arg(script)
+        .arg(host.get_program())
+        .args(host.get_args())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);

@@ -34,8 +34,6 @@ async fn only_names_a_rule_allows_reach_the_resolver() {
     std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
     let fake = workspace().join("tests/dns/fake_dns.py");
 
-    let host = run_host(&path, &[]);
-    let host = host.as_std();
     let script = format!(
         "ip link set lo up && mount --bind '{}' /etc/resolv.conf || exit 99; \
          python3 '{}' '{}' >/dev/null 2>&1 & \
@@ -46,14 +44,9 @@ async fn only_names_a_rule_allows_reach_the_resolver() {
         queries.display(),
         queries.display()
     );
-    let mut cmd = tokio::process::Command::new("unshare");
     // A PID namespace too: when the host (its first process) exits, the resolver goes with it.
-    cmd.args(["--net", "--mount", "--pid", "--fork", "sh", "-c", &script])
-        .arg(host.get_program())
-        .args(host.get_args())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    let launcher = ["unshare", "--net", "--mount", "--pid", "--fork"];
+    let mut cmd = run_host_in(&path, &[], &launcher, &script);
     let (code, stderr) = finish(cmd.spawn().unwrap(), Duration::from_secs(60)).await;
     assert_ne!(code, 99, "could not set up the namespace:\n{stderr}");
 

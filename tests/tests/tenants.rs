@@ -355,17 +355,7 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
     std::fs::write(&path, &file).unwrap();
 
     // 400 descriptors: the host keeps 256 for itself, so its sockets budget is 144.
-    let host = run_host(&path, &[]);
-    let std_host = host.as_std();
-    let mut limited = tokio::process::Command::new("sh");
-    limited
-        .arg("-c")
-        .arg("ulimit -n 400 && exec \"$0\" \"$@\"")
-        .arg(std_host.get_program())
-        .args(std_host.get_args())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    let mut limited = run_host_in(&path, &[], &[], "ulimit -n 400 && exec \"$0\" \"$@\"");
     let (code, stderr) = finish(limited.spawn().unwrap(), Duration::from_secs(60)).await;
 
     assert_eq!(code, 1, "{stderr}");
