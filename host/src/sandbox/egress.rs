@@ -6,8 +6,9 @@
 //! `*.domain`. A tenant's `servers` only stand in for an `allow` the operator left out, and
 //! then only as exact `host:port` pairs on public addresses. Loopback, private, link-local
 //! and cloud-metadata addresses are reached only through an operator rule that names them:
-//! the exact address, or (metadata excepted) a network wholly inside that kind of space.
-//! Names never unlock them, so DNS cannot point a rule at the host's own services.
+//! the exact address, or (metadata excepted) a network wholly inside that kind of space or
+//! the exact name (`localhost:9092`). A wildcard or a tenant's name never leads there, so a
+//! tenant cannot use DNS to point a rule at the host's own services.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -123,13 +124,16 @@ impl Allowlist {
         self.rules.iter().any(|r| r.matches_name(&name))
     }
 
-    /// The port ranges of the name rules matching `name`.
-    fn name_ports(&self, name: &str) -> Vec<(u16, u16)> {
+    /// What the name rules matching `name` grant.
+    fn name_grants(&self, name: &str) -> Vec<Grant> {
         let name = normal_name(name);
         self.rules
             .iter()
             .filter(|r| r.matches_name(&name))
-            .map(|r| r.ports)
+            .map(|r| Grant {
+                ports: r.ports,
+                special: r.owner == Owner::Operator && matches!(r.host, Host::Name(_)),
+            })
             .collect()
     }
 
@@ -142,7 +146,7 @@ impl Allowlist {
             };
             let ok = match parse_host(host) {
                 Ok(Host::Ip(ip)) => self.permits(SocketAddr::new(ip, port)),
-                Ok(Host::Name(n)) => self.name_ports(&n).iter().any(|p| (p.0..=p.1).contains(&port)),
+                Ok(Host::Name(n)) => self.name_grants(&n).iter().any(|g| g.has_port(port)),
                 _ => false,
             };
             if !ok {
@@ -179,13 +183,33 @@ impl Rule {
     }
 }
 
+/// What a name rule grants the addresses its name resolves to: its ports, and whether
+/// they may be special addresses (loopback, private: only through an operator's exact
+/// name, `localhost:9092`; never through a wildcard or a tenant's name, and never to
+/// cloud metadata).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Grant {
+    ports: (u16, u16),
+    special: bool,
+}
+
+impl Grant {
+    fn has_port(&self, port: u16) -> bool {
+        (self.ports.0..=self.ports.1).contains(&port)
+    }
+
+    fn permits(&self, ip: IpAddr) -> bool {
+        special(ip).is_none() || (self.special && !is_metadata(ip))
+    }
+}
+
 /// What the sandbox knows of one instance's connections: its allowlist, and the
-/// addresses its lookups of allowed names returned (a connect to one of them is allowed on
-/// that name's ports, unless the address is special).
+/// addresses its lookups of allowed names returned (a connect to one of them is allowed as
+/// that name's rules grant).
 #[derive(Debug, Default)]
 pub struct Egress {
     pub allow: Allowlist,
-    learned: Mutex<HashMap<IpAddr, Vec<(u16, u16)>>>,
+    learned: Mutex<HashMap<IpAddr, Vec<Grant>>>,
 }
 
 /// Addresses remembered per instance from lookups; past this, the oldest are forgotten by
@@ -207,14 +231,13 @@ impl Egress {
             return Ok(());
         }
         let learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
-        let by_name = learned
-            .get(&ip)
-            .is_some_and(|ports| ports.iter().any(|p| (p.0..=p.1).contains(&addr.port())));
+        let grants = learned.get(&ip).map(Vec::as_slice).unwrap_or_default();
+        let by_name = grants.iter().any(|g| g.has_port(addr.port()) && g.permits(ip));
         drop(learned);
         let wanted = endpoint(ip, addr.port());
         match (by_name, special(ip)) {
-            (true, None) => Ok(()),
-            (_, Some(kind)) => Err(format!(
+            (true, _) => Ok(()),
+            (false, Some(kind)) => Err(format!(
                 "{wanted} is a {kind} address; only an operator allow entry \"{wanted}\" permits it"
             )),
             (false, None) => Err(format!(
@@ -225,10 +248,10 @@ impl Egress {
 
     /// Whether a connect to `ip` on one of `name`'s rule ports would be allowed.
     pub fn permits_any_port_of(&self, name: &str, ip: IpAddr) -> bool {
-        let ports = self.allow.name_ports(name);
-        ports
+        let grants = self.allow.name_grants(name);
+        grants
             .iter()
-            .any(|p| self.check_connect(SocketAddr::new(ip, p.0)).is_ok())
+            .any(|g| self.check_connect(SocketAddr::new(ip, g.ports.0)).is_ok())
     }
 
     /// Whether the guest may look `name` up; if not, what would allow it.
@@ -248,14 +271,15 @@ impl Egress {
 
     /// Remembers what an allowed `name` resolved to, for the connects that follow.
     pub fn learn(&self, name: &str, ips: &[IpAddr]) {
-        let ports = self.allow.name_ports(name);
+        let grants = self.allow.name_grants(name);
         let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
         if learned.len() + ips.len() > LEARNED_MAX {
             learned.clear();
         }
         for ip in ips {
             let known = learned.entry(ip.to_canonical()).or_default();
-            known.extend(ports.iter().filter(|p| !known.contains(p)).collect::<Vec<_>>());
+            let new: Vec<Grant> = grants.iter().filter(|g| !known.contains(g)).copied().collect();
+            known.extend(new);
         }
     }
 }
@@ -552,8 +576,19 @@ mod tests {
         );
         assert!(
             e.check_connect(SocketAddr::new(private, 9092)).is_err(),
-            "names never unlock private space"
+            "a wildcard never unlocks private space"
         );
+        // An operator's exact name may lead to a special address; a tenant's may not.
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        e.learn("boot.example.org", &[loopback]);
+        assert!(e.check_connect(SocketAddr::new(loopback, 9093)).is_ok());
+        let metadata: IpAddr = "169.254.169.254".parse().unwrap();
+        e.learn("boot.example.org", &[metadata]);
+        let err = e.check_connect(SocketAddr::new(metadata, 9093));
+        assert!(err.is_err(), "never cloud metadata by name");
+        let t = Egress::new(Allowlist::from_tenant_servers("boot.example.org:9093").unwrap());
+        t.learn("boot.example.org", &[loopback]);
+        assert!(t.check_connect(SocketAddr::new(loopback, 9093)).is_err());
     }
 
     #[test]
