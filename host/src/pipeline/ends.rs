@@ -9,6 +9,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 const MAX_LINE: usize = 16 << 20;
 
 use crate::batch::{DataRef, RecordBatch, RecordRef};
+
+/// How much JSON a file destination gathers before it writes.
+const WRITE_PIECE: usize = 1 << 20;
 use crate::opencdc_json;
 use crate::runtime::{Destination, Instance, Source};
 use crate::wit::Record;
@@ -63,8 +66,7 @@ impl LinesIn {
                 continue;
             }
             let at = || format!("{}:{}", self.name, self.line);
-            let value: serde_json::Value = serde_json::from_slice(&text).with_context(at)?;
-            let mut record = opencdc_json::from_json(&value).with_context(at)?;
+            let mut record = opencdc_json::read_line(&text).with_context(at)?;
             if record.position.is_empty() {
                 record.position = self.line.to_be_bytes().to_vec();
             }
@@ -160,10 +162,18 @@ impl DestEnd {
                 Ok((n as usize, err.map(|e| e.to_string())))
             }
             DestEnd::Lines(out) => {
-                let mut buf = Vec::with_capacity(records.len() * 256);
-                for r in records.iter() {
-                    serde_json::to_writer(&mut buf, &opencdc_json::to_json(&r.to_record())?)?;
-                    buf.push(b'\n');
+                // Written a piece at a time: what a batch becomes as JSON is never held whole.
+                let mut buf = Vec::with_capacity(WRITE_PIECE + (WRITE_PIECE >> 2));
+                for (i, r) in records.iter().enumerate() {
+                    if let Err(e) = opencdc_json::write_line(&r.to_record(), &mut buf) {
+                        out.write_all(&buf).await?;
+                        out.flush().await?;
+                        return Ok((i, Some(format!("{e:#}"))));
+                    }
+                    if buf.len() >= WRITE_PIECE {
+                        out.write_all(&buf).await?;
+                        buf.clear();
+                    }
                 }
                 out.write_all(&buf).await?;
                 out.flush().await?;
