@@ -11,7 +11,7 @@ use wasmtime::{CallHook, ResourceLimiter, UpdateDeadline};
 /// Per-instance limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Bytes of linear memory the instance may grow to.
+    /// Bytes of linear memory and tables the instance may grow to, all of them together.
     pub memory: usize,
     /// Guest code time one call into the instance may take. Waiting on I/O and for a
     /// thread does not count; a guest that spins for this long is stopped.
@@ -145,12 +145,13 @@ impl Meters {
     /// (including the epoch check that yields) is bracketed by `CallingHost` and
     /// `ReturningFromHost`, so time spent waiting for I/O or for a thread is not counted.
     /// Inside a host call, the host may call back into the guest (its allocator, to place a
-    /// returned list in guest memory): that is part of the host call, neither a new call
+    /// returned list in guest memory): that guest code counts, but it is no new call
     /// (which would reset the meter: a guest could spin for ever, asking the host for a
-    /// list now and then) nor timed (the clock is read only where it counts).
+    /// list now and then), and an allocator that spins is stopped like any other code.
     pub fn on(&mut self, hook: CallHook, now: impl FnOnce() -> Instant) {
         match hook {
-            CallHook::CallingWasm | CallHook::ReturningFromWasm if self.in_host > 0 => {}
+            CallHook::CallingWasm if self.in_host > 0 => self.running_since = Some(now()),
+            CallHook::ReturningFromWasm if self.in_host > 0 => self.stop_clock(now),
             CallHook::CallingWasm => {
                 self.spent = Duration::ZERO;
                 self.running_since = Some(now());
@@ -313,29 +314,32 @@ mod tests {
     }
 
     #[test]
-    fn a_call_back_into_the_guest_inside_a_host_call_neither_resets_nor_times() {
+    fn a_call_back_into_the_guest_inside_a_host_call_counts_but_does_not_reset() {
         let ms = Duration::from_millis;
         let mut m = meters_of_30ms();
         let t0 = Instant::now();
         m.on(CallHook::CallingWasm, || t0);
         for i in 0..4 {
-            // 10 ms computing, then a host call that places its answer in guest memory
-            // through the guest's allocator.
-            let at = t0 + ms(10 * (i + 1));
+            // 8 ms computing, then a host call that places its answer in guest memory
+            // through the guest's allocator, which computes 2 ms.
+            let at = t0 + ms(10 * i + 8);
             m.on(CallHook::CallingHost, || at);
-            m.on(CallHook::CallingWasm, || {
-                panic!("no clock read for the allocator")
-            });
-            m.on(CallHook::ReturningFromWasm, || {
-                panic!("no clock read for the allocator")
-            });
-            m.on(CallHook::ReturningFromHost, || at);
+            m.on(CallHook::CallingWasm, || at);
+            m.on(CallHook::ReturningFromWasm, || at + ms(2));
+            m.on(CallHook::ReturningFromHost, || at + ms(2));
         }
         m.on(CallHook::CallingHost, || t0 + ms(40));
         let Err(e) = m.tick() else {
             panic!("40 ms in one call passes a 30 ms limit, allocator calls or not")
         };
         assert!(e.to_string().contains("computed 40 ms"), "{e}");
+        // An allocator that spins is stopped on a tick inside it.
+        let mut m = meters_of_30ms();
+        m.on(CallHook::CallingWasm, || t0);
+        m.on(CallHook::CallingHost, || t0 + ms(1));
+        m.on(CallHook::CallingWasm, || t0 + ms(1));
+        m.on(CallHook::CallingHost, || t0 + ms(40));
+        assert!(m.tick().is_err(), "39 ms spent in the allocator");
     }
 
     #[test]

@@ -48,7 +48,7 @@ struct Common {
     memory_mib: usize,
     /// How often progress is logged when stderr is not a terminal (on a terminal it is
     /// redrawn every second).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
+    #[arg(long, default_value = "10s", value_parser = parse_interval, global = true)]
     progress_every: Duration,
 }
 
@@ -130,6 +130,14 @@ enum Role {
     Destination,
 }
 
+/// A duration of more than zero (an interval of zero would never end).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be more than zero")),
+        d => Ok(d),
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -140,9 +148,13 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 async fn main() {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(code) => std::process::exit(code),
+        Ok(code) => {
+            progress::flush(Duration::from_secs(5));
+            std::process::exit(code)
+        }
         Err(e) => {
             progress::log(&format!("error: {e:#}"));
+            progress::flush(Duration::from_secs(5));
             std::process::exit(1);
         }
     }
@@ -213,7 +225,7 @@ const ONE_OFF_DRAIN: Duration = Duration::from_secs(30);
 async fn describe(cli: &Cli, mut runner: Runner) -> Result<()> {
     let limits = Limits::default();
     let inst = runner
-        .instantiate(None, "cli/spec", &Allowlist::default(), &limits)
+        .instantiate("cli/spec", &Allowlist::default(), &limits)
         .await?;
     match &cli.command {
         Command::Validate { role, config } => {
@@ -308,16 +320,28 @@ async fn run_pipelines(
 }
 
 /// The host's sockets are bounded per instance and in all; when the per-instance limits
-/// add up to more than the host's budget, one tenant's sockets may crowd out another's.
+/// (and the files the pipelines hold open) add up to more than the host's budget, one
+/// tenant's sockets may crowd out another's.
 fn warn_if_over_socket_budget(pipelines: &[Pipeline]) {
     let budget = connector_host::sandbox::sockets::budget();
+    let files = |p: &Pipeline| {
+        [&p.source, &p.destination]
+            .iter()
+            .filter(|e| matches!(e, Endpoint::File(_)))
+            .count()
+    };
     let wanted: usize = pipelines
         .iter()
-        .map(|p| p.limits.sockets.saturating_mul(p.components().count()))
+        .map(|p| {
+            p.limits
+                .sockets
+                .saturating_mul(p.components().count())
+                .saturating_add(files(p))
+        })
         .fold(0, usize::saturating_add);
     if wanted > budget {
         progress::log(&format!(
-            "warning: the pipelines' socket limits add up to {wanted}, more than the host's budget \
+            "warning: the pipelines' socket limits and open files add up to {wanted}, more than the host's budget \
              of {budget} (its descriptor limit less a reserve): lower `limits.sockets` or raise `ulimit -n`"
         ));
     }

@@ -150,7 +150,10 @@ fn data_in(v: Option<&RawValue>, field: &str) -> Result<Option<Data>> {
         Some(b'n') => None,
         Some(b'"') => {
             let s: Cow<str> = serde_json::from_str(text)?;
-            Some(Data::Raw(B64.decode(s.as_bytes()).with_context(|| format!("{field} is not base64"))?))
+            Some(Data::Raw(
+                B64.decode(s.as_bytes())
+                    .with_context(|| format!("{field} is not base64"))?,
+            ))
         }
         Some(b'{') => Some(Data::Structured(compact(text).into_owned())),
         _ => bail!("{field} must be a base64 string, a JSON object or null"),

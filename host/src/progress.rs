@@ -2,10 +2,16 @@
 //! tagged `[tenant/pipeline/role]`) and pipeline progress. On a terminal the progress is a
 //! live block redrawn in place below the log lines; otherwise it is a plain line per
 //! pipeline now and then, so logs stay greppable.
+//!
+//! One thread writes stderr; everyone else hands it text through a bounded queue and never
+//! waits for it: a reader of stderr that falls behind costs dropped lines (counted and
+//! said), never a stalled pipeline.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{PipelineMetrics, Registry};
@@ -27,6 +33,76 @@ fn console() -> std::sync::MutexGuard<'static, Console> {
     CONSOLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+enum Out {
+    Text(Vec<u8>),
+    /// Answer once everything before has been written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Pieces of text the writer may be behind by.
+const QUEUE: usize = 4096;
+
+/// Pieces dropped because the writer was behind, not yet said.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+fn writer() -> &'static SyncSender<Out> {
+    static TX: OnceLock<SyncSender<Out>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || write_all(rx));
+        if spawned.is_err() {
+            DROPPED.fetch_add(1, Relaxed);
+        }
+        tx
+    })
+}
+
+fn write_all(rx: Receiver<Out>) {
+    let mut err = std::io::stderr();
+    for out in rx {
+        match out {
+            Out::Text(t) => drop(err.write_all(&t)),
+            Out::Flush(done) => drop(done.send(())),
+        }
+    }
+}
+
+/// Hands `text` to the writer, or drops it if the writer is behind.
+fn emit(mut text: Vec<u8>) {
+    if text.is_empty() {
+        return;
+    }
+    let dropped = DROPPED.swap(0, Relaxed);
+    if dropped > 0 {
+        let note = format!("[{dropped} pieces of log output dropped: stderr was not read fast enough]\n");
+        text.splice(0..0, note.into_bytes());
+    }
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = writer().try_send(Out::Text(text)) {
+        DROPPED.fetch_add(dropped + 1, Relaxed);
+    }
+}
+
+/// Waits (at most `limit`) until everything logged so far is written: before the process
+/// exits.
+pub fn flush(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let (done, wait) = std::sync::mpsc::channel();
+    let mut out = Out::Flush(done);
+    loop {
+        match writer().try_send(out) {
+            Ok(()) => break,
+            Err(TrySendError::Full(o)) if Instant::now() < deadline => {
+                out = o;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = wait.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+}
+
 impl Console {
     fn clear(&mut self, err: &mut impl Write) {
         if self.drawn > 0 {
@@ -46,12 +122,13 @@ impl Console {
 /// Writes one log line, above the live block when there is one.
 pub fn log(line: &str) {
     let mut c = console();
-    let mut err = std::io::stderr().lock();
-    c.clear(&mut err);
-    let _ = writeln!(err, "{line}");
+    let mut text = Vec::with_capacity(line.len() + 1);
+    c.clear(&mut text);
+    let _ = writeln!(text, "{line}");
     if c.live {
-        c.draw(&mut err);
+        c.draw(&mut text);
     }
+    emit(text);
 }
 
 /// Reports the registry's progress every `every` until `done` resolves: a live block on a
@@ -77,16 +154,19 @@ pub async fn report(reg: &Registry, every: Duration, done: impl Future<Output = 
         last = now;
         if live {
             let mut c = console();
-            let mut err = std::io::stderr().lock();
-            c.clear(&mut err);
+            let mut text = Vec::new();
+            c.clear(&mut text);
             c.block = lines;
-            c.draw(&mut err);
+            c.draw(&mut text);
+            emit(text);
         } else {
             lines.iter().for_each(|l| log(l));
         }
     }
     let mut c = console();
-    c.clear(&mut std::io::stderr().lock());
+    let mut text = Vec::new();
+    c.clear(&mut text);
+    emit(text);
     c.live = false;
     c.block.clear();
 }

@@ -307,19 +307,18 @@ impl Instance {
                 (None, Some(trap)) => format!("trapped: {trap}"),
                 (None, None) => format!("failed: {}", shown(&e.root_cause().to_string())),
             };
-            let mut why = format!("connector {} stopped: {cause}", self.tag);
-            let stderr = state.stderr.take();
-            if !stderr.trim().is_empty() {
-                why.push_str(&format!("; guest stderr: {}", stderr.trim()));
-            }
-            self.stopped = Some(why.clone());
-            anyhow::anyhow!(why)
+            self.refuse(cause)
         })
     }
 
-    /// Stops the instance for `why` (the host found what it returned unacceptable).
+    /// Stops the instance for `why` (a trap, a limit, a deadline, or something it returned
+    /// the host refuses), with what it wrote to stderr (a panic message).
     fn refuse(&mut self, why: impl fmt::Display) -> anyhow::Error {
-        let why = format!("connector {} stopped: {why}", self.tag);
+        let mut why = format!("connector {} stopped: {why}", self.tag);
+        let stderr = self.store.data().stderr.take();
+        if !stderr.is_empty() {
+            why.push_str(&format!("; guest stderr: {stderr}"));
+        }
         self.stopped = Some(why.clone());
         anyhow::anyhow!(why)
     }

@@ -360,7 +360,9 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
 
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("the pipelines' socket limits add up to 200, more than the host's budget of 144"),
+        stderr.contains(
+            "the pipelines' socket limits and open files add up to 204, more than the host's budget of 144"
+        ),
         "{stderr}"
     );
     let causes: Vec<&str> = ["evil/hoard-a", "evil/hoard-b"]

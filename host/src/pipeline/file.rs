@@ -30,6 +30,8 @@ use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
 
+use std::os::unix::fs::MetadataExt;
+
 use super::paths::Confined;
 use super::{DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
 use crate::limits::{Deadlines, Limits};
@@ -112,6 +114,9 @@ struct EndpointDoc {
     settings: Option<Spanned<BTreeMap<String, toml::Value>>>,
     path: Option<Spanned<PathBuf>>,
 }
+
+/// The least memory an instance may be given: less cannot hold a component's stack.
+const MIN_MEMORY: usize = 1 << 20;
 
 /// A value written as text (`"5s"`, `"64MiB"`) and parsed on deserialization, so that a
 /// bad one is reported at its line by the TOML parser.
@@ -272,6 +277,9 @@ impl Checker<'_> {
         let source = self.endpoint(&p.source, Side::Source, &folder);
         let destination = self.endpoint(&p.destination, Side::Destination, &folder);
         let allow = self.allowlist(&p, [&source, &destination]);
+        if p.limits.memory.as_ref().is_some_and(|m| m.0.0 < MIN_MEMORY) {
+            self.problem(p.name.span(), "limits.memory must be at least 1MiB");
+        }
         if let Some(b) = &p.batch
             && !(1..=MAX_BATCH).contains(b.get_ref())
         {
@@ -368,9 +376,11 @@ impl Checker<'_> {
             );
             return None;
         }
+        let id = |f: &Path| std::fs::metadata(f).ok().map(|m| (m.dev(), m.ino()));
         Some(Confined {
             base: folder.to_path_buf(),
             path,
+            forbidden: self.folders.file.and_then(id),
         })
     }
 
@@ -519,8 +529,10 @@ path = "out.jsonl"
         assert!(config.contains(&("topics".into(), "a,b".into())));
         assert!(config.contains(&("readFromBeginning".into(), "true".into())));
         assert_eq!(at, "p.toml:10");
-        assert!(matches!(&p.destination, Endpoint::File(Confined { base, path })
-            if base == Path::new("/etc/p") && path == Path::new("/etc/p/out.jsonl")));
+        assert!(
+            matches!(&p.destination, Endpoint::File(Confined { base, path, .. })
+            if base == Path::new("/etc/p") && path == Path::new("/etc/p/out.jsonl"))
+        );
     }
 
     fn problems(text: &str) -> String {
@@ -538,7 +550,7 @@ path = "out.jsonl"
         };
         let ps = parse_in(GOOD, "p.toml", &folders(true)).unwrap();
         assert!(
-            matches!(&ps[0].destination, Endpoint::File(Confined { base, path })
+            matches!(&ps[0].destination, Endpoint::File(Confined { base, path, .. })
             if base == Path::new("/etc/p/acme") && path == Path::new("/etc/p/acme/out.jsonl"))
         );
         let own = GOOD.replace("\"out.jsonl\"", "\"./p.toml\"");

@@ -13,11 +13,21 @@ use std::path::{Component, Path, PathBuf};
 pub struct Confined {
     pub base: PathBuf,
     pub path: PathBuf,
+    /// A file it must not be, however reached: the pipeline file (device, inode).
+    pub forbidden: Option<(u64, u64)>,
 }
 
 impl Confined {
     pub fn open_read(&self) -> io::Result<File> {
-        open_read(&self.base, &self.path)
+        self.allowed(open_read(&self.base, &self.path)?)
+    }
+
+    fn allowed(&self, file: File) -> io::Result<File> {
+        let meta = file.metadata()?;
+        match self.forbidden == Some((meta.dev(), meta.ino())) {
+            true => Err(refused("is the pipeline file".into())),
+            false => Ok(file),
+        }
     }
 
     /// Opens for appending; the tenant's folder is made if missing (a tenant's first
@@ -27,7 +37,7 @@ impl Confined {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
-        open_append(&self.base, &self.path)
+        self.allowed(open_append(&self.base, &self.path)?)
     }
 
     /// The whole file, if it is at most `max` bytes (a component: regular, inside the
@@ -220,6 +230,24 @@ mod tests {
             std::fs::read_to_string(dir.join("outside.txt")).unwrap(),
             "secret"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_pipeline_file_is_refused_however_it_is_reached() {
+        let dir = scratch("own");
+        let base = dir.join("base");
+        std::fs::write(base.join("p.toml"), "[[pipeline]]").unwrap();
+        symlink(&base, base.join("again")).unwrap();
+        let meta = std::fs::metadata(base.join("p.toml")).unwrap();
+        let at = |path: &str| Confined {
+            base: base.clone(),
+            path: base.join(path),
+            forbidden: Some((meta.dev(), meta.ino())),
+        };
+        assert!(error(at("again/p.toml").open_read()).contains("is the pipeline file"));
+        assert!(error(at("again/p.toml").open_append()).contains("is the pipeline file"));
+        assert!(at("sub/../other.txt").open_append().is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,8 +1,8 @@
 //! Running pipelines: every end is instantiated and validated, all pipelines at once,
-//! before any starts. A configuration error (a component that does not load, a setting
-//! the connector refuses, a file that cannot be opened) refuses the whole file; a runtime
-//! failure (a trap, a limit, a deadline, an instantiation refused) fails that pipeline
-//! alone. Then each pipeline is one task that reads a batch, writes it, and acks exactly
+//! before any starts. A configuration error of the file (a path that cannot be opened, a
+//! setting the bundled connector refuses) refuses the whole file; anything a tenant's own
+//! component does (it does not load, it refuses its settings) and any runtime failure (a
+//! trap, a limit, a deadline, an instantiation refused) fails that pipeline alone. Then each pipeline is one task that reads a batch, writes it, and acks exactly
 //! the prefix the destination wrote, so the source commits only what really arrived
 //! (at-least-once end to end). A stop request drains: the batch in hand is written and
 //! acked, then both ends tear down (the source commits there); what has not drained
@@ -90,17 +90,20 @@ impl Runner {
     /// run time (its component among the causes) comes back failed, beside the others.
     pub async fn prepare(&mut self, pipelines: Vec<Pipeline>) -> Result<Vec<Prepared>> {
         if pipelines.iter().any(|p| p.components().any(|c| c.is_none())) {
-            self.runtime(None)?;
+            self.kafka_runtime()?;
         }
         let broken = self.load_tenant_components(&pipelines).await;
         let mut tasks = JoinSet::new();
         for (i, p) in pipelines.into_iter().enumerate() {
             let runtimes = self.runtimes.clone();
             let kafka = self.kafka_component.clone();
-            let broken = p
-                .components()
-                .flatten()
-                .find_map(|c| broken.get(&c.path).cloned());
+            let broken = p.components().flatten().find_map(|c| match broken.get(&c.path) {
+                Some(why) => Some(why.clone()),
+                None if !runtimes.contains_key(&c.path) => {
+                    Some(format!("component {} was not loaded", c.path.display()))
+                }
+                None => None,
+            });
             tasks.spawn(async move {
                 let ends = match broken {
                     Some(why) => Err(Unready::Runtime(anyhow!("{}: pipeline {}: {why}", p.at, p.id()))),
@@ -144,14 +147,21 @@ impl Runner {
         wanted.sort_by(|a, b| a.path.cmp(&b.path));
         wanted.dedup_by(|a, b| a.path == b.path);
         let mut tasks = JoinSet::new();
+        // Compiles take a core and memory each: no more at once than there are cores. A
+        // compile past its deadline keeps its permit until it ends.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let compiling = Arc::new(tokio::sync::Semaphore::new(cores));
         for c in wanted
             .into_iter()
             .filter(|c| !self.runtimes.contains_key(&c.path))
         {
             let (engine, cache_dir) = (self.engine.clone(), self.cache_dir.clone());
+            let compiling = compiling.clone();
             tasks.spawn(async move {
                 let path = c.path.clone();
+                let permit = compiling.acquire_owned().await;
                 let load = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
                     let bytes = c
                         .read_at_most(COMPONENT_MAX)
                         .with_context(|| format!("cannot read component {}", c.path.display()))?;
@@ -173,7 +183,10 @@ impl Runner {
             });
         }
         let mut broken = HashMap::new();
-        while let Some(Ok((path, loaded))) = tasks.join_next().await {
+        while let Some(joined) = tasks.join_next().await {
+            // A task that did not end normally leaves its component in neither map: its
+            // pipelines fail as not loaded.
+            let Ok((path, loaded)) = joined else { continue };
             match loaded {
                 Ok(rt) => {
                     self.runtimes.insert(path, rt);
@@ -186,35 +199,19 @@ impl Runner {
         broken
     }
 
-    /// The loaded `component` (default: the Kafka connector, which the operator named),
-    /// loaded once per path. A pipeline's component is read like its other files: a
-    /// regular file inside its folder.
-    fn runtime(&mut self, component: Option<&Confined>) -> Result<&Runtime> {
-        let path = component.map_or(&self.kafka_component, |c| &c.path).clone();
+    /// The bundled Kafka connector (the operator's `--component`), loaded once.
+    fn kafka_runtime(&mut self) -> Result<&Runtime> {
+        let path = self.kafka_component.clone();
         if !self.runtimes.contains_key(&path) {
-            let rt = match component {
-                None => Runtime::load(&self.engine, &path, &self.cache_dir)?,
-                Some(c) => {
-                    let bytes = c
-                        .read_at_most(COMPONENT_MAX)
-                        .with_context(|| format!("cannot read component {}", path.display()))?;
-                    Runtime::from_bytes(&self.engine, &bytes, &path, &self.cache_dir)?
-                }
-            };
+            let rt = Runtime::load(&self.engine, &path, &self.cache_dir)?;
             self.runtimes.insert(path.clone(), rt);
         }
         Ok(&self.runtimes[&path])
     }
 
-    /// An instance of `component` (default: the Kafka connector).
-    pub async fn instantiate(
-        &mut self,
-        component: Option<&Confined>,
-        tag: &str,
-        allow: &Allowlist,
-        limits: &Limits,
-    ) -> Result<Instance> {
-        self.runtime(component)?.instantiate(tag, allow, limits).await
+    /// An instance of the bundled Kafka connector.
+    pub async fn instantiate(&mut self, tag: &str, allow: &Allowlist, limits: &Limits) -> Result<Instance> {
+        self.kafka_runtime()?.instantiate(tag, allow, limits).await
     }
 }
 
@@ -225,19 +222,48 @@ async fn prepare_one(
     kafka: &Path,
 ) -> Result<(SourceEnd, DestEnd), Unready> {
     let instance = async |component: &Option<Confined>, role: &str| {
-        let rt = &runtimes[component.as_ref().map_or(kafka, |c| c.path.as_path())];
+        let path = component.as_ref().map_or(kafka, |c| c.path.as_path());
+        let rt = runtimes
+            .get(path)
+            .ok_or_else(|| Unready::Runtime(anyhow!("component {} was not loaded", path.display())))?;
         let tag = format!("{}/{role}", p.id());
         rt.instantiate(&tag, &p.allow, &p.limits)
             .await
             .with_context(|| format!("{}: pipeline {}", p.at, p.id()))
             .map_err(Unready::Runtime)
     };
-    let source = match &p.source {
-        Endpoint::Connector {
-            component,
-            config,
-            at,
-        } => {
+    // Files first: whether a path refuses the whole file must not depend on what a
+    // tenant's component does before it.
+    let cannot =
+        |verb: &str, path: &Path| format!("{}: pipeline {}: cannot {verb} {}", p.at, p.id(), path.display());
+    let source_file = match &p.source {
+        Endpoint::File(f) => Some(
+            f.open_read()
+                .with_context(|| cannot("read", &f.path))
+                .map_err(Unready::Config)?,
+        ),
+        _ => None,
+    };
+    let dest_file = match &p.destination {
+        Endpoint::File(f) => Some(
+            f.open_append()
+                .with_context(|| cannot("write", &f.path))
+                .map_err(Unready::Config)?,
+        ),
+        _ => None,
+    };
+    let lines_in = |reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, name: &str| {
+        SourceEnd::Lines(LinesIn::new(reader, name, p.limits.memory / 4))
+    };
+    let source = match (&p.source, source_file) {
+        (
+            Endpoint::Connector {
+                component,
+                config,
+                at,
+            },
+            _,
+        ) => {
             let mut s = instance(component, "source").await?.into_source();
             s.validate(config)
                 .await
@@ -245,30 +271,21 @@ async fn prepare_one(
                 .map_err(|e| Unready::of_instance(e, component))?;
             SourceEnd::Connector(Box::new(s))
         }
-        Endpoint::File(file) => {
-            let path = &file.path;
-            let f = file
-                .open_read()
-                .with_context(|| format!("{}: pipeline {}: cannot read {}", p.at, p.id(), path.display()))
-                .map_err(Unready::Config)?;
-            SourceEnd::Lines(LinesIn::new(
-                Box::new(BufReader::new(tokio::fs::File::from_std(f))),
-                &path.display().to_string(),
-                p.limits.memory / 4,
-            ))
-        }
-        Endpoint::Stdio => SourceEnd::Lines(LinesIn::new(
-            Box::new(BufReader::new(tokio::io::stdin())),
-            "stdin",
-            p.limits.memory / 4,
-        )),
+        (Endpoint::File(f), Some(file)) => lines_in(
+            Box::new(BufReader::new(tokio::fs::File::from_std(file))),
+            &f.path.display().to_string(),
+        ),
+        _ => lines_in(Box::new(BufReader::new(tokio::io::stdin())), "stdin"),
     };
-    let destination = match &p.destination {
-        Endpoint::Connector {
-            component,
-            config,
-            at,
-        } => {
+    let destination = match (&p.destination, dest_file) {
+        (
+            Endpoint::Connector {
+                component,
+                config,
+                at,
+            },
+            _,
+        ) => {
             let mut d = instance(component, "destination").await?.into_destination();
             d.validate(config)
                 .await
@@ -276,15 +293,8 @@ async fn prepare_one(
                 .map_err(|e| Unready::of_instance(e, component))?;
             DestEnd::Connector(Box::new(d))
         }
-        Endpoint::File(file) => {
-            let path = &file.path;
-            let f = file
-                .open_append()
-                .with_context(|| format!("{}: pipeline {}: cannot write {}", p.at, p.id(), path.display()))
-                .map_err(Unready::Config)?;
-            DestEnd::Lines(Box::new(tokio::fs::File::from_std(f)))
-        }
-        Endpoint::Stdio => DestEnd::Lines(Box::new(tokio::io::stdout())),
+        (Endpoint::File(_), Some(file)) => DestEnd::Lines(Box::new(tokio::fs::File::from_std(file))),
+        _ => DestEnd::Lines(Box::new(tokio::io::stdout())),
     };
     Ok((source, destination))
 }
@@ -322,32 +332,47 @@ pub async fn run_all(
                 source,
                 destination,
             };
-            Some((tokio::spawn(drive(running, m.clone(), stop.clone())), m))
+            Some((Some(tokio::spawn(drive(running, m.clone(), stop.clone()))), m))
         })
         .collect();
     let all = async {
         for (task, m) in &mut tasks {
-            if let Err(e) = task.await {
-                m.set_status(Status::Failed(format!("the pipeline task ended abnormally: {e}")));
+            if let Some(t) = task.as_mut() {
+                let ended = t.await;
+                *task = None;
+                noted(ended, m, drain);
             }
         }
     };
-    let drained_or_late = async {
-        let _ = stop.wait_for(|s| *s).await;
+    let drain_deadline = async {
+        // Without a stop (no signal handlers, say) there is no drain to bound.
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
         tokio::time::sleep(drain).await;
     };
     tokio::select! {
         _ = all => return,
-        _ = drained_or_late => {}
+        _ = drain_deadline => {}
     }
-    for (task, m) in &tasks {
-        if !task.is_finished() {
-            task.abort();
-            m.set_status(Status::Failed(format!(
-                "did not drain within {}; dropped (its uncommitted records come again on the next run)",
-                crate::duration::show(drain)
-            )));
+    for (task, m) in &mut tasks {
+        if let Some(t) = task.take() {
+            t.abort();
+            noted(t.await, m, drain);
         }
+    }
+}
+
+/// Marks a pipeline whose task ended other than by itself: dropped at the drain
+/// deadline, or ended abnormally.
+fn noted(ended: Result<(), tokio::task::JoinError>, m: &PipelineMetrics, drain: Duration) {
+    match ended {
+        Ok(()) => {}
+        Err(e) if e.is_cancelled() => m.set_status(Status::Failed(format!(
+            "did not drain within {}; dropped (its uncommitted records come again on the next run)",
+            crate::duration::show(drain)
+        ))),
+        Err(e) => m.set_status(Status::Failed(format!("the pipeline task ended abnormally: {e}"))),
     }
 }
 
@@ -419,6 +444,7 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
         let want = cfg
             .max_records
             .map_or(cfg.batch as u64, |max| (max - written).min(cfg.batch as u64));
+        let asked = Instant::now();
         let records = p.source.read(want as u32, READ_WAIT_MS).await.inspect_err(|_| {
             m.errors.fetch_add(1, Relaxed);
         });
@@ -434,6 +460,13 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
             if p.source.exhausted() || idle {
                 return Ok(());
             }
+            // A source that answers "nothing" at once would have this loop spin on the
+            // host's CPU: it waits out the read's wait here instead.
+            let waited = asked.elapsed();
+            let wait = Duration::from_millis(READ_WAIT_MS.into());
+            if waited < wait {
+                tokio::time::sleep(wait - waited).await;
+            }
             continue;
         }
         last_record = Instant::now();
@@ -443,6 +476,18 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
         });
         let (n, failed) = written.context("destination write")?;
         let total = records.len();
+        // The destination's count is checked, not trusted: more than it was given, or fewer
+        // with no reason, would skip records or count ones never written.
+        let failed = match (n.cmp(&total), failed) {
+            (std::cmp::Ordering::Greater, _) => {
+                m.errors.fetch_add(1, Relaxed);
+                return Err(anyhow!(
+                    "destination write: reported {n} of {total} records written"
+                ));
+            }
+            (std::cmp::Ordering::Less, None) => Some("the destination gave no reason".to_string()),
+            (_, failed) => failed,
+        };
         m.written.fetch_add(n as u64, Relaxed);
         let done = || records.iter().take(n);
         m.bytes.fetch_add(done().map(|r| record_bytes(&r)).sum(), Relaxed);

@@ -399,15 +399,26 @@ fn special_v4(a: Ipv4Addr) -> Option<&'static str> {
     })
 }
 
+/// The IPv4 address an IPv6 one carries to (NAT64 `64:ff9b::/96`, 6to4 `2002::/16`): what
+/// the packet finally reaches.
+fn carried_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = a.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match () {
+        _ if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => Some(v4(s[6], s[7])),
+        _ if s[0] == 0x2002 => Some(v4(s[1], s[2])),
+        _ => None,
+    }
+}
+
 fn special_v6(a: Ipv6Addr) -> Option<&'static str> {
     let s = a.segments();
-    // An IPv4 address carried inside (NAT64, 6to4) is what the packet finally reaches.
-    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = carried_v4(a) {
+        return special_v4(v4);
+    }
     Some(match () {
         _ if a.is_loopback() => "loopback",
         _ if a.is_unspecified() => "unspecified",
-        _ if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => return special_v4(v4(s[6], s[7])),
-        _ if s[0] == 0x2002 => return special_v4(v4(s[1], s[2])),
         _ if s[..3] == [0x64, 0xff9b, 1] => "private (local NAT64)",
         _ if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfec0 => "private",
         _ if (s[0] & 0xffc0) == 0xfe80 => "link-local",
@@ -427,7 +438,10 @@ fn is_metadata(ip: IpAddr) -> bool {
     ];
     match ip.to_canonical() {
         IpAddr::V4(a) => V4.contains(&a),
-        IpAddr::V6(a) => a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+        IpAddr::V6(a) => {
+            a == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || carried_v4(a).is_some_and(|v4| V4.contains(&v4))
+        }
     }
 }
 
@@ -526,6 +540,17 @@ mod tests {
                 .check_connect(sa("169.254.169.254:80"))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn cloud_metadata_is_recognised_through_nat64_and_6to4() {
+        for ip in [
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert_eq!(special(ip.parse().unwrap()), Some("cloud metadata"), "{ip}");
+        }
     }
 
     #[test]

@@ -72,10 +72,7 @@ pub fn cut(message: &str) -> std::borrow::Cow<'_, str> {
     if message.len() <= LINE_MAX {
         return message.into();
     }
-    let mut end = LINE_MAX;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = message.floor_char_boundary(LINE_MAX);
     format!("{}… [{} more bytes cut]", &message[..end], message.len() - end).into()
 }
 
