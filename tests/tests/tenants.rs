@@ -81,6 +81,9 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     );
     // A tenant's component refusing its settings fails its pipeline, not the whole file.
     file += &hostile("bad-config", "mode = \"bogus\"", "");
+    // So does one that is no component at all.
+    std::fs::write(dir.join("garbage.wasm"), b"not a component").unwrap();
+    file += &hostile("garbage", "mode = \"quiet\"", "").replace("hostile_guest.wasm", "garbage.wasm");
     for call in ["validate", "open", "read"] {
         let deadline = format!("deadlines = {{ {call} = \"2s\" }}\n");
         file += &hostile_with(
@@ -152,6 +155,7 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
             "bad-config",
             "source: invalid config \"mode\": unknown mode \"bogus\"",
         ),
+        ("garbage", "cannot compile component"),
         (
             "hang-validate",
             "connector evil/hang-validate/source stopped: deadline: validate did not return within 2s",

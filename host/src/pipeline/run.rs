@@ -85,18 +85,19 @@ impl Runner {
         }
     }
 
-    /// Prepares every pipeline at once (one that hangs holds up no other). Configuration
-    /// errors of any pipeline refuse them all, each reported; a pipeline that failed at
-    /// run time (its component among the causes) comes back failed, beside the others.
+    /// Prepares every pipeline at once (one that hangs holds up the others by at most its
+    /// deadlines). Configuration errors of any pipeline refuse them all, each reported; a
+    /// pipeline that failed at run time (its component among the causes) comes back
+    /// failed, beside the others.
     pub async fn prepare(&mut self, pipelines: Vec<Pipeline>) -> Result<Vec<Prepared>> {
         if pipelines.iter().any(|p| p.components().any(|c| c.is_none())) {
             self.kafka_runtime()?;
         }
         let broken = self.load_tenant_components(&pipelines).await;
+        let runtimes = Arc::new(self.runtimes.clone());
         let mut tasks = JoinSet::new();
         for (i, p) in pipelines.into_iter().enumerate() {
-            let runtimes = self.runtimes.clone();
-            let kafka = self.kafka_component.clone();
+            let (runtimes, kafka) = (runtimes.clone(), self.kafka_component.clone());
             let broken = p.components().flatten().find_map(|c| match broken.get(&c.path) {
                 Some(why) => Some(why.clone()),
                 None if !runtimes.contains_key(&c.path) => {
@@ -105,10 +106,7 @@ impl Runner {
                 None => None,
             });
             tasks.spawn(async move {
-                let ends = match broken {
-                    Some(why) => Err(Unready::Runtime(anyhow!("{}: pipeline {}: {why}", p.at, p.id()))),
-                    None => prepare_one(&p, &runtimes, &kafka).await,
-                };
+                let ends = prepare_one(&p, &runtimes, &kafka, broken).await;
                 (i, p, ends)
             });
         }
@@ -215,11 +213,13 @@ impl Runner {
     }
 }
 
-/// Instantiates and validates both ends of `p`; opens its files.
+/// Opens the files of `p`, then instantiates and validates its connector ends; `broken` is
+/// why one of its components did not load, if one did not.
 async fn prepare_one(
     p: &Pipeline,
     runtimes: &HashMap<PathBuf, Runtime>,
     kafka: &Path,
+    broken: Option<String>,
 ) -> Result<(SourceEnd, DestEnd), Unready> {
     let instance = async |component: &Option<Confined>, role: &str| {
         let path = component.as_ref().map_or(kafka, |c| c.path.as_path());
@@ -252,6 +252,9 @@ async fn prepare_one(
         ),
         _ => None,
     };
+    if let Some(why) = broken {
+        return Err(Unready::Runtime(anyhow!("{}: pipeline {}: {why}", p.at, p.id())));
+    }
     let lines_in = |reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, name: &str| {
         SourceEnd::Lines(LinesIn::new(reader, name, p.limits.memory / 4))
     };
