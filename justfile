@@ -3,13 +3,16 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 host := "target/debug/connector-host"
 
 # Build the connector component (wasm32-wasip2), the tests' hostile guest and the host.
+# rustup 1.28+ no longer installs a pinned toolchain on first use: this does (at once when it is there).
 build:
+    rustup toolchain install
     cargo build -p kafka-connector -p hostile-guest --target wasm32-wasip2 --release
     cargo build -p connector-host
 
 # Producer and consumer throughput and memory next to librdkafka on a fresh broker, then
 # what an idle instance costs (ratios and targets, never pass/fail).
 bench *ARGS:
+    rustup toolchain install
     cargo build -p kafka-connector --target wasm32-wasip2 --release
     scripts/broker.sh run cargo run --release -p integration-tests --features bench --bin bench -- {{ARGS}}
     cargo run --release -p integration-tests --bin instances
