@@ -15,7 +15,6 @@ use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, Network};
 use wasmtime_wasi::sockets::WasiSocketsView;
 
 use super::HostState;
-use crate::escape::shown;
 
 /// The interface whose `resolve-addresses` the sandbox replaces (wasmtime-wasi's WASI 0.2
 /// version; imports of older 0.2 versions resolve to it too).
@@ -82,7 +81,7 @@ async fn lookup(store: &mut StoreContextMut<'_, HostState>, name: &str) -> Resul
     if let Err(why) = state.egress.check_lookup(name) {
         state
             .denied
-            .record(&state.tag, &format!("name lookup {}: {why}", shown(name)));
+            .record(&state.tag, &format!("name lookup {name}: {why}"));
         return Err(ErrorCode::PermanentResolverFailure);
     }
     let ips = match state.names.cached(name) {
@@ -91,10 +90,7 @@ async fn lookup(store: &mut StoreContextMut<'_, HostState>, name: &str) -> Resul
             if !state.names.budget.take(1.0) {
                 state.denied.record(
                     &state.tag,
-                    &format!(
-                        "name lookup {}: over {LOOKUPS_PER_SEC} lookups per second",
-                        shown(name)
-                    ),
+                    &format!("name lookup {name}: over {LOOKUPS_PER_SEC} lookups per second"),
                 );
                 return Err(ErrorCode::TemporaryResolverFailure);
             }
