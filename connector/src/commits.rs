@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::kafka::assignor::TopicPartition;
-use crate::mapping::same_bytes;
+use crate::position::same_bytes;
 
 #[derive(Debug, Default)]
 struct Partition {

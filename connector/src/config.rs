@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use connector_format::duration;
+
 use crate::error::{Error, Result};
 use crate::kafka::compression::Compression;
 
@@ -504,7 +506,7 @@ impl<'a> Values<'a> {
     }
 
     fn duration(&self, name: &str) -> Result<Duration> {
-        parse_duration(self.raw(name)?).map_err(|m| Error::config(name, m))
+        duration::parse(self.raw(name)?).map_err(|m| Error::config(name, m))
     }
 
     fn list(&self, name: &str) -> Result<Vec<String>> {
@@ -548,7 +550,7 @@ fn check_value(p: &Param, value: &str) -> Result<()> {
     }
     match p.kind {
         ParamType::Bool => parse_bool(p.name, value).map(drop),
-        ParamType::Duration => parse_duration(value)
+        ParamType::Duration => duration::parse(value)
             .map(drop)
             .map_err(|m| Error::config(p.name, m)),
         ParamType::Int => value
@@ -612,46 +614,6 @@ pub fn parse_server(s: &str) -> Result<Server> {
     })
 }
 
-/// Parses a Go-style duration: a sequence of decimal numbers, each with an optional
-/// fraction and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1m30s`, `1.5s`;
-/// a bare `0` is zero. Negative durations are refused.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let bad = || format!("\"{s}\" is not a duration (examples: 500ms, 10s, 1m30s)");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per_unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += number * nanos_per_unit;
-        rest = &rest[unit_len..];
-    }
-    if total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(total.round() as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -667,19 +629,6 @@ mod tests {
         match r.unwrap_err() {
             Error::InvalidConfig { parameter, message } => (parameter, message),
             other => panic!("expected a config error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "10", "s", "10x", "-1s", "1.2.3s", "ten seconds"] {
-            assert!(parse_duration(bad).is_err(), "{bad} should not parse");
         }
     }
 

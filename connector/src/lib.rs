@@ -9,8 +9,9 @@ pub mod error;
 pub mod kafka;
 pub mod log;
 pub mod mapping;
+pub mod packed;
+pub mod position;
 pub mod record;
-pub mod record_batch;
 pub mod source;
 
 #[cfg(target_family = "wasm")]
@@ -21,9 +22,11 @@ mod glue {
     use crate::config::{self as cfg, DestinationConfig, Role, SourceConfig};
     use crate::destination::Destination;
     use crate::error::Error;
-    use crate::mapping;
+    use crate::packed::Packed;
     use crate::record as rec;
     use crate::source::Source;
+    use connector_format::RecordView as _;
+    use connector_format::record_batch::{Batch, Bounds};
 
     wit_bindgen::generate!({ world: "connector", path: "../wit" });
 
@@ -47,6 +50,24 @@ mod glue {
     struct Component;
     export!(Component);
 
+    /// The lifecycle events, alike for both roles: a created or updated connector's
+    /// settings are validated; a deleted one holds nothing to release.
+    macro_rules! lifecycle {
+        () => {
+            fn on_created(config: wit::Config) -> Result<(), wit::Error> {
+                Self::validate(config)
+            }
+
+            fn on_updated(_old: wit::Config, new: wit::Config) -> Result<(), wit::Error> {
+                Self::validate(new)
+            }
+
+            fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
+                Ok(())
+            }
+        };
+    }
+
     pub fn log(level: crate::log::Level, msg: &str) {
         let level = match level {
             crate::log::Level::Debug => wit_log::Level::Debug,
@@ -62,7 +83,7 @@ mod glue {
             wit::Specification {
                 name: "kafka".into(),
                 summary: "Kafka source and destination, speaking the Kafka protocol from inside a Wasm sandbox.".into(),
-                description: "The source reads every partition of a topic; the destination writes record batches to partition leaders, keyed records partitioned by murmur2 like the Java client.".into(),
+                description: "The source reads every partition of one or more topics as a member of a consumer group, committing what was acked; the destination writes record batches to partition leaders, keyed records partitioned by murmur2 like the Java client.".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 author: "kafka-wasm-connector authors".into(),
                 source_params: params(Role::Source),
@@ -110,7 +131,7 @@ mod glue {
 
         fn read_batch(max: u32, wait_ms: u32) -> Result<wit::RecordBatch, wit::Error> {
             with_source(|s| s.read_packed(max as usize, Duration::from_millis(wait_ms as u64)))
-                .map(packed_into_wit)
+                .and_then(packed_into_wit)
         }
 
         fn ack(positions: Vec<wit::Position>) -> Result<(), wit::Error> {
@@ -136,17 +157,7 @@ mod glue {
             }
         }
 
-        fn on_created(config: wit::Config) -> Result<(), wit::Error> {
-            Self::validate(config)
-        }
-
-        fn on_updated(_old: wit::Config, new: wit::Config) -> Result<(), wit::Error> {
-            Self::validate(new)
-        }
-
-        fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
-            Ok(())
-        }
+        lifecycle!();
     }
 
     impl destination::Guest for Component {
@@ -166,11 +177,12 @@ mod glue {
         }
 
         fn write_batch(b: wit::RecordBatch) -> wit::WriteOutcome {
-            match crate::record_batch::unpack(&b.bytes, &b.text, &b.metadata, &b.records) {
-                Ok(records) => write(records),
+            let bounds = Bounds::NONE;
+            match Batch::check(&b.bytes, &b.text, &b.metadata, &b.records, &bounds) {
+                Ok(batch) => write(batch.iter().map(|r| r.to_record()).collect()),
                 Err(e) => wit::WriteOutcome {
                     written: 0,
-                    error: Some(into_wit(e)),
+                    error: Some(into_wit(Error::InvalidRecord(format!("the host sent {e}")))),
                 },
             }
         }
@@ -184,17 +196,7 @@ mod glue {
             Ok(())
         }
 
-        fn on_created(config: wit::Config) -> Result<(), wit::Error> {
-            Self::validate(config)
-        }
-
-        fn on_updated(_old: wit::Config, new: wit::Config) -> Result<(), wit::Error> {
-            Self::validate(new)
-        }
-
-        fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
-            Ok(())
-        }
+        lifecycle!();
     }
 
     fn with_source<T>(f: impl FnOnce(&mut Source) -> crate::error::Result<T>) -> Result<T, wit::Error> {
@@ -248,14 +250,14 @@ mod glue {
         }
     }
 
-    fn packed_into_wit(p: mapping::Packed) -> wit::RecordBatch {
-        let (metadata, records) = crate::record_batch::flatten(&p);
-        wit::RecordBatch {
-            metadata,
-            records,
-            bytes: p.bytes,
-            text: p.text,
-        }
+    fn packed_into_wit(p: Packed) -> Result<wit::RecordBatch, wit::Error> {
+        let b = p.finish().map_err(|e| into_wit(Error::Other(e.0)))?;
+        Ok(wit::RecordBatch {
+            bytes: b.bytes,
+            text: b.text,
+            metadata: b.metadata,
+            records: b.records,
+        })
     }
 
     /// Hands records to the open destination.

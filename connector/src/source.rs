@@ -16,7 +16,9 @@ use crate::kafka::cluster::Cluster;
 use crate::kafka::fetcher::Fetcher;
 use crate::kafka::group::{GroupSettings, Membership, Pulse};
 use crate::log;
-use crate::mapping::{Packed, Position, PositionRef, Sink, SourcePartition, same_bytes};
+use crate::mapping::SourcePartition;
+use crate::packed::{Packed, Sink};
+use crate::position::{Position, PositionRef, same_bytes};
 use crate::record::Record;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

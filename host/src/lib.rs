@@ -2,19 +2,18 @@
 //! own sandbox, many tenants in one process. `engine` owns the shared wasmtime engine
 //! (instance pool, epoch ticker), `runtime` instances and calls, `sandbox` what an
 //! instance may touch (egress, name lookups, sockets, logs), `limits` what it may consume,
-//! `escape` guest text made safe to show, `duration` the one duration grammar, `cache` compiled components on disk,
-//! `opencdc_json` records as JSON Lines, `batch` a source's packed records. `pipeline`
+//! `escape` guest text made safe to show, `cache` compiled components on disk, `batch`
+//! a batch of records as it crosses the boundary (the formats themselves, shared with the
+//! guest, are `connector_format`'s). `pipeline`
 //! reads pipeline files and runs them; `metrics` counts what they do, `progress` shows it
 //! and carries every log line.
 
 pub mod batch;
 pub mod cache;
-pub mod duration;
 pub mod engine;
 pub mod escape;
 pub mod limits;
 pub mod metrics;
-pub mod opencdc_json;
 pub mod pipeline;
 pub mod progress;
 pub mod runtime;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use connector_format::duration::parse as parse_duration;
 use connector_host::metrics::Status;
-use connector_host::pipeline::file::parse_duration;
 use connector_host::pipeline::run::{self, Runner};
 use connector_host::pipeline::{self, DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
 use connector_host::runtime::ConfigPairs;

@@ -151,7 +151,12 @@ impl Runtime {
         let deadline = limits.deadlines.validate;
         let bindings = tokio::time::timeout(deadline, self.pre.instantiate_async(&mut store))
             .await
-            .map_err(|_| anyhow::anyhow!("did not start within {}", crate::duration::show(deadline)))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "did not start within {}",
+                    connector_format::duration::show(deadline)
+                )
+            })
             .and_then(|r| r.map_err(anyhow::Error::from))
             .map_err(|e| match &store.data().meters.violation {
                 Some(limit) => anyhow::anyhow!("{limit}"),
@@ -266,7 +271,7 @@ impl Instance {
             Err(_) => Err(self.refuse(format_args!(
                 "deadline: {} did not return within {}",
                 call.name(),
-                crate::duration::show(deadline)
+                connector_format::duration::show(deadline)
             ))),
         }
     }

@@ -12,9 +12,8 @@ use crate::batch::{DataRef, RecordBatch, RecordRef};
 
 /// How much JSON a file destination gathers before it writes.
 const WRITE_PIECE: usize = 1 << 20;
-use crate::opencdc_json;
 use crate::runtime::{Destination, Instance, Source};
-use crate::wit::Record;
+use connector_format::{Record, opencdc_json};
 
 /// Where a pipeline's records come from.
 pub enum SourceEnd {
@@ -66,7 +65,7 @@ impl LinesIn {
                 continue;
             }
             let at = || format!("{}:{}", self.name, self.line);
-            let mut record = opencdc_json::read_line(&text).with_context(at)?;
+            let mut record = opencdc_json::read(&text).with_context(at)?;
             if record.position.is_empty() {
                 record.position = self.line.to_be_bytes().to_vec();
             }
@@ -165,7 +164,7 @@ impl DestEnd {
                 // Written a piece at a time: what a batch becomes as JSON is never held whole.
                 let mut buf = Vec::with_capacity(WRITE_PIECE + (WRITE_PIECE >> 2));
                 for (i, r) in records.iter().enumerate() {
-                    if let Err(e) = opencdc_json::write_line(&r.to_record(), &mut buf) {
+                    if let Err(e) = opencdc_json::write_line(&r, &mut buf) {
                         out.write_all(&buf).await?;
                         out.flush().await?;
                         return Ok((i, Some(format!("{e:#}"))));

@@ -128,7 +128,7 @@ trait FromText: Sized {
 
 impl FromText for Duration {
     fn from_text(s: &str) -> Result<Self, String> {
-        parse_duration(s)
+        connector_format::duration::parse(s)
     }
 }
 
@@ -145,11 +145,6 @@ impl<'de, T: FromText> Deserialize<'de> for Text<T> {
         let s = String::deserialize(d)?;
         T::from_text(&s).map(Text).map_err(de::Error::custom)
     }
-}
-
-/// A duration in the one grammar the host and the connector share (`crate::duration`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
 }
 
 /// `65536`, `512KiB`, `64MiB`, `1GiB`.

@@ -174,7 +174,7 @@ impl Runner {
                     Err(_) => Err(format!(
                         "component {} did not compile within {}",
                         path.display(),
-                        crate::duration::show(COMPILE_DEADLINE)
+                        connector_format::duration::show(COMPILE_DEADLINE)
                     )),
                 };
                 (path, loaded)
@@ -258,6 +258,10 @@ async fn prepare_one(
     let lines_in = |reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, name: &str| {
         SourceEnd::Lines(LinesIn::new(reader, name, p.limits.memory / 4))
     };
+    let checked = |r: Result<()>, at: &str, role: &str, component: &Option<Confined>| {
+        r.with_context(|| format!("{at}: pipeline {} {role}", p.id()))
+            .map_err(|e| Unready::of_instance(e, component))
+    };
     let source = match (&p.source, source_file) {
         (
             Endpoint::Connector {
@@ -268,10 +272,7 @@ async fn prepare_one(
             _,
         ) => {
             let mut s = instance(component, "source").await?.into_source();
-            s.validate(config)
-                .await
-                .with_context(|| format!("{at}: pipeline {} source", p.id()))
-                .map_err(|e| Unready::of_instance(e, component))?;
+            checked(s.validate(config).await, at, "source", component)?;
             SourceEnd::Connector(Box::new(s))
         }
         (Endpoint::File(f), Some(file)) => lines_in(
@@ -290,10 +291,7 @@ async fn prepare_one(
             _,
         ) => {
             let mut d = instance(component, "destination").await?.into_destination();
-            d.validate(config)
-                .await
-                .with_context(|| format!("{at}: pipeline {} destination", p.id()))
-                .map_err(|e| Unready::of_instance(e, component))?;
+            checked(d.validate(config).await, at, "destination", component)?;
             DestEnd::Connector(Box::new(d))
         }
         (Endpoint::File(_), Some(file)) => DestEnd::Lines(Box::new(tokio::fs::File::from_std(file))),
@@ -373,7 +371,7 @@ fn noted(ended: Result<(), tokio::task::JoinError>, m: &PipelineMetrics, drain: 
         Ok(()) => {}
         Err(e) if e.is_cancelled() => m.set_status(Status::Failed(format!(
             "did not drain within {}; dropped (its uncommitted records come again on the next run)",
-            crate::duration::show(drain)
+            connector_format::duration::show(drain)
         ))),
         Err(e) => m.set_status(Status::Failed(format!("the pipeline task ended abnormally: {e}"))),
     }
