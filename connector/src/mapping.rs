@@ -248,6 +248,18 @@ mod tests {
     }
 
     #[test]
+    fn structured_data_that_is_no_json_object_is_an_invalid_record_in_the_opencdc_format() {
+        let mut r = rec(&[]);
+        r.key = Some(Data::Structured("{not json".into()));
+        match to_kafka(r, 0, &HeaderSelection::None, ValueFormat::OpenCdc) {
+            Err(Error::InvalidRecord(m)) => {
+                assert_eq!(m, "key is structured data that is not a JSON object")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn nulls_stay_null() {
         let mut r = rec(&[]);
         r.key = None;
