@@ -211,7 +211,7 @@ async fn read_batch_holds_the_same_records_as_read_with_headers_and_null_keys() 
     let normalize = |rs: &mut Vec<wit::Record>| {
         rs.sort_by_key(key);
         for r in rs.iter_mut() {
-            let p = kafka_connector::mapping::Position::decode(&r.position).unwrap();
+            let p = kafka_connector::position::Position::decode(&r.position).unwrap();
             r.position = format!("{}-{}@{}", p.topic, p.partition, p.offset).into_bytes();
             r.metadata.retain(|(k, _)| k != "opencdc.readAt");
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use connector_host::wit::{Change, Data, Operation, Record};
 use integration_tests::interop::{KRecord, librdkafka_consume, librdkafka_produce, librdkafka_produce_with};
 use integration_tests::*;
-use kafka_connector::mapping::Position;
+use kafka_connector::position::Position;
 
 /// Codecs librdkafka writes with in `librdkafka_writes_our_source_reads`.
 const CODECS: &[&str] = &["none", "gzip", "snappy", "lz4", "zstd"];
