@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::kafka::compression::Compression;
+use crate::kafka::protocol::compression::Compression;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
@@ -399,7 +399,7 @@ impl DestinationConfig {
             _ => Acks::All,
         };
         let topic = Some(v.string(TOPIC)?).filter(|t| !t.is_empty());
-        let compression = crate::kafka::compression::parse(&v.string(COMPRESSION)?)
+        let compression = crate::kafka::protocol::compression::parse(&v.string(COMPRESSION)?)
             .ok_or_else(|| Error::config(COMPRESSION, "unknown codec"))?;
         let batch_bytes = v.int(BATCH_BYTES)?;
         if !(1..=i32::MAX as i64).contains(&batch_bytes) {

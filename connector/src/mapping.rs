@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{HeaderSelection, ValueFormat};
 use crate::error::{Error, Result};
-use crate::kafka::batch::RawRecord;
+use crate::kafka::protocol::batch::RawRecord;
 use crate::record::*;
 
 /// Where a source record came from: the record's position, so `open` with it finds the
@@ -535,7 +535,7 @@ fn number(n: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::batch;
+    use crate::kafka::protocol::batch;
 
     #[test]
     fn same_bytes_is_slice_equality() {

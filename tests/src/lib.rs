@@ -14,7 +14,7 @@ pub mod pipelines;
 
 use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
-use kafka_connector::kafka::cluster::Cluster;
+use kafka_connector::kafka::client::cluster::Cluster;
 
 /// The broker's address. Tests fail (they do not skip) without one.
 pub fn broker() -> String {

@@ -11,11 +11,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::Connection;
-use super::errors;
-use super::poll;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Connection;
+use crate::kafka::network::poll;
+use crate::kafka::protocol::errors;
 
 /// Leaders of one topic's partitions, indexed by partition number.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,11 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
 
 use super::cluster::{Cluster, topic_name};
-use super::connection::Pending;
-use super::errors;
 use crate::config::Acks;
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Pending;
+use crate::kafka::network::poll;
+use crate::kafka::protocol::errors;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -124,7 +125,7 @@ fn settle(
         if todo.is_empty() || Instant::now() + backoff >= deadline {
             return;
         }
-        super::poll::sleep(backoff);
+        poll::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
         let topics: Vec<&str> = todo.iter().map(|&i| batches[i].topic.as_str()).collect();
         let _ = cluster.refresh(&topics);

@@ -12,11 +12,11 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
 
 use super::assignor::TopicPartition;
-use super::batch::{self, Batch};
 use super::cluster::{Cluster, broker_id, topic_name};
-use super::connection::Pending;
-use super::errors;
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Pending;
+use crate::kafka::protocol::batch::{self, Batch};
+use crate::kafka::protocol::errors;
 use crate::log;
 
 /// How long a broker may hold a Fetch when it has nothing new.

@@ -15,8 +15,9 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestH
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use super::poll::{self, Interest};
-use super::versions::{Versions, our_versions};
 use crate::error::{Error, Result};
+use crate::kafka::protocol::errors;
+use crate::kafka::protocol::versions::{Versions, our_versions};
 
 /// Responses larger than this are taken as a corrupt length prefix, not a real response.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -337,7 +338,7 @@ impl Connection {
             version = broker_max.map_or(0, |k| k.max_version.min(version));
             resp = self.request_at(&req, version, deadline)?;
         }
-        super::errors::check(resp.error_code, "ApiVersions")?;
+        errors::check(resp.error_code, "ApiVersions")?;
         self.versions = Versions::from_response(&resp);
         Ok(())
     }

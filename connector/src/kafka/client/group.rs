@@ -22,8 +22,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::assignor::{self, Subscription, TopicPartition};
 use super::cluster::{self, Cluster, topic_name};
-use super::errors;
 use crate::error::{Error, Result};
+use crate::kafka::network::poll;
+use crate::kafka::protocol::errors;
 use crate::log;
 
 const PROTOCOL_TYPE: &str = "consumer";
@@ -137,7 +138,7 @@ impl Membership {
                         "joining group {}: {e}; trying again",
                         self.settings.group_id
                     ));
-                    super::poll::sleep(BACKOFF);
+                    poll::sleep(BACKOFF);
                 }
                 Err(e) => return Err(e),
             }

@@ -1,0 +1,6 @@
+pub mod assignor;
+pub mod cluster;
+pub mod fetcher;
+pub mod group;
+pub mod partitioner;
+pub mod producer;

@@ -1,0 +1,4 @@
+pub mod batch;
+pub mod compression;
+pub mod errors;
+pub mod versions;
