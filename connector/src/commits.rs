@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::kafka::client::assignor::TopicPartition;
+use crate::kafka::client::TopicPartition;
 use crate::mapping::same_bytes;
 
 #[derive(Debug, Default)]

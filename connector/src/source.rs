@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::commits::Commits;
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
-use crate::kafka::client::assignor::TopicPartition;
+use crate::kafka::client::TopicPartition;
 use crate::kafka::client::cluster::Cluster;
 use crate::kafka::client::fetcher::Fetcher;
 use crate::kafka::client::group::{GroupSettings, Membership, Pulse};

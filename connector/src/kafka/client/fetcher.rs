@@ -11,7 +11,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
 
-use super::assignor::TopicPartition;
+use super::TopicPartition;
 use super::cluster::{Cluster, broker_id, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;

@@ -20,11 +20,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{self, Subscription, TopicPartition};
+use super::TopicPartition;
+use super::assignor::{self, Subscription};
 use super::cluster::{self, Cluster, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::poll;
-use crate::kafka::protocol::errors;
+use crate::kafka::protocol::{consumer, errors};
 use crate::log;
 
 const PROTOCOL_TYPE: &str = "consumer";
@@ -148,7 +149,7 @@ impl Membership {
     /// One JoinGroup + SyncGroup; None when the group asks to join again at once.
     fn try_join(&mut self, cluster: &mut Cluster) -> Result<Option<Vec<TopicPartition>>> {
         let node = self.coordinator(cluster)?;
-        let subscription = assignor::encode_subscription(&self.settings.topics);
+        let subscription = consumer::encode_subscription(&self.settings.topics);
         let protocols = assignor::PROTOCOLS
             .iter()
             .map(|p| {
@@ -208,7 +209,7 @@ impl Membership {
             .map(|m| {
                 Ok(Subscription {
                     member_id: m.member_id.to_string(),
-                    topics: assignor::decode_subscription(&m.metadata)?,
+                    topics: consumer::decode_subscription(&m.metadata)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -238,7 +239,7 @@ impl Membership {
             .map(|(member, parts)| {
                 SyncGroupRequestAssignment::default()
                     .with_member_id(StrBytes::from_string(member))
-                    .with_assignment(assignor::encode_assignment(&parts))
+                    .with_assignment(consumer::encode_assignment(&parts))
             })
             .collect())
     }
@@ -264,7 +265,7 @@ impl Membership {
         let deadline = Instant::now() + self.settings.rebalance_timeout + Duration::from_secs(5);
         let resp = conn.request_at(&req, version, deadline)?;
         match ResponseError::try_from_code(resp.error_code) {
-            None => Ok(Some(assignor::decode_assignment(&resp.assignment)?)),
+            None => Ok(Some(consumer::decode_assignment(&resp.assignment)?)),
             Some(ResponseError::RebalanceInProgress) | Some(ResponseError::IllegalGeneration) => Ok(None),
             Some(ResponseError::UnknownMemberId) => {
                 self.member_id.clear();

@@ -4,3 +4,6 @@ pub mod fetcher;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+
+/// A topic and a partition of it.
+pub type TopicPartition = (String, i32);

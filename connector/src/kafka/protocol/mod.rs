@@ -1,4 +1,5 @@
 pub mod batch;
 pub mod compression;
+pub mod consumer;
 pub mod errors;
 pub mod versions;
