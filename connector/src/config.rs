@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::kafka::client::ClientOptions;
 use crate::kafka::protocol::compression::Compression;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,23 +266,8 @@ impl fmt::Display for Server {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    None,
-    Leader,
-    All,
-}
-
-impl Acks {
-    /// The value of the `acks` field of a Produce request.
-    pub fn wire(self) -> i16 {
-        match self {
-            Acks::None => 0,
-            Acks::Leader => 1,
-            Acks::All => -1,
-        }
-    }
-}
+/// The `acks` setting is the producer's own.
+pub use crate::kafka::client::Acks;
 
 /// How the destination picks a record's partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +437,15 @@ impl DestinationConfig {
 }
 
 impl ClientConfig {
+    /// The Kafka client's options for these settings.
+    pub fn options(&self, request_timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            bootstrap: self.servers.iter().map(Server::to_string).collect(),
+            client_id: self.client_id.clone(),
+            request_timeout,
+        }
+    }
+
     fn from_values(v: &Values) -> Result<Self> {
         let servers = v
             .list(SERVERS)?

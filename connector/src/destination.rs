@@ -91,7 +91,7 @@ enum Fate {
 impl Destination {
     /// Connects, checks the configured topic exists, and with acks=all gets a producer id.
     pub fn open(config: DestinationConfig) -> Result<Self> {
-        let mut cluster = Cluster::connect(&config.client, config.delivery_timeout)?;
+        let mut cluster = Cluster::connect(config.client.options(config.delivery_timeout))?;
         if let Some(topic) = &config.topic {
             cluster.topic(topic)?;
         }

@@ -63,7 +63,7 @@ impl Source {
             (None, Some(g)) => g,
             (None, None) => new_group_id(),
         };
-        let mut cluster = Cluster::connect(&config.client, REQUEST_TIMEOUT)?;
+        let mut cluster = Cluster::connect(config.client.options(REQUEST_TIMEOUT))?;
         for t in &config.topics {
             cluster.topic(t)?;
         }

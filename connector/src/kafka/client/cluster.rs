@@ -2,7 +2,7 @@
 //! Metadata, and one lazily opened connection per broker.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::config::ClientConfig;
+use super::ClientOptions;
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Connection;
 use crate::kafka::network::poll;
@@ -37,8 +37,7 @@ pub fn coordinator_connection(node: i32) -> i32 {
 }
 
 pub struct Cluster {
-    config: ClientConfig,
-    request_timeout: Duration,
+    options: ClientOptions,
     brokers: BTreeMap<i32, String>,
     topics: HashMap<String, TopicMeta>,
     conns: BTreeMap<i32, Connection>,
@@ -48,10 +47,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects to the first reachable bootstrap server and learns the brokers.
-    pub fn connect(config: &ClientConfig, request_timeout: Duration) -> Result<Self> {
+    pub fn connect(options: ClientOptions) -> Result<Self> {
         let mut cluster = Cluster {
-            config: config.clone(),
-            request_timeout,
+            options,
             brokers: BTreeMap::new(),
             topics: HashMap::new(),
             conns: BTreeMap::new(),
@@ -63,7 +61,7 @@ impl Cluster {
 
     /// When a request sent now should have its answer.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + self.request_timeout
+        Instant::now() + self.options.request_timeout
     }
 
     /// A connection for cluster-wide requests (Metadata, CreateTopics): the last one that
@@ -73,15 +71,15 @@ impl Cluster {
             return Ok(self.any.as_mut().expect("checked above"));
         }
         let candidates: Vec<String> = self
-            .config
-            .servers
+            .options
+            .bootstrap
             .iter()
-            .map(|s| s.to_string())
+            .cloned()
             .chain(self.brokers.values().cloned())
             .collect();
         let mut errors = Vec::new();
         for addr in candidates {
-            match Connection::open(&addr, &self.config.client_id, self.deadline()) {
+            match Connection::open(&addr, &self.options.client_id, self.deadline()) {
                 Ok(conn) => return Ok(self.any.insert(conn)),
                 Err(e) => errors.push(e.to_string()),
             }
@@ -175,7 +173,7 @@ impl Cluster {
                 self.brokers.get(&node).cloned().ok_or_else(|| {
                     Error::Connection(format!("broker {node} is not in the cluster metadata"))
                 })?;
-            let conn = Connection::open(&addr, &self.config.client_id, self.deadline())?;
+            let conn = Connection::open(&addr, &self.options.client_id, self.deadline())?;
             self.conns.insert(node, conn);
         }
         Ok(self.conns.get_mut(&node).expect("inserted above"))
@@ -227,7 +225,7 @@ impl Cluster {
     /// Creates a topic (used by tooling and tests; connectors never create topics).
     pub fn create_topic(&mut self, name: &str, partitions: i32) -> Result<()> {
         let deadline = self.deadline();
-        let timeout_ms = self.request_timeout.as_millis().min(i32::MAX as u128) as i32;
+        let timeout_ms = self.options.request_timeout.as_millis().min(i32::MAX as u128) as i32;
         let req = CreateTopicsRequest::default()
             .with_timeout_ms(timeout_ms)
             .with_topics(vec![

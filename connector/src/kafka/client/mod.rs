@@ -5,5 +5,20 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 
+use std::time::Duration;
+
+pub use producer::Acks;
+
 /// A topic and a partition of it.
 pub type TopicPartition = (String, i32);
+
+/// How to reach a cluster; the connector's config builds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Bootstrap servers, `host:port` each (an IPv6 host in brackets).
+    pub bootstrap: Vec<String>,
+    /// Sent in every request header: brokers log it and key quotas by it.
+    pub client_id: String,
+    /// How long a request may take to be answered.
+    pub request_timeout: Duration,
+}

@@ -12,7 +12,6 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
 
 use super::cluster::{Cluster, topic_name};
-use crate::config::Acks;
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
 use crate::kafka::network::poll;
@@ -20,6 +19,27 @@ use crate::kafka::protocol::errors;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Which replicas must have a batch before the leader answers a Produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// No answer at all: the batch counts as written once it is on the wire.
+    None,
+    Leader,
+    /// Every in-sync replica.
+    All,
+}
+
+impl Acks {
+    /// The value of the `acks` field of a Produce request.
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
 
 /// One partition's records, encoded as one record batch.
 #[derive(Debug, Clone)]
