@@ -1,13 +1,12 @@
-//! One TCP connection to one broker: request framing, correlation ids, several requests in
-//! flight at once, and the API versions both sides speak. The socket is non-blocking; the
-//! owner drives it with [`Connection::interest`] and [`Connection::on_ready`] (see
-//! `poll::wait`), so many connections progress together on one thread.
+//! One connection to one broker: request framing, correlation ids, several requests in
+//! flight at once, and the API versions both sides speak, over a [`Transport`]. The
+//! transport is non-blocking; the owner drives it with [`Connection::interest`] and
+//! [`Connection::on_ready`] (see `poll::wait`), so many connections progress together on
+//! one thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -15,6 +14,7 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestH
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use super::poll::{self, Interest};
+use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::kafka::protocol::errors;
 use crate::kafka::protocol::versions::{Versions, our_versions};
@@ -45,7 +45,7 @@ struct InFlight {
 
 pub struct Connection {
     addr: String,
-    stream: TcpStream,
+    transport: Transport,
     client_id: StrBytes,
     versions: Versions,
     next_corr: i32,
@@ -61,10 +61,10 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions.
     pub fn open(addr: &str, client_id: &str, deadline: Instant) -> Result<Self> {
-        let stream = connect(addr, deadline)?;
+        let transport = Transport::connect(addr, deadline)?;
         let mut conn = Connection {
             addr: addr.to_string(),
-            stream,
+            transport,
             client_id: StrBytes::from_string(client_id.to_string()),
             versions: Versions::default(),
             next_corr: 1,
@@ -186,7 +186,7 @@ impl Connection {
 
     /// What to wait for on this connection's socket.
     pub fn interest(&self) -> Interest {
-        Interest::new(self.stream.as_raw_fd(), self.out_pos < self.out.len())
+        Interest::new(self.transport.raw_fd(), self.out_pos < self.out.len())
     }
 
     /// Moves bytes after `poll::wait` said the socket is ready.
@@ -201,7 +201,7 @@ impl Connection {
 
     fn flush(&mut self) {
         while self.broken.is_none() && self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
+            match self.transport.write(&self.out[self.out_pos..]) {
                 Ok(0) => self.fail(Error::Connection(format!("{} closed the connection", self.addr))),
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -230,7 +230,9 @@ impl Connection {
             // `read_to_end` reads into the spare capacity without zero-filling it first
             // (std tracks what is initialized), and keeps what it read when it stops on an
             // error, WouldBlock included.
-            let read = (&mut self.stream).take(want as u64).read_to_end(&mut self.inbuf);
+            let read = (&mut self.transport)
+                .take(want as u64)
+                .read_to_end(&mut self.inbuf);
             let got = self.inbuf.len() - before;
             if got > 0 {
                 self.split_frames();
@@ -314,7 +316,7 @@ impl Connection {
         if self.broken.is_none() {
             self.broken = Some(err);
             self.in_flight.clear();
-            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            self.transport.shutdown();
         }
     }
 
@@ -342,30 +344,4 @@ impl Connection {
         self.versions = Versions::from_response(&resp);
         Ok(())
     }
-}
-
-/// Resolves `addr` and connects to the first address that accepts, before `deadline`.
-fn connect(addr: &str, deadline: Instant) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| Error::Connection(format!("cannot resolve {addr}: {e}")))?
-        .collect();
-    let mut last = Error::Connection(format!("{addr} resolved to no address"));
-    for sa in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout(format!("connecting to {addr}")));
-        }
-        match TcpStream::connect_timeout(&sa, left) {
-            Ok(stream) => {
-                stream.set_nodelay(true).ok();
-                stream
-                    .set_nonblocking(true)
-                    .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
-                return Ok(stream);
-            }
-            Err(e) => last = Error::Connection(format!("cannot connect to {addr}: {e}")),
-        }
-    }
-    Err(last)
 }

@@ -1,2 +1,3 @@
 pub mod connection;
 pub mod poll;
+pub mod transport;
