@@ -12,7 +12,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
 
 use super::TopicPartition;
-use super::cluster::{Cluster, broker_id, topic_name};
+use super::cluster::{Cluster, ConnKey, broker_id, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
 use crate::kafka::protocol::batch::{self, Batch};
@@ -254,7 +254,7 @@ impl Fetcher {
         let mut out = Vec::new();
         let leaders: Vec<i32> = self.in_flight.keys().copied().collect();
         for leader in leaders {
-            let answer = match cluster.connection(leader) {
+            let answer = match cluster.existing(ConnKey::Broker(leader)) {
                 None => Some(Err(Error::Connection(format!(
                     "connection to broker {leader} lost"
                 )))),

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::TopicPartition;
 use super::assignor::{self, Subscription};
-use super::cluster::{self, Cluster, topic_name};
+use super::cluster::{Cluster, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::poll;
 use crate::kafka::protocol::{consumer, errors};
@@ -79,22 +79,21 @@ impl Membership {
         GroupId(StrBytes::from_string(self.settings.group_id.clone()))
     }
 
-    /// The connection id of the coordinator (its own connection to that node), found once
-    /// and again after it moved.
-    fn coordinator(&mut self, cluster: &mut Cluster) -> Result<i32> {
+    /// The coordinator's node id, found once and again after it moved.
+    fn find_coordinator(&mut self, cluster: &mut Cluster) -> Result<i32> {
         if let Some(node) = self.coordinator {
             return Ok(node);
         }
         let req =
             FindCoordinatorRequest::default().with_key(StrBytes::from_string(self.settings.group_id.clone()));
         let deadline = cluster.deadline();
-        let resp = cluster.any()?.request(&req, deadline)?;
+        let resp = cluster.metadata_connection()?.request(&req, deadline)?;
         errors::check(
             resp.error_code,
             &format!("FindCoordinator for group {}", self.settings.group_id),
         )?;
-        let node = cluster::coordinator_connection(resp.node_id.0);
-        cluster.add_broker(node, &resp.host, resp.port);
+        let node = resp.node_id.0;
+        cluster.add_coordinator(node, &resp.host, resp.port);
         self.coordinator = Some(node);
         Ok(node)
     }
@@ -148,7 +147,7 @@ impl Membership {
 
     /// One JoinGroup + SyncGroup; None when the group asks to join again at once.
     fn try_join(&mut self, cluster: &mut Cluster) -> Result<Option<Vec<TopicPartition>>> {
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let subscription = consumer::encode_subscription(&self.settings.topics);
         let protocols = assignor::PROTOCOLS
             .iter()
@@ -167,7 +166,7 @@ impl Membership {
             .with_protocols(protocols);
         // The coordinator holds a JoinGroup until every member has joined.
         let deadline = Instant::now() + self.settings.rebalance_timeout + Duration::from_secs(5);
-        let resp = cluster.broker(node)?.request(&req, deadline)?;
+        let resp = cluster.coordinator(node)?.request(&req, deadline)?;
         match ResponseError::try_from_code(resp.error_code) {
             None => {}
             Some(ResponseError::MemberIdRequired) => {
@@ -251,7 +250,7 @@ impl Membership {
         protocol: &str,
         assignments: Vec<SyncGroupRequestAssignment>,
     ) -> Result<Option<Vec<TopicPartition>>> {
-        let conn = cluster.broker(node)?;
+        let conn = cluster.coordinator(node)?;
         let version = conn.version::<SyncGroupRequest>()?;
         let mut req = SyncGroupRequest::default()
             .with_group_id(self.group())
@@ -281,13 +280,13 @@ impl Membership {
             return Ok(Pulse::Fine);
         }
         self.next_heartbeat = Instant::now() + self.settings.heartbeat_interval;
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let req = HeartbeatRequest::default()
             .with_group_id(self.group())
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()));
         let deadline = cluster.deadline();
-        let code = match cluster.broker(node).and_then(|c| c.request(&req, deadline)) {
+        let code = match cluster.coordinator(node).and_then(|c| c.request(&req, deadline)) {
             Ok(resp) => resp.error_code,
             Err(e) if e.is_retriable() => {
                 self.coordinator = None;
@@ -324,7 +323,7 @@ impl Membership {
         cluster: &mut Cluster,
         parts: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (t, p) in parts {
             by_topic.entry(t).or_default().push(*p);
@@ -341,7 +340,7 @@ impl Membership {
             .with_group_id(self.group())
             .with_topics(Some(topics));
         let deadline = cluster.deadline();
-        let resp = cluster.broker(node)?.request(&req, deadline)?;
+        let resp = cluster.coordinator(node)?.request(&req, deadline)?;
         if resp.error_code != 0 {
             return Err(self.coordinator_error(resp.error_code, "OffsetFetch"));
         }
@@ -370,7 +369,7 @@ impl Membership {
         if offsets.is_empty() {
             return Ok(Pulse::Fine);
         }
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
         for ((t, p), offset) in offsets {
             by_topic.entry(t).or_default().push(
@@ -395,7 +394,7 @@ impl Membership {
             .with_retention_time_ms(-1)
             .with_topics(topics);
         let deadline = cluster.deadline();
-        let resp = cluster.broker(node)?.request(&req, deadline)?;
+        let resp = cluster.coordinator(node)?.request(&req, deadline)?;
         for p in resp.topics.iter().flat_map(|t| &t.partitions) {
             if self.pulse(p.error_code, "OffsetCommit")? == Pulse::Rejoin {
                 return Ok(Pulse::Rejoin);
@@ -409,13 +408,13 @@ impl Membership {
         if self.member_id.is_empty() {
             return;
         }
-        let Ok(node) = self.coordinator(cluster) else {
+        let Ok(node) = self.find_coordinator(cluster) else {
             return;
         };
         let member_id = StrBytes::from_string(self.member_id.clone());
         let group = self.group();
         let deadline = cluster.deadline();
-        let left = cluster.broker(node).and_then(|conn| {
+        let left = cluster.coordinator(node).and_then(|conn| {
             let version = conn.version::<LeaveGroupRequest>()?;
             // Version 3 names the leaving members in a list; older ones name one member.
             let req = if version >= 3 {

@@ -11,7 +11,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
 
-use super::cluster::{Cluster, topic_name};
+use super::cluster::{Cluster, ConnKey, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
 use crate::kafka::network::poll;
@@ -87,7 +87,7 @@ pub fn init_producer_id(cluster: &mut Cluster) -> Result<(i64, i16)> {
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     let deadline = cluster.deadline();
-    let resp = cluster.any()?.request(&req, deadline)?;
+    let resp = cluster.metadata_connection()?.request(&req, deadline)?;
     errors::check(resp.error_code, "InitProducerId")?;
     Ok((resp.producer_id.0, resp.producer_epoch))
 }
@@ -247,7 +247,7 @@ fn collect(
 ) {
     loop {
         sent.retain(|f| {
-            let answer = match (cluster.connection(f.leader), &f.pending) {
+            let answer = match (cluster.existing(ConnKey::Broker(f.leader)), &f.pending) {
                 (Some(conn), Some(pending)) => conn.take(pending),
                 _ => Some(Err(Error::Connection(format!(
                     "connection to broker {} lost",
