@@ -202,20 +202,23 @@ impl Cluster {
         self.conns.get_mut(&key)
     }
 
-    /// Blocks until a connection with work in flight or queued has progress, or `deadline`.
+    /// Blocks until a connection with work in flight or queued has progress, a throttle
+    /// holding queued requests passes, or `deadline`.
     pub fn wait(&mut self, deadline: Instant) -> Result<()> {
         let busy: Vec<ConnKey> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.broken().is_none() && (c.in_flight() > 0 || c.interest().write))
+            .filter(|(_, c)| c.broken().is_none() && (c.in_flight() > 0 || c.has_unsent()))
             .map(|(key, _)| *key)
             .collect();
         if busy.is_empty() {
             poll::sleep(deadline.saturating_duration_since(Instant::now()));
             return Ok(());
         }
-        let mut interests: Vec<_> = busy.iter().map(|id| self.conns[id].interest()).collect();
-        poll::wait(&mut interests, deadline).map_err(|e| Error::Connection(format!("poll: {e}")))?;
+        let mut interests: Vec<_> = busy.iter().map(|key| self.conns[key].interest()).collect();
+        let wake = busy.iter().filter_map(|key| self.conns[key].wake_at()).min();
+        let until = wake.map_or(deadline, |t| t.min(deadline));
+        poll::wait(&mut interests, until).map_err(|e| Error::Connection(format!("poll: {e}")))?;
         for (key, ready) in busy.iter().zip(interests) {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.on_ready(ready);
@@ -228,7 +231,12 @@ impl Cluster {
     pub fn has_unsent(&self) -> bool {
         self.conns
             .values()
-            .any(|c| c.broken().is_none() && c.interest().write)
+            .any(|c| c.broken().is_none() && c.has_unsent())
+    }
+
+    /// Until when the broker behind `key` asked not to be sent to, if that is still ahead.
+    pub fn throttled_until(&self, key: ConnKey) -> Option<Instant> {
+        self.conns.get(&key).and_then(Connection::throttled_until)
     }
 
     /// Creates a topic (used by tooling and tests; connectors never create topics).
