@@ -12,6 +12,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
 
 use super::TopicPartition;
+use super::backoff::Backoff;
 use super::cluster::{Cluster, ConnKey, broker_id, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
@@ -26,8 +27,6 @@ const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 /// back-pressure keeps what is buffered near `MAX_BUFFERED_PER_PARTITION` records anyway.
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
-/// How long a leader that failed is left alone before the next fetch.
-const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// ListOffsets timestamps.
 const EARLIEST: i64 = -2;
@@ -48,7 +47,9 @@ pub struct Fetcher {
     earliest_on_reset: bool,
     in_flight: HashMap<i32, InFlight>,
     /// Leaders that failed, and when to try them again.
-    backoff: HashMap<i32, Instant>,
+    retry_at: HashMap<i32, Instant>,
+    /// The backoff of each leader failing, until it answers again.
+    backoffs: HashMap<i32, Backoff>,
     /// Turns each request's partition order (see `request`).
     rotation: usize,
 }
@@ -112,7 +113,7 @@ impl Fetcher {
                 return Ok(out);
             }
             self.send_fetches(cluster, paused)?;
-            let next_retry = self.backoff.values().min().copied().unwrap_or(deadline);
+            let next_retry = self.retry_at.values().min().copied().unwrap_or(deadline);
             cluster.wait(deadline.min(next_retry))?;
         }
     }
@@ -138,7 +139,7 @@ impl Fetcher {
         paused: &dyn Fn(&TopicPartition) -> bool,
     ) -> Result<()> {
         let now = Instant::now();
-        self.backoff.retain(|_, until| *until > now);
+        self.retry_at.retain(|_, until| *until > now);
         self.rotation = self.rotation.wrapping_add(1);
         let mut by_leader: BTreeMap<i32, LeaderParts> = BTreeMap::new();
         for tp in self.offsets.keys() {
@@ -157,7 +158,7 @@ impl Fetcher {
         }
         by_leader.retain(|leader, parts| {
             !self.in_flight.contains_key(leader)
-                && !self.backoff.contains_key(leader)
+                && !self.retry_at.contains_key(leader)
                 && parts.worth_sending()
         });
         let mut failed = Vec::new();
@@ -193,12 +194,17 @@ impl Fetcher {
     }
 
     /// A leader that could not be fetched from: log, refresh metadata (leadership may have
-    /// moved), and leave it alone for a while.
+    /// moved), and leave it alone for a while (longer each time it fails in a row).
     fn failed(&mut self, cluster: &mut Cluster, leader: i32, e: &Error) {
+        let now = Instant::now();
+        let throttled = cluster.throttled_until(ConnKey::Broker(leader));
+        let backoff = self.backoffs.entry(leader).or_default();
+        let at = backoff.retry_at(now, throttled, None).unwrap_or(now);
         log::warn(&format!(
-            "fetch from broker {leader}: {e}; retrying in {RETRY_BACKOFF:?}"
+            "fetch from broker {leader}: {e}; retrying in {} ms",
+            (at - now).as_millis()
         ));
-        self.backoff.insert(leader, Instant::now() + RETRY_BACKOFF);
+        self.retry_at.insert(leader, at);
         let topics: Vec<&str> = self.topics();
         if let Err(e) = cluster.refresh(&topics) {
             log::warn(&format!("metadata refresh: {e}"));
@@ -264,6 +270,9 @@ impl Fetcher {
             let Some(fetch) = self.in_flight.remove(&leader) else {
                 continue;
             };
+            if answer.is_ok() {
+                self.backoffs.remove(&leader);
+            }
             match answer {
                 Ok(_) if fetch.stale => {}
                 Ok(resp) => self.apply(cluster, resp, &mut out)?,

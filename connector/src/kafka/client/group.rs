@@ -22,14 +22,14 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::TopicPartition;
 use super::assignor::{self, Subscription};
-use super::cluster::{Cluster, topic_name};
+use super::backoff::Backoff;
+use super::cluster::{Cluster, ConnKey, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::network::poll;
 use crate::kafka::protocol::{consumer, errors};
 use crate::log;
 
 const PROTOCOL_TYPE: &str = "consumer";
-const BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct GroupSettings {
@@ -115,6 +115,7 @@ impl Membership {
     /// Joins the group (again) and returns this member's partitions.
     pub fn join(&mut self, cluster: &mut Cluster) -> Result<Vec<TopicPartition>> {
         let give_up = Instant::now() + self.settings.rebalance_timeout + self.settings.session_timeout;
+        let mut backoff = Backoff::default();
         loop {
             match self.try_join(cluster) {
                 Ok(Some(assignment)) => {
@@ -133,12 +134,20 @@ impl Membership {
                     );
                     return Err(Error::Timeout(msg));
                 }
-                Err(e) if e.is_retriable() && Instant::now() < give_up => {
+                Err(e) if e.is_retriable() => {
+                    let now = Instant::now();
+                    let throttled = self
+                        .coordinator
+                        .and_then(|node| cluster.throttled_until(ConnKey::Coordinator(node)));
+                    let Some(at) = backoff.retry_at(now, throttled, Some(give_up)) else {
+                        return Err(e);
+                    };
                     log::warn(&format!(
-                        "joining group {}: {e}; trying again",
-                        self.settings.group_id
+                        "joining group {}: {e}; trying again in {} ms",
+                        self.settings.group_id,
+                        (at - now).as_millis()
                     ));
-                    poll::sleep(BACKOFF);
+                    poll::sleep(at - now);
                 }
                 Err(e) => return Err(e),
             }

@@ -1,4 +1,5 @@
 pub mod assignor;
+pub mod backoff;
 pub mod cluster;
 pub mod fetcher;
 pub mod group;
