@@ -1,3 +1,11 @@
+//! The client layer: what producers and consumers do with a cluster. `cluster` (bootstrap,
+//! Metadata, connections keyed by what they are for), `producer`, `fetcher`, `group`
+//! (consumer group membership, committed offsets) with its `assignor`s, `partitioner`, and
+//! `backoff`, the one retry policy.
+//!
+//! It talks to brokers through `kafka::network` and `kafka::protocol`, and imports nothing
+//! of the connector around it: the connector builds [`ClientOptions`] from its config.
+
 pub mod assignor;
 pub mod backoff;
 pub mod cluster;
