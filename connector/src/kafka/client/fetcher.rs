@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::TopicPartition;
 use super::backoff::Backoff;
 use super::cluster::{Cluster, ConnKey, broker_id, topic_name};
+use super::offsets::list_offsets;
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
 use crate::kafka::protocol::batch::{self, Batch};
@@ -27,10 +27,6 @@ const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 /// back-pressure keeps what is buffered near `MAX_BUFFERED_PER_PARTITION` records anyway.
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
-
-/// ListOffsets timestamps.
-const EARLIEST: i64 = -2;
-const LATEST: i64 = -1;
 
 struct InFlight {
     pending: Pending<FetchRequest>,
@@ -359,58 +355,6 @@ fn unfetched(offsets: &BTreeMap<TopicPartition, i64>, hws: &HashMap<TopicPartiti
         .iter()
         .filter_map(|(tp, next)| Some((hws.get(tp)? - next).max(0) as u64));
     known.fold(None, |sum, n| Some(sum.unwrap_or(0) + n))
-}
-
-/// The earliest or latest offset of each of `partitions`.
-pub fn list_offsets(
-    cluster: &mut Cluster,
-    topic: &str,
-    partitions: &[i32],
-    earliest: bool,
-) -> Result<BTreeMap<i32, i64>> {
-    let meta = cluster.topic(topic)?;
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for &p in partitions {
-        let leader = meta.leaders.get(p as usize).copied().unwrap_or(-1);
-        if leader < 0 {
-            return Err(errors::kafka_error(
-                ResponseError::LeaderNotAvailable,
-                &format!("{topic}-{p}"),
-            ));
-        }
-        by_leader.entry(leader).or_default().push(p);
-    }
-    let timestamp = if earliest { EARLIEST } else { LATEST };
-    let mut offsets = BTreeMap::new();
-    for (leader, parts) in by_leader {
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(broker_id(-1))
-            .with_isolation_level(0)
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(p)
-                                    .with_timestamp(timestamp)
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let deadline = cluster.deadline();
-        let resp = cluster.broker(leader)?.request(&req, deadline)?;
-        for part in resp.topics.into_iter().flat_map(|t| t.partitions) {
-            errors::check(
-                part.error_code,
-                &format!("ListOffsets {topic}-{}", part.partition_index),
-            )?;
-            offsets.insert(part.partition_index, part.offset);
-        }
-    }
-    Ok(offsets)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The client layer: what producers and consumers do with a cluster. `cluster` (bootstrap,
-//! Metadata, connections keyed by what they are for), `producer`, `fetcher`, `group`
-//! (consumer group membership, committed offsets) with its `assignor`s, `partitioner`, and
-//! `backoff`, the one retry policy.
+//! Metadata, connections keyed by what they are for), `producer`, `fetcher` with `offsets`
+//! (where partitions start and end), `group` (consumer group membership, committed offsets)
+//! with its `assignor`s, `partitioner`, and `backoff`, the one retry policy.
 //!
 //! It talks to brokers through `kafka::network` and `kafka::protocol`, and imports nothing
 //! of the connector around it: the connector builds [`ClientOptions`] from its config.
@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod cluster;
 pub mod fetcher;
 pub mod group;
+pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 
