@@ -135,7 +135,8 @@ pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
         servers: vec![parse_server(servers).expect("broker address")],
         client_id: "tests".into(),
     };
-    let mut cluster = Cluster::connect(client.options(Duration::from_secs(10))).expect("connect to the broker");
+    let mut cluster =
+        Cluster::connect(client.options(Duration::from_secs(10))).expect("connect to the broker");
     cluster.create_topic(&name, partitions).expect("create topic");
     name
 }
