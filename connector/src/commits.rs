@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::kafka::assignor::TopicPartition;
+use crate::kafka::client::TopicPartition;
 use crate::position::same_bytes;
 
 #[derive(Debug, Default)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use connector_format::duration;
 
 use crate::error::{Error, Result};
-use crate::kafka::compression::Compression;
+use crate::kafka::client::ClientOptions;
+use crate::kafka::protocol::compression::Compression;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
@@ -267,23 +268,8 @@ impl fmt::Display for Server {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    None,
-    Leader,
-    All,
-}
-
-impl Acks {
-    /// The value of the `acks` field of a Produce request.
-    pub fn wire(self) -> i16 {
-        match self {
-            Acks::None => 0,
-            Acks::Leader => 1,
-            Acks::All => -1,
-        }
-    }
-}
+/// The `acks` setting is the producer's own.
+pub use crate::kafka::client::Acks;
 
 /// How the destination picks a record's partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +387,7 @@ impl DestinationConfig {
             _ => Acks::All,
         };
         let topic = Some(v.string(TOPIC)?).filter(|t| !t.is_empty());
-        let compression = crate::kafka::compression::parse(&v.string(COMPRESSION)?)
+        let compression = crate::kafka::protocol::compression::parse(&v.string(COMPRESSION)?)
             .ok_or_else(|| Error::config(COMPRESSION, "unknown codec"))?;
         let batch_bytes = v.int(BATCH_BYTES)?;
         if !(1..=i32::MAX as i64).contains(&batch_bytes) {
@@ -453,6 +439,15 @@ impl DestinationConfig {
 }
 
 impl ClientConfig {
+    /// The Kafka client's options for these settings.
+    pub fn options(&self, request_timeout: Duration) -> ClientOptions {
+        ClientOptions {
+            bootstrap: self.servers.iter().map(Server::to_string).collect(),
+            client_id: self.client_id.clone(),
+            request_timeout,
+        }
+    }
+
     fn from_values(v: &Values) -> Result<Self> {
         let servers = v
             .list(SERVERS)?

@@ -20,11 +20,11 @@ use kafka_protocol::records::Record as KafkaRecord;
 
 use crate::config::{Acks, DestinationConfig, Partitioner};
 use crate::error::{Error, Result};
-use crate::kafka::batch;
-use crate::kafka::cluster::{Cluster, TopicMeta};
-use crate::kafka::compression::Compression;
-use crate::kafka::partitioner::{self, Sticky};
-use crate::kafka::producer::{self, Outcome, PartitionBatch};
+use crate::kafka::client::cluster::{Cluster, TopicMeta};
+use crate::kafka::client::partitioner::{self, Sticky};
+use crate::kafka::client::producer::{self, Outcome, PartitionBatch};
+use crate::kafka::protocol::batch;
+use crate::kafka::protocol::compression::Compression;
 use crate::mapping;
 use crate::record::{COLLECTION, PARTITION, Record};
 
@@ -91,7 +91,7 @@ enum Fate {
 impl Destination {
     /// Connects, checks the configured topic exists, and with acks=all gets a producer id.
     pub fn open(config: DestinationConfig) -> Result<Self> {
-        let mut cluster = Cluster::connect(&config.client, config.delivery_timeout)?;
+        let mut cluster = Cluster::connect(config.client.options(config.delivery_timeout))?;
         if let Some(topic) = &config.topic {
             cluster.topic(topic)?;
         }

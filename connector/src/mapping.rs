@@ -14,7 +14,7 @@ use kafka_protocol::records::{Record as KafkaRecord, TimestampType};
 
 use crate::config::{HeaderSelection, ValueFormat};
 use crate::error::{Error, Result};
-use crate::kafka::batch::RawRecord;
+use crate::kafka::protocol::batch::RawRecord;
 use crate::position::Position;
 use crate::record::*;
 
@@ -142,7 +142,7 @@ fn number(n: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::batch;
+    use crate::kafka::protocol::batch;
 
     /// `k` written at `offset` in a batch, read back by a source of group "g" from
     /// partition 3 of topic "t" at read time 7.

@@ -3,7 +3,7 @@
 
 use connector_format::record_batch::{Buffers, Builder, PackedSpans, Span, Value};
 
-use crate::kafka::batch::RawRecord;
+use crate::kafka::protocol::batch::RawRecord;
 use crate::mapping::{SourcePartition, from_kafka};
 use crate::record::*;
 
@@ -192,7 +192,7 @@ mod tests {
 
     use super::*;
     use crate::config::{HeaderSelection, ValueFormat};
-    use crate::kafka::batch;
+    use crate::kafka::protocol::batch;
     use crate::mapping::to_kafka;
 
     fn rec() -> Record {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::commits::Commits;
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
-use crate::kafka::assignor::TopicPartition;
-use crate::kafka::batch::Batch;
-use crate::kafka::cluster::Cluster;
-use crate::kafka::fetcher::Fetcher;
-use crate::kafka::group::{GroupSettings, Membership, Pulse};
+use crate::kafka::client::TopicPartition;
+use crate::kafka::client::cluster::Cluster;
+use crate::kafka::client::fetcher::Fetcher;
+use crate::kafka::client::group::{GroupSettings, Membership, Pulse};
+use crate::kafka::protocol::batch::Batch;
 use crate::log;
 use crate::mapping::SourcePartition;
 use crate::packed::{Packed, Sink};
@@ -65,7 +65,7 @@ impl Source {
             (None, Some(g)) => g,
             (None, None) => new_group_id(),
         };
-        let mut cluster = Cluster::connect(&config.client, REQUEST_TIMEOUT)?;
+        let mut cluster = Cluster::connect(config.client.options(REQUEST_TIMEOUT))?;
         for t in &config.topics {
             cluster.topic(t)?;
         }

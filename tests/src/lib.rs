@@ -14,7 +14,7 @@ pub mod pipelines;
 
 use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
-use kafka_connector::kafka::cluster::Cluster;
+use kafka_connector::kafka::client::cluster::Cluster;
 
 /// The broker's address. Tests fail (they do not skip) without one.
 pub fn broker() -> String {
@@ -135,7 +135,8 @@ pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
         servers: vec![parse_server(servers).expect("broker address")],
         client_id: "tests".into(),
     };
-    let mut cluster = Cluster::connect(&client, Duration::from_secs(10)).expect("connect to the broker");
+    let mut cluster =
+        Cluster::connect(client.options(Duration::from_secs(10))).expect("connect to the broker");
     cluster.create_topic(&name, partitions).expect("create topic");
     name
 }

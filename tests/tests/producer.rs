@@ -7,7 +7,7 @@ use std::time::Duration;
 use connector_host::wit::{self, Data};
 use integration_tests::faults::PrivateBroker;
 use integration_tests::*;
-use kafka_connector::kafka::partitioner;
+use kafka_connector::kafka::client::partitioner;
 
 fn value_of(r: &wit::Record) -> String {
     String::from_utf8(bytes(&r.payload.after).unwrap()).unwrap()

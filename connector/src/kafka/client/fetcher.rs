@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use super::assignor::TopicPartition;
-use super::batch::{self, Batch};
-use super::cluster::{Cluster, broker_id, topic_name};
-use super::connection::Pending;
-use super::errors;
+use super::TopicPartition;
+use super::backoff::Backoff;
+use super::cluster::{Cluster, ConnKey, broker_id, topic_name};
+use super::offsets::list_offsets;
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Pending;
+use crate::kafka::protocol::batch::{self, Batch};
+use crate::kafka::protocol::errors;
 use crate::log;
 
 /// How long a broker may hold a Fetch when it has nothing new.
@@ -26,12 +27,6 @@ const FETCH_MAX_WAIT: Duration = Duration::from_millis(500);
 /// back-pressure keeps what is buffered near `MAX_BUFFERED_PER_PARTITION` records anyway.
 const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
 const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
-/// How long a leader that failed is left alone before the next fetch.
-const RETRY_BACKOFF: Duration = Duration::from_millis(500);
-
-/// ListOffsets timestamps.
-const EARLIEST: i64 = -2;
-const LATEST: i64 = -1;
 
 struct InFlight {
     pending: Pending<FetchRequest>,
@@ -48,7 +43,9 @@ pub struct Fetcher {
     earliest_on_reset: bool,
     in_flight: HashMap<i32, InFlight>,
     /// Leaders that failed, and when to try them again.
-    backoff: HashMap<i32, Instant>,
+    retry_at: HashMap<i32, Instant>,
+    /// The backoff of each leader failing, until it answers again.
+    backoffs: HashMap<i32, Backoff>,
     /// Turns each request's partition order (see `request`).
     rotation: usize,
 }
@@ -112,7 +109,7 @@ impl Fetcher {
                 return Ok(out);
             }
             self.send_fetches(cluster, paused)?;
-            let next_retry = self.backoff.values().min().copied().unwrap_or(deadline);
+            let next_retry = self.retry_at.values().min().copied().unwrap_or(deadline);
             cluster.wait(deadline.min(next_retry))?;
         }
     }
@@ -138,7 +135,7 @@ impl Fetcher {
         paused: &dyn Fn(&TopicPartition) -> bool,
     ) -> Result<()> {
         let now = Instant::now();
-        self.backoff.retain(|_, until| *until > now);
+        self.retry_at.retain(|_, until| *until > now);
         self.rotation = self.rotation.wrapping_add(1);
         let mut by_leader: BTreeMap<i32, LeaderParts> = BTreeMap::new();
         for tp in self.offsets.keys() {
@@ -157,7 +154,7 @@ impl Fetcher {
         }
         by_leader.retain(|leader, parts| {
             !self.in_flight.contains_key(leader)
-                && !self.backoff.contains_key(leader)
+                && !self.retry_at.contains_key(leader)
                 && parts.worth_sending()
         });
         let mut failed = Vec::new();
@@ -193,12 +190,17 @@ impl Fetcher {
     }
 
     /// A leader that could not be fetched from: log, refresh metadata (leadership may have
-    /// moved), and leave it alone for a while.
+    /// moved), and leave it alone for a while (longer each time it fails in a row).
     fn failed(&mut self, cluster: &mut Cluster, leader: i32, e: &Error) {
+        let now = Instant::now();
+        let throttled = cluster.throttled_until(ConnKey::Broker(leader));
+        let backoff = self.backoffs.entry(leader).or_default();
+        let at = backoff.retry_at(now, throttled, None).unwrap_or(now);
         log::warn(&format!(
-            "fetch from broker {leader}: {e}; retrying in {RETRY_BACKOFF:?}"
+            "fetch from broker {leader}: {e}; retrying in {} ms",
+            (at - now).as_millis()
         ));
-        self.backoff.insert(leader, Instant::now() + RETRY_BACKOFF);
+        self.retry_at.insert(leader, at);
         let topics: Vec<&str> = self.topics();
         if let Err(e) = cluster.refresh(&topics) {
             log::warn(&format!("metadata refresh: {e}"));
@@ -254,7 +256,7 @@ impl Fetcher {
         let mut out = Vec::new();
         let leaders: Vec<i32> = self.in_flight.keys().copied().collect();
         for leader in leaders {
-            let answer = match cluster.connection(leader) {
+            let answer = match cluster.existing(ConnKey::Broker(leader)) {
                 None => Some(Err(Error::Connection(format!(
                     "connection to broker {leader} lost"
                 )))),
@@ -264,6 +266,9 @@ impl Fetcher {
             let Some(fetch) = self.in_flight.remove(&leader) else {
                 continue;
             };
+            if answer.is_ok() {
+                self.backoffs.remove(&leader);
+            }
             match answer {
                 Ok(_) if fetch.stale => {}
                 Ok(resp) => self.apply(cluster, resp, &mut out)?,
@@ -350,58 +355,6 @@ fn unfetched(offsets: &BTreeMap<TopicPartition, i64>, hws: &HashMap<TopicPartiti
         .iter()
         .filter_map(|(tp, next)| Some((hws.get(tp)? - next).max(0) as u64));
     known.fold(None, |sum, n| Some(sum.unwrap_or(0) + n))
-}
-
-/// The earliest or latest offset of each of `partitions`.
-pub fn list_offsets(
-    cluster: &mut Cluster,
-    topic: &str,
-    partitions: &[i32],
-    earliest: bool,
-) -> Result<BTreeMap<i32, i64>> {
-    let meta = cluster.topic(topic)?;
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for &p in partitions {
-        let leader = meta.leaders.get(p as usize).copied().unwrap_or(-1);
-        if leader < 0 {
-            return Err(errors::kafka_error(
-                ResponseError::LeaderNotAvailable,
-                &format!("{topic}-{p}"),
-            ));
-        }
-        by_leader.entry(leader).or_default().push(p);
-    }
-    let timestamp = if earliest { EARLIEST } else { LATEST };
-    let mut offsets = BTreeMap::new();
-    for (leader, parts) in by_leader {
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(broker_id(-1))
-            .with_isolation_level(0)
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(
-                        parts
-                            .iter()
-                            .map(|&p| {
-                                ListOffsetsPartition::default()
-                                    .with_partition_index(p)
-                                    .with_timestamp(timestamp)
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let deadline = cluster.deadline();
-        let resp = cluster.broker(leader)?.request(&req, deadline)?;
-        for part in resp.topics.into_iter().flat_map(|t| t.partitions) {
-            errors::check(
-                part.error_code,
-                &format!("ListOffsets {topic}-{}", part.partition_index),
-            )?;
-            offsets.insert(part.partition_index, part.offset);
-        }
-    }
-    Ok(offsets)
 }
 
 #[cfg(test)]

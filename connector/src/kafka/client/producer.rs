@@ -4,21 +4,39 @@
 //! (sequence numbers in the batch) the broker writes it once however often it arrives.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
 
-use super::cluster::{Cluster, topic_name};
-use super::connection::Pending;
-use super::errors;
-use crate::config::Acks;
+use super::backoff::Backoff;
+use super::cluster::{Cluster, ConnKey, topic_name};
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Pending;
+use crate::kafka::protocol::errors;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Which replicas must have a batch before the leader answers a Produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// No answer at all: the batch counts as written once it is on the wire.
+    None,
+    Leader,
+    /// Every in-sync replica.
+    All,
+}
+
+impl Acks {
+    /// The value of the `acks` field of a Produce request.
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
 
 /// One partition's records, encoded as one record batch.
 #[derive(Debug, Clone)]
@@ -66,7 +84,7 @@ pub fn init_producer_id(cluster: &mut Cluster) -> Result<(i64, i16)> {
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     let deadline = cluster.deadline();
-    let resp = cluster.any()?.request(&req, deadline)?;
+    let resp = cluster.metadata_connection()?.request(&req, deadline)?;
     errors::check(resp.error_code, "InitProducerId")?;
     Ok((resp.producer_id.0, resp.producer_epoch))
 }
@@ -100,6 +118,7 @@ pub fn produce(
 
 /// Waits for the first answers, then sends what failed retriably again (grouped per
 /// leader, after a metadata refresh and a backoff) until all are settled or the deadline.
+/// A round of retries waits for the throttles of the leaders its batches last went to.
 fn settle(
     cluster: &mut Cluster,
     batches: &[PartitionBatch],
@@ -108,7 +127,7 @@ fn settle(
     deadline: Instant,
     outcome: &mut [Option<Outcome>],
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::default();
     loop {
         if acks == Acks::None {
             flush(cluster, deadline);
@@ -117,19 +136,27 @@ fn settle(
                 .for_each(|&i| set(outcome, i, Outcome::Written));
             return;
         }
+        let sent_to: Vec<(i32, Vec<usize>)> = sent.iter().map(|f| (f.leader, f.batches.clone())).collect();
         collect(cluster, batches, sent, deadline, outcome);
         let todo: Vec<usize> = (0..batches.len())
             .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
             .collect();
-        if todo.is_empty() || Instant::now() + backoff >= deadline {
+        if todo.is_empty() || !backoff.sleep(throttled_until(cluster, &sent_to, &todo), deadline) {
             return;
         }
-        super::poll::sleep(backoff);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         let topics: Vec<&str> = todo.iter().map(|&i| batches[i].topic.as_str()).collect();
         let _ = cluster.refresh(&topics);
         sent = send_round(cluster, batches, &todo, acks, deadline, outcome);
     }
+}
+
+/// The latest throttle among the leaders the `todo` batches (in order) were sent to.
+fn throttled_until(cluster: &Cluster, sent_to: &[(i32, Vec<usize>)], todo: &[usize]) -> Option<Instant> {
+    sent_to
+        .iter()
+        .filter(|(_, idx)| idx.iter().any(|i| todo.binary_search(i).is_ok()))
+        .filter_map(|(leader, _)| cluster.throttled_until(ConnKey::Broker(*leader)))
+        .max()
 }
 
 /// A Produce request in flight and the batches (by index) it carries.
@@ -226,7 +253,7 @@ fn collect(
 ) {
     loop {
         sent.retain(|f| {
-            let answer = match (cluster.connection(f.leader), &f.pending) {
+            let answer = match (cluster.existing(ConnKey::Broker(f.leader)), &f.pending) {
                 (Some(conn), Some(pending)) => conn.take(pending),
                 _ => Some(Err(Error::Connection(format!(
                     "connection to broker {} lost",

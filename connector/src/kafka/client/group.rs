@@ -20,14 +20,16 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::assignor::{self, Subscription, TopicPartition};
-use super::cluster::{self, Cluster, topic_name};
-use super::errors;
+use super::TopicPartition;
+use super::assignor::{self, Subscription};
+use super::backoff::Backoff;
+use super::cluster::{Cluster, ConnKey, topic_name};
 use crate::error::{Error, Result};
+use crate::kafka::network::poll;
+use crate::kafka::protocol::{consumer, errors};
 use crate::log;
 
 const PROTOCOL_TYPE: &str = "consumer";
-const BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct GroupSettings {
@@ -77,22 +79,21 @@ impl Membership {
         GroupId(StrBytes::from_string(self.settings.group_id.clone()))
     }
 
-    /// The connection id of the coordinator (its own connection to that node), found once
-    /// and again after it moved.
-    fn coordinator(&mut self, cluster: &mut Cluster) -> Result<i32> {
+    /// The coordinator's node id, found once and again after it moved.
+    fn find_coordinator(&mut self, cluster: &mut Cluster) -> Result<i32> {
         if let Some(node) = self.coordinator {
             return Ok(node);
         }
         let req =
             FindCoordinatorRequest::default().with_key(StrBytes::from_string(self.settings.group_id.clone()));
         let deadline = cluster.deadline();
-        let resp = cluster.any()?.request(&req, deadline)?;
+        let resp = cluster.metadata_connection()?.request(&req, deadline)?;
         errors::check(
             resp.error_code,
             &format!("FindCoordinator for group {}", self.settings.group_id),
         )?;
-        let node = cluster::coordinator_connection(resp.node_id.0);
-        cluster.add_broker(node, &resp.host, resp.port);
+        let node = resp.node_id.0;
+        cluster.add_coordinator(node, &resp.host, resp.port);
         self.coordinator = Some(node);
         Ok(node)
     }
@@ -114,6 +115,7 @@ impl Membership {
     /// Joins the group (again) and returns this member's partitions.
     pub fn join(&mut self, cluster: &mut Cluster) -> Result<Vec<TopicPartition>> {
         let give_up = Instant::now() + self.settings.rebalance_timeout + self.settings.session_timeout;
+        let mut backoff = Backoff::default();
         loop {
             match self.try_join(cluster) {
                 Ok(Some(assignment)) => {
@@ -132,12 +134,20 @@ impl Membership {
                     );
                     return Err(Error::Timeout(msg));
                 }
-                Err(e) if e.is_retriable() && Instant::now() < give_up => {
+                Err(e) if e.is_retriable() => {
+                    let now = Instant::now();
+                    let throttled = self
+                        .coordinator
+                        .and_then(|node| cluster.throttled_until(ConnKey::Coordinator(node)));
+                    let Some(at) = backoff.retry_at(now, throttled, Some(give_up)) else {
+                        return Err(e);
+                    };
                     log::warn(&format!(
-                        "joining group {}: {e}; trying again",
-                        self.settings.group_id
+                        "joining group {}: {e}; trying again in {} ms",
+                        self.settings.group_id,
+                        (at - now).as_millis()
                     ));
-                    super::poll::sleep(BACKOFF);
+                    poll::sleep(at - now);
                 }
                 Err(e) => return Err(e),
             }
@@ -146,8 +156,8 @@ impl Membership {
 
     /// One JoinGroup + SyncGroup; None when the group asks to join again at once.
     fn try_join(&mut self, cluster: &mut Cluster) -> Result<Option<Vec<TopicPartition>>> {
-        let node = self.coordinator(cluster)?;
-        let subscription = assignor::encode_subscription(&self.settings.topics);
+        let node = self.find_coordinator(cluster)?;
+        let subscription = consumer::encode_subscription(&self.settings.topics);
         let protocols = assignor::PROTOCOLS
             .iter()
             .map(|p| {
@@ -165,7 +175,7 @@ impl Membership {
             .with_protocols(protocols);
         // The coordinator holds a JoinGroup until every member has joined.
         let deadline = Instant::now() + self.settings.rebalance_timeout + Duration::from_secs(5);
-        let resp = cluster.broker(node)?.request(&req, deadline)?;
+        let resp = cluster.coordinator(node)?.request(&req, deadline)?;
         match ResponseError::try_from_code(resp.error_code) {
             None => {}
             Some(ResponseError::MemberIdRequired) => {
@@ -207,7 +217,7 @@ impl Membership {
             .map(|m| {
                 Ok(Subscription {
                     member_id: m.member_id.to_string(),
-                    topics: assignor::decode_subscription(&m.metadata)?,
+                    topics: consumer::decode_subscription(&m.metadata)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -237,7 +247,7 @@ impl Membership {
             .map(|(member, parts)| {
                 SyncGroupRequestAssignment::default()
                     .with_member_id(StrBytes::from_string(member))
-                    .with_assignment(assignor::encode_assignment(&parts))
+                    .with_assignment(consumer::encode_assignment(&parts))
             })
             .collect())
     }
@@ -249,7 +259,7 @@ impl Membership {
         protocol: &str,
         assignments: Vec<SyncGroupRequestAssignment>,
     ) -> Result<Option<Vec<TopicPartition>>> {
-        let conn = cluster.broker(node)?;
+        let conn = cluster.coordinator(node)?;
         let version = conn.version::<SyncGroupRequest>()?;
         let mut req = SyncGroupRequest::default()
             .with_group_id(self.group())
@@ -263,7 +273,7 @@ impl Membership {
         let deadline = Instant::now() + self.settings.rebalance_timeout + Duration::from_secs(5);
         let resp = conn.request_at(&req, version, deadline)?;
         match ResponseError::try_from_code(resp.error_code) {
-            None => Ok(Some(assignor::decode_assignment(&resp.assignment)?)),
+            None => Ok(Some(consumer::decode_assignment(&resp.assignment)?)),
             Some(ResponseError::RebalanceInProgress) | Some(ResponseError::IllegalGeneration) => Ok(None),
             Some(ResponseError::UnknownMemberId) => {
                 self.member_id.clear();
@@ -279,13 +289,13 @@ impl Membership {
             return Ok(Pulse::Fine);
         }
         self.next_heartbeat = Instant::now() + self.settings.heartbeat_interval;
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let req = HeartbeatRequest::default()
             .with_group_id(self.group())
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()));
         let deadline = cluster.deadline();
-        let code = match cluster.broker(node).and_then(|c| c.request(&req, deadline)) {
+        let code = match cluster.coordinator(node).and_then(|c| c.request(&req, deadline)) {
             Ok(resp) => resp.error_code,
             Err(e) if e.is_retriable() => {
                 self.coordinator = None;
@@ -322,7 +332,7 @@ impl Membership {
         cluster: &mut Cluster,
         parts: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (t, p) in parts {
             by_topic.entry(t).or_default().push(*p);
@@ -339,7 +349,7 @@ impl Membership {
             .with_group_id(self.group())
             .with_topics(Some(topics));
         let deadline = cluster.deadline();
-        let resp = cluster.broker(node)?.request(&req, deadline)?;
+        let resp = cluster.coordinator(node)?.request(&req, deadline)?;
         if resp.error_code != 0 {
             return Err(self.coordinator_error(resp.error_code, "OffsetFetch"));
         }
@@ -368,7 +378,7 @@ impl Membership {
         if offsets.is_empty() {
             return Ok(Pulse::Fine);
         }
-        let node = self.coordinator(cluster)?;
+        let node = self.find_coordinator(cluster)?;
         let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
         for ((t, p), offset) in offsets {
             by_topic.entry(t).or_default().push(
@@ -393,7 +403,7 @@ impl Membership {
             .with_retention_time_ms(-1)
             .with_topics(topics);
         let deadline = cluster.deadline();
-        let resp = cluster.broker(node)?.request(&req, deadline)?;
+        let resp = cluster.coordinator(node)?.request(&req, deadline)?;
         for p in resp.topics.iter().flat_map(|t| &t.partitions) {
             if self.pulse(p.error_code, "OffsetCommit")? == Pulse::Rejoin {
                 return Ok(Pulse::Rejoin);
@@ -407,13 +417,13 @@ impl Membership {
         if self.member_id.is_empty() {
             return;
         }
-        let Ok(node) = self.coordinator(cluster) else {
+        let Ok(node) = self.find_coordinator(cluster) else {
             return;
         };
         let member_id = StrBytes::from_string(self.member_id.clone());
         let group = self.group();
         let deadline = cluster.deadline();
-        let left = cluster.broker(node).and_then(|conn| {
+        let left = cluster.coordinator(node).and_then(|conn| {
             let version = conn.version::<LeaveGroupRequest>()?;
             // Version 3 names the leaving members in a list; older ones name one member.
             let req = if version >= 3 {

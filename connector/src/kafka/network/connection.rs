@@ -1,13 +1,12 @@
-//! One TCP connection to one broker: request framing, correlation ids, several requests in
-//! flight at once, and the API versions both sides speak. The socket is non-blocking; the
-//! owner drives it with [`Connection::interest`] and [`Connection::on_ready`] (see
-//! `poll::wait`), so many connections progress together on one thread.
+//! One connection to one broker: request framing, correlation ids, several requests in
+//! flight at once, and the API versions both sides speak, over a [`Transport`]. The
+//! transport is non-blocking; the owner drives it with [`Connection::interest`] and
+//! [`Connection::on_ready`] (see `poll::wait`), so many connections progress together on
+//! one thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
@@ -15,8 +14,11 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestH
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use super::poll::{self, Interest};
-use super::versions::{Versions, our_versions};
+use super::transport::Transport;
 use crate::error::{Error, Result};
+use crate::kafka::protocol::errors;
+use crate::kafka::protocol::throttle::ThrottleTime;
+use crate::kafka::protocol::versions::{Versions, our_versions};
 
 /// Responses larger than this are taken as a corrupt length prefix, not a real response.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -44,7 +46,7 @@ struct InFlight {
 
 pub struct Connection {
     addr: String,
-    stream: TcpStream,
+    transport: Transport,
     client_id: StrBytes,
     versions: Versions,
     next_corr: i32,
@@ -55,15 +57,18 @@ pub struct Connection {
     in_flight: VecDeque<InFlight>,
     ready: HashMap<i32, Bytes>,
     broken: Option<Error>,
+    /// Until when the broker asked not to be sent to (see `protocol::throttle`): queued
+    /// requests stay in `out` until then.
+    throttled_until: Option<Instant>,
 }
 
 impl Connection {
     /// Connects to `addr` (`host:port`) and negotiates API versions.
     pub fn open(addr: &str, client_id: &str, deadline: Instant) -> Result<Self> {
-        let stream = connect(addr, deadline)?;
+        let transport = Transport::connect(addr, deadline)?;
         let mut conn = Connection {
             addr: addr.to_string(),
-            stream,
+            transport,
             client_id: StrBytes::from_string(client_id.to_string()),
             versions: Versions::default(),
             next_corr: 1,
@@ -73,6 +78,7 @@ impl Connection {
             in_flight: VecDeque::new(),
             ready: HashMap::new(),
             broken: None,
+            throttled_until: None,
         };
         conn.negotiate(deadline)?;
         Ok(conn)
@@ -142,31 +148,61 @@ impl Connection {
         Ok(corr)
     }
 
-    /// The response to `pending`, once it has arrived.
-    pub fn take<R: Request>(&mut self, pending: &Pending<R>) -> Option<Result<R::Response>> {
-        if let Some(mut body) = self.ready.remove(&pending.corr) {
-            return Some(
-                R::Response::decode(&mut body, pending.version)
-                    .map_err(|e| Error::CorruptData(format!("undecodable response from {}: {e}", self.addr))),
-            );
+    /// The response to `pending`, once it has arrived. A response that says the broker
+    /// throttles this client holds the requests that follow until the throttle has passed.
+    pub fn take<R: Request>(&mut self, pending: &Pending<R>) -> Option<Result<R::Response>>
+    where
+        R::Response: ThrottleTime,
+    {
+        let Some(mut body) = self.ready.remove(&pending.corr) else {
+            return self.broken.clone().map(Err);
+        };
+        let resp = R::Response::decode(&mut body, pending.version)
+            .map_err(|e| Error::CorruptData(format!("undecodable response from {}: {e}", self.addr)));
+        if let Ok(r) = &resp {
+            self.throttle(r.throttled_until(Instant::now()));
         }
-        self.broken.clone().map(Err)
+        Some(resp)
+    }
+
+    fn throttle(&mut self, until: Option<Instant>) {
+        if until > self.throttled_until {
+            self.throttled_until = until;
+        }
+    }
+
+    /// Until when the broker asked not to be sent to, if that is still ahead.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.throttled_until.filter(|&t| t > Instant::now())
+    }
+
+    /// Whether requests are queued that are not on the wire yet (throttled, or waiting for
+    /// the socket).
+    pub fn has_unsent(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+
+    /// When a wait on this connection must end though the socket has nothing to say: when
+    /// a throttle holding queued requests passes.
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.throttled_until().filter(|_| self.has_unsent())
     }
 
     /// Sends `req` and waits for its response, giving up at `deadline`. A request that
     /// times out closes the connection (as Kafka clients do): its answer can no longer
     /// be matched to anyone waiting.
-    pub fn request<R: Request>(&mut self, req: &R, deadline: Instant) -> Result<R::Response> {
+    pub fn request<R: Request>(&mut self, req: &R, deadline: Instant) -> Result<R::Response>
+    where
+        R::Response: ThrottleTime,
+    {
         let version = self.version::<R>()?;
         self.request_at(req, version, deadline)
     }
 
-    pub fn request_at<R: Request>(
-        &mut self,
-        req: &R,
-        version: i16,
-        deadline: Instant,
-    ) -> Result<R::Response> {
+    pub fn request_at<R: Request>(&mut self, req: &R, version: i16, deadline: Instant) -> Result<R::Response>
+    where
+        R::Response: ThrottleTime,
+    {
         let pending = self.send(req, version)?;
         loop {
             if let Some(result) = self.take(&pending) {
@@ -178,14 +214,17 @@ impl Connection {
                 return Err(err);
             }
             let mut interest = [self.interest()];
-            poll::wait(&mut interest, deadline).map_err(|e| self.io_error(e))?;
+            let until = self.wake_at().map_or(deadline, |t| t.min(deadline));
+            poll::wait(&mut interest, until).map_err(|e| self.io_error(e))?;
             self.on_ready(interest[0]);
         }
     }
 
-    /// What to wait for on this connection's socket.
+    /// What to wait for on this connection's socket: writing only while requests are
+    /// queued and the broker does not throttle.
     pub fn interest(&self) -> Interest {
-        Interest::new(self.stream.as_raw_fd(), self.out_pos < self.out.len())
+        let write = self.has_unsent() && self.throttled_until().is_none();
+        Interest::new(self.transport.raw_fd(), write)
     }
 
     /// Moves bytes after `poll::wait` said the socket is ready.
@@ -199,8 +238,11 @@ impl Connection {
     }
 
     fn flush(&mut self) {
+        if self.throttled_until().is_some() {
+            return;
+        }
         while self.broken.is_none() && self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
+            match self.transport.write(&self.out[self.out_pos..]) {
                 Ok(0) => self.fail(Error::Connection(format!("{} closed the connection", self.addr))),
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -229,7 +271,9 @@ impl Connection {
             // `read_to_end` reads into the spare capacity without zero-filling it first
             // (std tracks what is initialized), and keeps what it read when it stops on an
             // error, WouldBlock included.
-            let read = (&mut self.stream).take(want as u64).read_to_end(&mut self.inbuf);
+            let read = (&mut self.transport)
+                .take(want as u64)
+                .read_to_end(&mut self.inbuf);
             let got = self.inbuf.len() - before;
             if got > 0 {
                 self.split_frames();
@@ -313,7 +357,7 @@ impl Connection {
         if self.broken.is_none() {
             self.broken = Some(err);
             self.in_flight.clear();
-            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            self.transport.shutdown();
         }
     }
 
@@ -337,34 +381,104 @@ impl Connection {
             version = broker_max.map_or(0, |k| k.max_version.min(version));
             resp = self.request_at(&req, version, deadline)?;
         }
-        super::errors::check(resp.error_code, "ApiVersions")?;
+        errors::check(resp.error_code, "ApiVersions")?;
         self.versions = Versions::from_response(&resp);
         Ok(())
     }
 }
 
-/// Resolves `addr` and connects to the first address that accepts, before `deadline`.
-fn connect(addr: &str, deadline: Instant) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| Error::Connection(format!("cannot resolve {addr}: {e}")))?
-        .collect();
-    let mut last = Error::Connection(format!("{addr} resolved to no address"));
-    for sa in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Error::Timeout(format!("connecting to {addr}")));
-        }
-        match TcpStream::connect_timeout(&sa, left) {
-            Ok(stream) => {
-                stream.set_nodelay(true).ok();
-                stream
-                    .set_nonblocking(true)
-                    .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
-                return Ok(stream);
-            }
-            Err(e) => last = Error::Connection(format!("cannot connect to {addr}: {e}")),
-        }
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+
+    use super::*;
+
+    /// Reads one request frame: its API version and correlation id (every request header
+    /// starts with key, version, correlation id).
+    fn read_request(s: &mut TcpStream) -> io::Result<(i16, i32)> {
+        let mut len = [0; 4];
+        s.read_exact(&mut len)?;
+        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut frame)?;
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        Ok((version, i32::from_be_bytes(frame[4..8].try_into().unwrap())))
     }
-    Err(last)
+
+    fn respond<M: Encodable + HeaderVersion>(s: &mut TcpStream, (version, corr): (i16, i32), resp: &M) {
+        let mut buf = BytesMut::new();
+        let header = ResponseHeader::default().with_correlation_id(corr);
+        header.encode(&mut buf, M::header_version(version)).unwrap();
+        resp.encode(&mut buf, version).unwrap();
+        s.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
+        s.write_all(&buf).unwrap();
+    }
+
+    /// A broker that throttles its first Metadata answer by `throttle_ms` and reports how
+    /// long after that answer the next request arrived.
+    fn throttling_broker(throttle_ms: i32) -> (String, mpsc::Receiver<Duration>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let keys = [ApiKey::ApiVersions, ApiKey::Metadata]
+                .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(12));
+            let versions = ApiVersionsResponse::default().with_api_keys(keys.to_vec());
+            let asked = read_request(&mut s).unwrap();
+            respond(&mut s, asked, &versions);
+            let first = read_request(&mut s).unwrap();
+            let answered = Instant::now();
+            respond(
+                &mut s,
+                first,
+                &MetadataResponse::default().with_throttle_time_ms(throttle_ms),
+            );
+            // An error when the client gave up first.
+            let Ok(second) = read_request(&mut s) else {
+                return;
+            };
+            tx.send(answered.elapsed()).unwrap();
+            respond(&mut s, second, &MetadataResponse::default());
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn a_throttled_broker_is_not_sent_to_before_the_throttle_passes() {
+        let (addr, held) = throttling_broker(300);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", deadline).unwrap();
+        conn.request(&MetadataRequest::default(), deadline).unwrap();
+        assert!(conn.throttled_until().is_some());
+        let pending = conn.send(&MetadataRequest::default(), 12).unwrap();
+        assert!(conn.has_unsent() && !conn.interest().write, "queued, not written");
+        assert!(conn.wake_at().is_some());
+        while conn.take(&pending).is_none() {
+            let mut interest = [conn.interest()];
+            let until = conn.wake_at().unwrap_or(deadline);
+            poll::wait(&mut interest, until).unwrap();
+            conn.on_ready(interest[0]);
+        }
+        let held = held.recv().unwrap();
+        assert!(held >= Duration::from_millis(300), "sent after {held:?}");
+        assert_eq!(conn.throttled_until(), None);
+    }
+
+    #[test]
+    fn a_throttle_outlasting_the_deadline_times_the_request_out() {
+        let (addr, _) = throttling_broker(60_000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", deadline).unwrap();
+        conn.request(&MetadataRequest::default(), deadline).unwrap();
+        let soon = Instant::now() + Duration::from_millis(100);
+        let err = conn.request(&MetadataRequest::default(), soon).unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        assert!(Instant::now() < soon + Duration::from_secs(1));
+    }
 }

@@ -1,7 +1,16 @@
 //! Record batches (format v2): encoding what a producer sends and decoding what a fetch
-//! returns, with the framing checks a fetch response needs (a truncated last batch is
-//! normal there and is left for the next fetch). Records are compressed with any codec
-//! through `compression`.
+//! returns.
+//!
+//! Encoding is kafka-protocol's `RecordBatchEncoder`, with this crate's codecs
+//! (`compression`, pure Rust) plugged into its compression hook: kafka-protocol's own are
+//! left out (its zstd and lz4 are C libraries, which do not build for wasm32-wasip2).
+//!
+//! Decoding is this module's own; kafka-protocol's decoder is not used. `decode_batches`
+//! cuts a fetch's bytes into batches (a truncated last batch is normal there and is left
+//! for the next fetch), checks each one's length, magic, CRC-32C and record count,
+//! decompresses it up to `MAX_DECOMPRESSED_BATCH` and drops control batches. Records are
+//! parsed only as they are taken (`Batch::next_record`), borrowing key, value and headers
+//! from the decompressed bytes. Every read is bounds-checked: fetched bytes are untrusted.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
@@ -107,8 +116,8 @@ pub fn decode_batches(mut data: Bytes, from: i64, what: &str) -> Result<Fetched>
             4 => Compression::Zstd,
             c => return Err(corrupt(format!("Unknown compression algorithm used: {c}"))),
         };
-        let records = decompress_records(&batch.slice(BATCH_HEADER..), compression, count)
-            .map_err(|e| batch_error(what, base, e))?;
+        let records =
+            decompress_records(&batch.slice(BATCH_HEADER..), compression, count).map_err(corrupt)?;
         out.batches.push(Batch {
             records,
             at: 0,
@@ -314,30 +323,22 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The decoder's hook, called for every batch: the bytes its records are parsed from. It
-/// also refuses a record count those bytes cannot hold, since kafka-protocol reserves
-/// room for that many records before parsing any.
-fn decompress_records(data: &Bytes, c: Compression, count: i32) -> anyhow::Result<Bytes> {
+/// One batch's records, decompressed: the bytes they are parsed from. A record count those
+/// bytes cannot hold is refused, since the source goes by the count (`Batch::left`) for
+/// back-pressure, lag and buffer sizes before any record is parsed.
+fn decompress_records(data: &Bytes, c: Compression, count: i32) -> Result<Bytes, String> {
     let records = match c {
         // Already in memory and bounded by the fetch: no copy, no limit.
         Compression::None => data.clone(),
-        c => compression::decompress(c, data, MAX_DECOMPRESSED_BATCH)?,
+        c => compression::decompress(c, data, MAX_DECOMPRESSED_BATCH).map_err(|e| match e {
+            Error::CorruptData(m) => m,
+            other => other.to_string(),
+        })?,
     };
     if i64::from(count) > (records.len() / MIN_RECORD) as i64 {
-        anyhow::bail!("{count} records cannot fit in {} bytes", records.len());
+        return Err(format!("{count} records cannot fit in {} bytes", records.len()));
     }
     Ok(records)
-}
-
-/// A batch that does not decode, named by partition and offset; our own errors from the
-/// hook keep their message without a second "corrupt data" prefix.
-fn batch_error(what: &str, base: i64, e: anyhow::Error) -> Error {
-    let detail = match e.downcast::<Error>() {
-        Ok(Error::CorruptData(m)) => m,
-        Ok(other) => other.to_string(),
-        Err(e) => e.to_string(),
-    };
-    Error::CorruptData(format!("{what}: record batch at offset {base}: {detail}"))
 }
 
 /// Splits the next complete batch off `data`; `None` when only a truncated tail is left.

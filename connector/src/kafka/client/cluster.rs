@@ -1,8 +1,8 @@
 //! The cluster as this client sees it: bootstrap, brokers and partition leaders from
-//! Metadata, and one lazily opened connection per broker.
+//! Metadata, and lazily opened connections, keyed by what they are for (`ConnKey`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
@@ -11,11 +11,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::Connection;
-use super::errors;
-use super::poll;
-use crate::config::ClientConfig;
+use super::ClientOptions;
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Connection;
+use crate::kafka::network::poll;
+use crate::kafka::protocol::errors;
 
 /// Leaders of one topic's partitions, indexed by partition number.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,37 +25,41 @@ pub struct TopicMeta {
     pub leaders: Vec<i32>,
 }
 
-/// Connection ids above this are coordinator connections (see `coordinator_connection`).
-const COORDINATOR_IDS: i32 = i32::MAX / 2;
-
-/// The connection id for talking to node `node` as a group coordinator: a connection of
-/// its own, as the Java client keeps, so group requests (heartbeats, commits) never wait
-/// behind a long-poll Fetch on the same socket (a broker answers one connection's
-/// requests in order).
-pub fn coordinator_connection(node: i32) -> i32 {
-    i32::MAX - node.clamp(0, COORDINATOR_IDS - 1)
+/// A connection to a node, by what it is for. A node that coordinates a group gets a
+/// connection of its own for the group's requests, as the Java client keeps, so a
+/// heartbeat or commit never waits behind a long-poll Fetch on the same socket (a broker
+/// answers one connection's requests in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnKey {
+    /// The node as partition leader: Produce, Fetch, ListOffsets.
+    Broker(i32),
+    /// The node as group coordinator: the group's requests.
+    Coordinator(i32),
 }
 
 pub struct Cluster {
-    config: ClientConfig,
-    request_timeout: Duration,
+    options: ClientOptions,
+    /// Broker addresses by node id, from Metadata.
     brokers: BTreeMap<i32, String>,
+    /// Coordinator addresses by node id, from FindCoordinator.
+    coordinators: BTreeMap<i32, String>,
     topics: HashMap<String, TopicMeta>,
-    conns: BTreeMap<i32, Connection>,
-    /// The connection Metadata goes over: to a bootstrap server at first.
-    any: Option<Connection>,
+    conns: BTreeMap<ConnKey, Connection>,
+    /// The connection for cluster-wide requests (Metadata, FindCoordinator...): to a
+    /// bootstrap server at first.
+    metadata: Option<Connection>,
 }
 
 impl Cluster {
     /// Connects to the first reachable bootstrap server and learns the brokers.
-    pub fn connect(config: &ClientConfig, request_timeout: Duration) -> Result<Self> {
+    pub fn connect(options: ClientOptions) -> Result<Self> {
         let mut cluster = Cluster {
-            config: config.clone(),
-            request_timeout,
+            options,
             brokers: BTreeMap::new(),
+            coordinators: BTreeMap::new(),
             topics: HashMap::new(),
             conns: BTreeMap::new(),
-            any: None,
+            metadata: None,
         };
         cluster.refresh(&[])?;
         Ok(cluster)
@@ -63,26 +67,27 @@ impl Cluster {
 
     /// When a request sent now should have its answer.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + self.request_timeout
+        Instant::now() + self.options.request_timeout
     }
 
-    /// A connection for cluster-wide requests (Metadata, CreateTopics): the last one that
-    /// worked, else each bootstrap server and known broker in turn.
-    pub fn any(&mut self) -> Result<&mut Connection> {
-        if self.any.as_ref().is_some_and(|c| c.broken().is_none()) {
-            return Ok(self.any.as_mut().expect("checked above"));
+    /// The connection for cluster-wide requests (Metadata, FindCoordinator, CreateTopics,
+    /// InitProducerId): the last one that worked, else each bootstrap server and known
+    /// broker in turn.
+    pub fn metadata_connection(&mut self) -> Result<&mut Connection> {
+        if self.metadata.as_ref().is_some_and(|c| c.broken().is_none()) {
+            return Ok(self.metadata.as_mut().expect("checked above"));
         }
         let candidates: Vec<String> = self
-            .config
-            .servers
+            .options
+            .bootstrap
             .iter()
-            .map(|s| s.to_string())
+            .cloned()
             .chain(self.brokers.values().cloned())
             .collect();
         let mut errors = Vec::new();
         for addr in candidates {
-            match Connection::open(&addr, &self.config.client_id, self.deadline()) {
-                Ok(conn) => return Ok(self.any.insert(conn)),
+            match Connection::open(&addr, &self.options.client_id, self.deadline()) {
+                Ok(conn) => return Ok(self.metadata.insert(conn)),
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -95,7 +100,7 @@ impl Cluster {
     /// Fetches Metadata for `topics` (and the broker list) and updates the cache.
     pub fn refresh(&mut self, topics: &[&str]) -> Result<()> {
         let deadline = self.deadline();
-        let conn = self.any()?;
+        let conn = self.metadata_connection()?;
         let version = conn.version::<MetadataRequest>()?;
         let request_topics = topics
             .iter()
@@ -110,22 +115,15 @@ impl Cluster {
     }
 
     fn apply(&mut self, resp: MetadataResponse) {
-        let mut brokers: BTreeMap<i32, String> = resp
+        self.brokers = resp
             .brokers
             .iter()
             .map(|b| (b.node_id.0, broker_addr(&b.host, b.port)))
             .collect();
-        // Coordinator connections are learnt from FindCoordinator, not from Metadata.
-        for (id, addr) in &self.brokers {
-            if *id > COORDINATOR_IDS {
-                brokers.insert(*id, addr.clone());
-            }
-        }
-        self.brokers = brokers;
         // A broker whose address changed gets a new connection on next use.
-        let brokers = &self.brokers;
+        let (brokers, coordinators) = (&self.brokers, &self.coordinators);
         self.conns
-            .retain(|id, c| brokers.get(id).is_some_and(|a| a == c.addr()));
+            .retain(|key, c| addr(brokers, coordinators, *key).is_some_and(|a| a == c.addr()));
         for t in resp.topics {
             let Some(name) = t.name.map(|n| n.0.to_string()) else {
                 continue;
@@ -165,52 +163,64 @@ impl Cluster {
         })
     }
 
-    /// The connection to broker `node`, opened (or reopened after a failure) on demand.
+    /// The connection to broker `node` as partition leader, opened on demand.
     pub fn broker(&mut self, node: i32) -> Result<&mut Connection> {
-        if self.conns.get(&node).is_some_and(|c| c.broken().is_some()) {
-            self.conns.remove(&node);
-        }
-        if !self.conns.contains_key(&node) {
-            let addr =
-                self.brokers.get(&node).cloned().ok_or_else(|| {
-                    Error::Connection(format!("broker {node} is not in the cluster metadata"))
-                })?;
-            let conn = Connection::open(&addr, &self.config.client_id, self.deadline())?;
-            self.conns.insert(node, conn);
-        }
-        Ok(self.conns.get_mut(&node).expect("inserted above"))
+        self.connection(ConnKey::Broker(node))
     }
 
-    /// Learns a broker's address from outside Metadata (a FindCoordinator answer).
-    pub fn add_broker(&mut self, node: i32, host: &str, port: i32) {
+    /// The connection to `node` as group coordinator, opened on demand.
+    pub fn coordinator(&mut self, node: i32) -> Result<&mut Connection> {
+        self.connection(ConnKey::Coordinator(node))
+    }
+
+    /// The connection for `key`, opened (or reopened after a failure) on demand.
+    pub fn connection(&mut self, key: ConnKey) -> Result<&mut Connection> {
+        if self.conns.get(&key).is_some_and(|c| c.broken().is_some()) {
+            self.conns.remove(&key);
+        }
+        if !self.conns.contains_key(&key) {
+            let addr = addr(&self.brokers, &self.coordinators, key)
+                .cloned()
+                .ok_or_else(|| no_address(key))?;
+            let conn = Connection::open(&addr, &self.options.client_id, self.deadline())?;
+            self.conns.insert(key, conn);
+        }
+        Ok(self.conns.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Learns a coordinator's address (from a FindCoordinator answer).
+    pub fn add_coordinator(&mut self, node: i32, host: &str, port: i32) {
         let addr = broker_addr(&StrBytes::from_string(host.to_string()), port);
-        if self.brokers.get(&node) != Some(&addr) {
-            self.conns.remove(&node);
-            self.brokers.insert(node, addr);
+        if self.coordinators.get(&node) != Some(&addr) {
+            self.conns.remove(&ConnKey::Coordinator(node));
+            self.coordinators.insert(node, addr);
         }
     }
 
-    /// The open connection to `node`, if any (without connecting).
-    pub fn connection(&mut self, node: i32) -> Option<&mut Connection> {
-        self.conns.get_mut(&node)
+    /// The open connection for `key`, if any (without connecting).
+    pub fn existing(&mut self, key: ConnKey) -> Option<&mut Connection> {
+        self.conns.get_mut(&key)
     }
 
-    /// Blocks until a connection with work in flight or queued has progress, or `deadline`.
+    /// Blocks until a connection with work in flight or queued has progress, a throttle
+    /// holding queued requests passes, or `deadline`.
     pub fn wait(&mut self, deadline: Instant) -> Result<()> {
-        let busy: Vec<i32> = self
+        let busy: Vec<ConnKey> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.broken().is_none() && (c.in_flight() > 0 || c.interest().write))
-            .map(|(id, _)| *id)
+            .filter(|(_, c)| c.broken().is_none() && (c.in_flight() > 0 || c.has_unsent()))
+            .map(|(key, _)| *key)
             .collect();
         if busy.is_empty() {
             poll::sleep(deadline.saturating_duration_since(Instant::now()));
             return Ok(());
         }
-        let mut interests: Vec<_> = busy.iter().map(|id| self.conns[id].interest()).collect();
-        poll::wait(&mut interests, deadline).map_err(|e| Error::Connection(format!("poll: {e}")))?;
-        for (id, ready) in busy.iter().zip(interests) {
-            if let Some(conn) = self.conns.get_mut(id) {
+        let mut interests: Vec<_> = busy.iter().map(|key| self.conns[key].interest()).collect();
+        let wake = busy.iter().filter_map(|key| self.conns[key].wake_at()).min();
+        let until = wake.map_or(deadline, |t| t.min(deadline));
+        poll::wait(&mut interests, until).map_err(|e| Error::Connection(format!("poll: {e}")))?;
+        for (key, ready) in busy.iter().zip(interests) {
+            if let Some(conn) = self.conns.get_mut(key) {
                 conn.on_ready(ready);
             }
         }
@@ -221,13 +231,18 @@ impl Cluster {
     pub fn has_unsent(&self) -> bool {
         self.conns
             .values()
-            .any(|c| c.broken().is_none() && c.interest().write)
+            .any(|c| c.broken().is_none() && c.has_unsent())
+    }
+
+    /// Until when the broker behind `key` asked not to be sent to, if that is still ahead.
+    pub fn throttled_until(&self, key: ConnKey) -> Option<Instant> {
+        self.conns.get(&key).and_then(Connection::throttled_until)
     }
 
     /// Creates a topic (used by tooling and tests; connectors never create topics).
     pub fn create_topic(&mut self, name: &str, partitions: i32) -> Result<()> {
         let deadline = self.deadline();
-        let timeout_ms = self.request_timeout.as_millis().min(i32::MAX as u128) as i32;
+        let timeout_ms = self.options.request_timeout.as_millis().min(i32::MAX as u128) as i32;
         let req = CreateTopicsRequest::default()
             .with_timeout_ms(timeout_ms)
             .with_topics(vec![
@@ -236,7 +251,7 @@ impl Cluster {
                     .with_num_partitions(partitions)
                     .with_replication_factor(-1),
             ]);
-        let resp = self.any()?.request(&req, deadline)?;
+        let resp = self.metadata_connection()?.request(&req, deadline)?;
         for t in resp.topics {
             errors::check(t.error_code, &format!("CreateTopics \"{name}\""))?;
         }
@@ -246,8 +261,28 @@ impl Cluster {
     /// Closes every connection.
     pub fn close(&mut self) {
         self.conns.clear();
-        self.any = None;
+        self.metadata = None;
     }
+}
+
+/// Where `key` connects: a broker's address from Metadata, a coordinator's from
+/// FindCoordinator.
+fn addr<'a>(
+    brokers: &'a BTreeMap<i32, String>,
+    coordinators: &'a BTreeMap<i32, String>,
+    key: ConnKey,
+) -> Option<&'a String> {
+    match key {
+        ConnKey::Broker(node) => brokers.get(&node),
+        ConnKey::Coordinator(node) => coordinators.get(&node),
+    }
+}
+
+fn no_address(key: ConnKey) -> Error {
+    Error::Connection(match key {
+        ConnKey::Broker(node) => format!("broker {node} is not in the cluster metadata"),
+        ConnKey::Coordinator(node) => format!("coordinator {node} has no known address"),
+    })
 }
 
 pub fn topic_name(name: &str) -> TopicName {
