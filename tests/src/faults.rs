@@ -11,6 +11,7 @@
 //! let topic = broker.new_topic("faults", 1);
 //! // ... open the connector with ("servers", &broker.addr()) ...
 //! broker.proxy().cut(); // every open connection closes now
+//! broker.proxy().cut_while_in_flight(api::FETCH); // ... as soon as a fetch is in flight
 //! broker.proxy().corrupt_responses(|api_key, frame| {
 //!     if api_key == api::FETCH && frame.len() > 100 {
 //!         frame[100] ^= 0xff;
@@ -25,9 +26,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// API keys of the requests a response hook is most likely to care about.
 pub mod api {
@@ -50,7 +51,9 @@ type Hook = Box<dyn FnMut(i16, &mut [u8]) + Send>;
 /// A TCP proxy on 127.0.0.1 that forwards every connection it accepts to one upstream
 /// address, on background threads, and injects faults on demand. It understands Kafka
 /// framing only as far as it must: responses are forwarded one whole frame at a time,
-/// so a hook sees a complete response and knows which request it answers.
+/// so a hook sees a complete response and knows which request it answers, and a test can
+/// wait until a request of some kind is in flight ([`Proxy::requests_in_flight`]) or has
+/// been answered ([`Proxy::responses`]) instead of guessing how long that takes.
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -63,11 +66,36 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     next_id: AtomicU64,
-    /// Open connections: both sockets of each, to shut them down from outside.
-    conns: Mutex<HashMap<u64, (TcpStream, TcpStream)>>,
+    /// Open connections: both sockets of each, to shut them down from outside, and the
+    /// requests forwarded on it and not answered yet.
+    conns: Mutex<HashMap<u64, Conn>>,
     /// Bytes broker→client still to forward before one connection is cut, when armed.
     cut_budget: Mutex<Option<u64>>,
+    /// The API key of the requests whose being in flight cuts every connection, when armed.
+    cut_in_flight: Mutex<Option<i16>>,
+    /// Responses forwarded to clients so far, by the API key of the request they answer.
+    responses: Mutex<HashMap<i16, u64>>,
+    gate: Mutex<Gate>,
+    /// Signalled when the gate opens.
+    gate_opened: Condvar,
     hook: Mutex<Option<Hook>>,
+}
+
+/// One forwarded connection, as seen from outside its threads.
+struct Conn {
+    client: TcpStream,
+    upstream: TcpStream,
+    /// Correlation id → API key of the requests forwarded and not yet answered.
+    requests: Arc<Mutex<HashMap<i32, i16>>>,
+}
+
+/// Holds responses back (see [`Proxy::hold_responses`]).
+#[derive(Default)]
+struct Gate {
+    /// The API key whose responses are held, and how many more pass before that.
+    armed: Option<(i16, u64)>,
+    /// Responses being held now.
+    held: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,6 +116,10 @@ impl Proxy {
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             cut_budget: Mutex::new(None),
+            cut_in_flight: Mutex::new(None),
+            responses: Mutex::new(HashMap::new()),
+            gate: Mutex::new(Gate::default()),
+            gate_opened: Condvar::new(),
             hook: Mutex::new(None),
         });
         let s = shared.clone();
@@ -105,10 +137,23 @@ impl Proxy {
     /// Closes every open connection now, both directions (the client reads end of file).
     /// New connections are accepted as before.
     pub fn cut(&self) {
-        let conns: Vec<_> = lock(&self.shared.conns).drain().collect();
-        for (_, (client, upstream)) in conns {
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = upstream.shutdown(Shutdown::Both);
+        self.shared.cut_all();
+    }
+
+    /// Arms a one-shot cut of every open connection (as [`Proxy::cut`]) for as soon as a
+    /// request with `api_key` (see [`api`]) is in flight: forwarded to the broker and not
+    /// answered yet. If one is in flight now, the cut is now; otherwise it comes right after
+    /// the next such request is forwarded, before the broker can answer it. So a cut armed
+    /// for [`api::FETCH`] lands while a consumer waits on a fetch (the broker holds a fetch
+    /// it has nothing for up to the fetch's max wait).
+    pub fn cut_while_in_flight(&self, api_key: i16) {
+        let mut armed = lock(&self.shared.cut_in_flight);
+        if self.requests_in_flight(api_key) > 0 {
+            *armed = None;
+            drop(armed);
+            self.shared.cut_all();
+        } else {
+            *armed = Some(api_key);
         }
     }
 
@@ -126,9 +171,43 @@ impl Proxy {
         *lock(&self.shared.cut_budget) = Some(n);
     }
 
-    /// Whether a cut armed by [`Proxy::cut_after_response_bytes`] is still to happen.
+    /// Whether a cut armed by [`Proxy::cut_after_response_bytes`] or
+    /// [`Proxy::cut_while_in_flight`] is still to happen.
     pub fn cut_pending(&self) -> bool {
-        lock(&self.shared.cut_budget).is_some()
+        lock(&self.shared.cut_budget).is_some() || lock(&self.shared.cut_in_flight).is_some()
+    }
+
+    /// Requests with `api_key` forwarded to the broker on an open connection and not
+    /// answered yet.
+    pub fn requests_in_flight(&self, api_key: i16) -> usize {
+        lock(&self.shared.conns)
+            .values()
+            .map(|c| lock(&c.requests).values().filter(|k| **k == api_key).count())
+            .sum()
+    }
+
+    /// Responses to requests with `api_key` forwarded to clients so far.
+    pub fn responses(&self, api_key: i16) -> u64 {
+        lock(&self.shared.responses).get(&api_key).copied().unwrap_or(0)
+    }
+
+    /// Lets `pass` more responses to requests with `api_key` through, then holds every later
+    /// one back (its connection forwards nothing more broker→client) until
+    /// [`Proxy::release_responses`]: the client waits on its request as long as the test
+    /// wants. Replaces an earlier hold, releasing what it held.
+    pub fn hold_responses(&self, api_key: i16, pass: u64) {
+        lock(&self.shared.gate).armed = Some((api_key, pass));
+        self.shared.gate_opened.notify_all();
+    }
+
+    /// Responses being held back by [`Proxy::hold_responses`] now.
+    pub fn held_responses(&self) -> usize {
+        lock(&self.shared.gate).held
+    }
+
+    /// Ends [`Proxy::hold_responses`]: what was held is forwarded, and what follows.
+    pub fn release_responses(&self) {
+        self.shared.release();
     }
 
     /// Passes every response frame from now on through `f` before it is forwarded: `f`
@@ -165,7 +244,43 @@ impl Drop for Proxy {
         self.shared.stopped.store(true, Ordering::SeqCst);
         // Wake the accept loop so that it sees the flag and ends.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        self.shared.release();
         self.cut();
+    }
+}
+
+impl Shared {
+    fn cut_all(&self) {
+        let conns: Vec<_> = lock(&self.conns).drain().collect();
+        for (_, c) in conns {
+            let _ = c.client.shutdown(Shutdown::Both);
+            let _ = c.upstream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn release(&self) {
+        lock(&self.gate).armed = None;
+        self.gate_opened.notify_all();
+    }
+
+    /// Returns once a response to a request with `api_key` may be forwarded: at once, unless
+    /// the gate holds such responses (see [`Proxy::hold_responses`]).
+    fn pass_gate(&self, api_key: i16) {
+        let mut gate = lock(&self.gate);
+        match &mut gate.armed {
+            Some((key, pass)) if *key == api_key => {
+                if *pass > 0 {
+                    *pass -= 1;
+                    return;
+                }
+            }
+            _ => return,
+        }
+        gate.held += 1;
+        while matches!(gate.armed, Some((key, 0)) if key == api_key) {
+            gate = self.gate_opened.wait(gate).unwrap_or_else(|e| e.into_inner());
+        }
+        gate.held -= 1;
     }
 }
 
@@ -208,14 +323,19 @@ fn connection(client: TcpStream, shared: Arc<Shared>) {
         let _ = upstream.shutdown(Shutdown::Both);
         return;
     };
-    lock(&shared.conns).insert(id, (c_reg, u_reg));
     // Correlation id → API key of the requests sent and not yet answered.
     let requests: Arc<Mutex<HashMap<i32, i16>>> = Arc::default();
+    let conn = Conn {
+        client: c_reg,
+        upstream: u_reg,
+        requests: requests.clone(),
+    };
+    lock(&shared.conns).insert(id, conn);
 
     let s = shared.clone();
     let r = requests.clone();
     let up = thread::Builder::new().name("proxy-up".into()).spawn(move || {
-        let _ = requests_up(c_read, u_write, &r);
+        let _ = requests_up(c_read, u_write, &r, &s);
         close(&s, id);
     });
     let _ = responses_down(upstream, client, &requests, &shared, id);
@@ -227,9 +347,9 @@ fn connection(client: TcpStream, shared: Arc<Shared>) {
 
 /// Shuts down both sockets of connection `id`, if it is still open.
 fn close(shared: &Shared, id: u64) {
-    if let Some((client, upstream)) = lock(&shared.conns).remove(&id) {
-        let _ = client.shutdown(Shutdown::Both);
-        let _ = upstream.shutdown(Shutdown::Both);
+    if let Some(c) = lock(&shared.conns).remove(&id) {
+        let _ = c.client.shutdown(Shutdown::Both);
+        let _ = c.upstream.shutdown(Shutdown::Both);
     }
 }
 
@@ -255,19 +375,35 @@ fn read_frame(from: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Client → broker: forwards requests a frame at a time, noting each one's API key by
-/// its correlation id (request header: api key i16, api version i16, correlation id i32).
+/// its correlation id (request header: api key i16, api version i16, correlation id i32),
+/// and honours a cut armed for a request in flight.
 fn requests_up(
     mut client: TcpStream,
     mut upstream: TcpStream,
     requests: &Mutex<HashMap<i32, i16>>,
+    shared: &Shared,
 ) -> io::Result<()> {
     while let Some(frame) = read_frame(&mut client)? {
+        let mut api_key = None;
         if frame.len() >= 12 {
-            let api_key = i16::from_be_bytes([frame[4], frame[5]]);
+            let key = i16::from_be_bytes([frame[4], frame[5]]);
             let corr = i32::from_be_bytes(frame[8..12].try_into().expect("4 bytes"));
-            lock(requests).insert(corr, api_key);
+            lock(requests).insert(corr, key);
+            api_key = Some(key);
         }
         upstream.write_all(&frame)?;
+        let cut = {
+            let mut armed = lock(&shared.cut_in_flight);
+            let hit = api_key.is_some() && *armed == api_key;
+            if hit {
+                *armed = None;
+            }
+            hit
+        };
+        if cut {
+            shared.cut_all();
+            return Ok(());
+        }
     }
     Ok(())
 }
@@ -283,7 +419,10 @@ fn responses_down(
 ) -> io::Result<()> {
     while let Some(mut frame) = read_frame(&mut upstream)? {
         let corr = i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
-        let api_key = lock(requests).remove(&corr).unwrap_or(-1);
+        let api_key = lock(requests).get(&corr).copied().unwrap_or(-1);
+        // Still in flight while held: its request is only answered once it is forwarded.
+        shared.pass_gate(api_key);
+        lock(requests).remove(&corr);
         if let Some(hook) = lock(&shared.hook).as_mut() {
             hook(api_key, &mut frame[4..]);
         }
@@ -308,6 +447,7 @@ fn responses_down(
             return Ok(());
         }
         client.write_all(&frame)?;
+        *lock(&shared.responses).entry(api_key).or_default() += 1;
     }
     Ok(())
 }
@@ -384,18 +524,16 @@ impl PrivateBroker {
             broker,
             proxy,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if TcpStream::connect_timeout(&broker, Duration::from_millis(200)).is_ok() {
-                return b;
-            }
-            let exited = b.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                let log = fs::read_to_string(b.dir.join("broker.log")).unwrap_or_default();
-                panic!("private broker on {broker} did not start ({exited:?}): {log}");
-            }
-            thread::sleep(Duration::from_millis(50));
+        let mut exited = None;
+        let listening = crate::wait_until_blocking(Duration::from_secs(15), || {
+            exited = b.child.try_wait().ok().flatten();
+            exited.is_some() || TcpStream::connect_timeout(&broker, Duration::from_millis(200)).is_ok()
+        });
+        if !listening || exited.is_some() {
+            let log = fs::read_to_string(b.dir.join("broker.log")).unwrap_or_default();
+            panic!("private broker on {broker} did not start within 15 s ({exited:?}): {log}");
         }
+        b
     }
 
     /// The proxy's address, "127.0.0.1:P": what the connector takes as `servers`.

@@ -2,14 +2,15 @@
 //! confluent-kafka Python wheel, driven by `tests/interop/kclient.py` with the python of the
 //! venv `scripts/interop-setup.sh` makes.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
+use crate::child::output_within;
 use crate::{broker, workspace};
 
 /// A Kafka record as librdkafka writes or reads it. `partition` is where to write it
@@ -51,24 +52,15 @@ fn python() -> PathBuf {
 /// its stdout, or panics with its stderr.
 fn kclient(command: &str, args: &[&str], stdin: &str) -> String {
     let script = workspace().join("tests/interop/kclient.py");
-    let mut child = Command::new(python())
+    let mut kclient = Command::new(python());
+    kclient
         .arg(&script)
         .args([command, "--broker", &broker()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    // A thread writes stdin so that a full stdout pipe cannot deadlock the two processes.
-    let mut pipe = child.stdin.take().expect("stdin is piped");
-    let input = stdin.to_string();
-    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("kclient.py runs");
-    writer
-        .join()
-        .expect("stdin writer")
-        .expect("write kclient.py's stdin");
+        .args(args);
+    // Far more than it takes (a consume gives up by itself after its --timeout): only a
+    // hang reaches it.
+    let what = format!("kclient.py {command} {}", args.join(" "));
+    let out = output_within(&mut kclient, stdin.as_bytes(), Duration::from_secs(180), &what);
     assert!(
         out.status.success(),
         "kclient.py {command} {} failed ({}):\n{}",

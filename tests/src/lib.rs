@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub mod child;
 
 pub mod faults;
 
@@ -147,12 +149,54 @@ pub fn metadata_value<'a>(r: &'a wit::Record, key: &str) -> Option<&'a str> {
 
 /// Reads until `n` records arrived or `timeout` passed.
 pub async fn read_n(src: &mut Source, n: usize, timeout: Duration) -> Vec<wit::Record> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < n && std::time::Instant::now() < deadline {
+    while out.len() < n && Instant::now() < deadline {
         out.extend(src.read((n - out.len()) as u32, 500).await.expect("read"));
     }
     out
+}
+
+/// How often the waits below look at their condition: often enough not to slow a test down,
+/// seldom enough not to take the CPU from what is awaited on a loaded machine.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Waits until `cond` holds, looking every few milliseconds, for at most `limit`: whether it
+/// held. For what no event announces (a proxy's counters, another process's state); give it
+/// a generous `limit` and fail naming what was awaited and what was seen.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    wait_for(limit, async || cond().then_some(())).await.is_some()
+}
+
+/// Calls `probe` every few milliseconds until it finds something, for at most `limit`: what
+/// it found, or `None` when the time was up.
+pub async fn wait_for<T>(limit: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe().await {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // The polling interval: nothing is expected to happen in it.
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`wait_until`] for code outside an async runtime: blocks the thread between looks.
+pub fn wait_until_blocking(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        // The polling interval: nothing is expected to happen in it.
+        std::thread::sleep(POLL);
+    }
 }
 
 /// The connector's error behind an `anyhow::Error`, if it is one.

@@ -7,14 +7,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use connector_host::wit::Data;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::{broker, bytes, component_path, host_binary, open_destination, read_n, record, source};
+use crate::child::Running;
+use crate::{
+    allow_servers, broker, bytes, component_path, host_binary, open_destination_at, read_n, record, source,
+};
 
 /// Writes `n` raw values `{tag}-{i}` to `topic`; returns them.
 pub async fn fill(topic: &str, n: usize, tag: &str) -> Vec<String> {
+    fill_at(&broker(), topic, n, tag).await
+}
+
+/// [`fill`] through `servers`.
+pub async fn fill_at(servers: &str, topic: &str, n: usize, tag: &str) -> Vec<String> {
     let values: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
-    let mut dst = open_destination(topic, &[]).await;
+    let mut dst = open_destination_at(servers, &[("topic", topic)]).await;
     for chunk in values.chunks(5000) {
         let batch: Vec<_> = chunk
             .iter()
@@ -30,15 +38,20 @@ pub async fn fill(topic: &str, n: usize, tag: &str) -> Vec<String> {
 /// Every value in `topic` (expecting `n`, and waiting a little longer for any extra, so
 /// that duplicates show), sorted.
 pub async fn topic_values(topic: &str, n: usize) -> Vec<String> {
+    topic_values_at(&broker(), topic, n).await
+}
+
+/// [`topic_values`] through `servers`.
+pub async fn topic_values_at(servers: &str, topic: &str, n: usize) -> Vec<String> {
     static GROUP: AtomicU32 = AtomicU32::new(0);
     let group = format!(
         "check-{}-{}",
         std::process::id(),
         GROUP.fetch_add(1, Ordering::Relaxed)
     );
-    let mut src = source(&crate::allow_broker()).await;
+    let mut src = source(&allow_servers(servers)).await;
     let cfg = crate::config(&[
-        ("servers", &broker()),
+        ("servers", servers),
         ("topic", topic),
         ("readFromBeginning", "true"),
         ("groupID", &group),
@@ -113,20 +126,18 @@ pub fn run_host_in(file: &Path, extra: &[&str], launcher: &[&str], script: &str)
     c
 }
 
-/// Waits for the host to exit within `limit`: its exit code and stderr.
-pub async fn finish(child: Child, limit: Duration) -> (i32, String) {
-    let out = tokio::time::timeout(limit, child.wait_with_output())
-        .await
-        .expect("the host exits in time")
-        .expect("wait for the host");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code().unwrap_or(-1), stderr)
+/// Runs `cmd` (see [`run_host`]) to its exit, for at most `limit`: its exit code and stderr.
+/// Past `limit` the test fails, showing what the host printed (its progress lines say what
+/// moved), and the host is killed.
+pub async fn finish(cmd: &mut Command, limit: Duration) -> (i32, String) {
+    Running::spawn(cmd).finish(limit).await
 }
 
 /// `finish`, also measuring the host's peak resident memory (bytes), sampled from
 /// `/proc/<pid>/status` (VmHWM, the high-water mark) until it exits.
-pub async fn finish_measured(child: Child, limit: Duration) -> (i32, String, u64) {
-    let pid = child.id().expect("a running host");
+pub async fn finish_measured(cmd: &mut Command, limit: Duration) -> (i32, String, u64) {
+    let host = Running::spawn(cmd);
+    let pid = host.id();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
@@ -139,11 +150,14 @@ pub async fn finish_measured(child: Child, limit: Duration) -> (i32, String, u64
                 {
                     peak.fetch_max(kib << 10, Ordering::Relaxed);
                 }
+                // The sampling period, not a wait: VmHWM only grows, so each sample holds
+                // the peak so far, and the last one before the exit the peak of the run
+                // (the status file goes with the process).
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
-    let (code, stderr) = finish(child, limit).await;
+    let (code, stderr) = host.finish(limit).await;
     sampler.abort();
     (code, stderr, peak.load(Ordering::Relaxed))
 }
@@ -176,13 +190,20 @@ pub fn written(summary: &str) -> usize {
 /// The operator's `allow` line for the test broker (a loopback address: only an operator
 /// entry naming it lets a pipeline reach it).
 pub fn allow_broker_line() -> String {
-    format!("allow = [\"{}\"]\n", broker())
+    allow_line(&broker())
+}
+
+/// The operator's `allow` line for `servers` (e.g. a private broker's proxy).
+pub fn allow_line(servers: &str) -> String {
+    format!("allow = [\"{servers}\"]\n")
 }
 
 /// A `[pipeline.<side>]` table of the bundled Kafka connector on the test broker.
 pub fn kafka_end(side: &str, settings: &str) -> String {
-    format!(
-        "[pipeline.{side}]\ntype = \"kafka\"\nsettings = {{ servers = \"{}\", {settings} }}\n",
-        broker()
-    )
+    kafka_end_at(&broker(), side, settings)
+}
+
+/// [`kafka_end`] on `servers`.
+pub fn kafka_end_at(servers: &str, side: &str, settings: &str) -> String {
+    format!("[pipeline.{side}]\ntype = \"kafka\"\nsettings = {{ servers = \"{servers}\", {settings} }}\n")
 }

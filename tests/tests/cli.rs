@@ -1,11 +1,16 @@
 //! The `connector-host` command line: write JSON Lines in, read them back out.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use integration_tests::child::output_within;
 use integration_tests::*;
+
+/// How long one command may take before the test fails (with what it printed so far):
+/// far more than any takes, so only a hang (a record lost, waited for forever) reaches it.
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn host() -> Command {
     let mut c = Command::new(host_binary());
@@ -13,37 +18,43 @@ fn host() -> Command {
     c
 }
 
+/// Runs `cmd` with `stdin`, waiting on it for at most [`LIMIT`], for `what`.
+fn run(cmd: &mut Command, stdin: &str, what: &str) -> Output {
+    output_within(cmd, stdin.as_bytes(), LIMIT, what)
+}
+
 /// `connector-host write` of `lines` (JSON Lines) to `topic`.
 fn write_lines(topic: &str, lines: &str) {
-    let mut write = host()
-        .args([
-            "write",
-            "-c",
-            &format!("servers={}", broker()),
-            "-c",
-            &format!("topic={topic}"),
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    write.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-    assert!(write.wait().unwrap().success());
+    let mut write = host();
+    write.args([
+        "write",
+        "-c",
+        &format!("servers={}", broker()),
+        "-c",
+        &format!("topic={topic}"),
+    ]);
+    let what = format!("the write of {} lines to {topic}", lines.lines().count());
+    let out = run(&mut write, lines, &what);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `connector-host read` of `n` records from the beginning of `topic`; the raw data found
 /// at `pointer` (a JSON pointer such as `/key`) of each, decoded from base64, sorted.
 fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
-    let out = host()
-        .args([
-            "read",
-            "-c",
-            &format!("servers={}", broker()),
-            "-c",
-            &format!("topic={topic}"),
-        ])
-        .args(["-c", "readFromBeginning=true", "--max", &n.to_string()])
-        .output()
-        .unwrap();
+    let mut read = host();
+    read.args([
+        "read",
+        "-c",
+        &format!("servers={}", broker()),
+        "-c",
+        &format!("topic={topic}"),
+    ])
+    .args(["-c", "readFromBeginning=true", "--max", &n.to_string()]);
+    let out = run(
+        &mut read,
+        "",
+        &format!("{n} records of {topic} (one per stdout line)"),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut values: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
@@ -72,19 +83,18 @@ fn write_then_read_through_the_command_line() {
 
 #[test]
 fn a_bad_config_exits_non_zero_naming_the_parameter() {
-    let out = host()
-        .args([
-            "validate",
-            "destination",
-            "-c",
-            "servers=a:1",
-            "-c",
-            "topic=t",
-            "-c",
-            "acks=2",
-        ])
-        .output()
-        .unwrap();
+    let mut validate = host();
+    validate.args([
+        "validate",
+        "destination",
+        "-c",
+        "servers=a:1",
+        "-c",
+        "topic=t",
+        "-c",
+        "acks=2",
+    ]);
+    let out = run(&mut validate, "", "validate to refuse acks=2");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid config \"acks\""), "{stderr}");
@@ -99,19 +109,18 @@ fn pipe_moves_records_from_a_source_to_a_destination() {
         .collect();
     write_lines(&from, &lines);
 
-    let pipe = host()
-        .args([
-            "pipe",
-            "-s",
-            &servers,
-            "-s",
-            &format!("topic={from}"),
-            "-s",
-            "readFromBeginning=true",
-        ])
-        .args(["-d", &servers, "-d", &format!("topic={to}"), "--max", "5"])
-        .output()
-        .unwrap();
+    let mut pipe = host();
+    pipe.args([
+        "pipe",
+        "-s",
+        &servers,
+        "-s",
+        &format!("topic={from}"),
+        "-s",
+        "readFromBeginning=true",
+    ])
+    .args(["-d", &servers, "-d", &format!("topic={to}"), "--max", "5"]);
+    let pipe = run(&mut pipe, "", &format!("5 records piped from {from} to {to}"));
     assert!(pipe.status.success(), "{}", String::from_utf8_lossy(&pipe.stderr));
     let stderr = String::from_utf8_lossy(&pipe.stderr);
     assert!(

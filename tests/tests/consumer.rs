@@ -1,11 +1,13 @@
 //! The source as a consumer-group member: resume from commits, redelivery of what was not
 //! acked, members splitting partitions and taking them over, several topics.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use connector_host::Source;
 use connector_host::wit::{self, Data};
+use integration_tests::faults::{PrivateBroker, api};
 use integration_tests::*;
 
 async fn write_values(topic: &str, values: impl Iterator<Item = String>) {
@@ -82,15 +84,36 @@ async fn unacked_records_come_again_after_a_restart_and_acked_ones_do_not() {
     assert_eq!(values, ["v4", "v5", "v6", "v7", "v8", "v9"]);
 }
 
-/// Reads from `src` while keeping it called, until `n` records or the deadline.
-async fn drain(src: &mut Source, n: usize, seen: &mut Vec<wit::Record>, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let start = seen.len();
-    while seen.len() - start < n && Instant::now() < deadline {
+/// How long a group may take to do what a test waits for (join, rebalance, deliver what was
+/// written): far more than it needs, so that only a hang reaches it.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Reads from `src`, acking every batch, into `seen` (each record) and `values` (the values
+/// read by any member), until `done(values)` holds; panics naming `what` after [`LIMIT`].
+async fn drain_until(
+    src: &mut Source,
+    seen: &mut Vec<wit::Record>,
+    values: &RefCell<HashSet<String>>,
+    what: &str,
+    done: impl Fn(&HashSet<String>) -> bool,
+) {
+    let deadline = Instant::now() + LIMIT;
+    while !done(&values.borrow()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {LIMIT:?}; {} values read",
+            values.borrow().len()
+        );
         let batch = src.read(100, 200).await.unwrap();
         ack_all(src, &batch).await;
+        values.borrow_mut().extend(batch.iter().map(value));
         seen.extend(batch);
     }
+}
+
+/// Whether `values` holds all of `{tag}0` to `{tag}{n - 1}`.
+fn all_of(values: &HashSet<String>, tag: &str, n: usize) -> bool {
+    (0..n).all(|i| values.contains(&format!("{tag}{i}")))
 }
 
 #[tokio::test]
@@ -98,20 +121,30 @@ async fn two_members_split_six_partitions_and_one_takes_over_when_the_other_leav
     let topic = new_topic("split", 6);
     let group = format!("split-{}", std::process::id());
     write_values(&topic, (0..600).map(|i| format!("a{i}"))).await;
+    let values = RefCell::new(HashSet::new());
 
     let mut a = open_group(&topic, &group, None).await;
     let mut seen_a = Vec::new();
-    // B joins while A keeps being called, so A hears of the rebalance and rejoins.
-    let (mut b, ()) = tokio::join!(open_group(&topic, &group, None), async {
-        drain(&mut a, usize::MAX, &mut seen_a, Duration::from_secs(4)).await;
-    });
+    // B joins while A keeps being called, so A hears of the rebalance (at its next heartbeat)
+    // and rejoins: B's open returns once both did. A's read that rejoined returns before A
+    // is called again, so from then on A reads only its own partitions.
+    let b_joined = Cell::new(false);
+    let (mut b, ()) = tokio::join!(
+        async {
+            let b = open_group(&topic, &group, None).await;
+            b_joined.set(true);
+            b
+        },
+        drain_until(&mut a, &mut seen_a, &values, "B joining", |_| b_joined.get()),
+    );
     // What is written now is read by both, each from its own partitions.
     write_values(&topic, (0..600).map(|i| format!("m{i}"))).await;
     let mut seen_b = Vec::new();
     let mark_a = seen_a.len();
+    let all_so_far = |v: &HashSet<String>| all_of(v, "a", 600) && all_of(v, "m", 600);
     tokio::join!(
-        drain(&mut a, usize::MAX, &mut seen_a, Duration::from_secs(4)),
-        drain(&mut b, usize::MAX, &mut seen_b, Duration::from_secs(4)),
+        drain_until(&mut a, &mut seen_a, &values, "A and B reading all", all_so_far),
+        drain_until(&mut b, &mut seen_b, &values, "A and B reading all", all_so_far),
     );
     let parts_a: BTreeSet<i32> = seen_a[mark_a..].iter().map(partition).collect();
     let parts_b: BTreeSet<i32> = seen_b.iter().map(partition).collect();
@@ -125,7 +158,10 @@ async fn two_members_split_six_partitions_and_one_takes_over_when_the_other_leav
     b.teardown().await.unwrap();
     write_values(&topic, (0..600).map(|i| format!("b{i}"))).await;
     let mark_a = seen_a.len();
-    drain(&mut a, 600, &mut seen_a, Duration::from_secs(20)).await;
+    drain_until(&mut a, &mut seen_a, &values, "A reading what B left", |v| {
+        all_of(v, "b", 600)
+    })
+    .await;
     let parts_after: BTreeSet<i32> = seen_a[mark_a..].iter().map(partition).collect();
     assert_eq!(parts_after.len(), 6, "{parts_after:?}");
 
@@ -157,13 +193,18 @@ async fn one_source_reads_several_topics() {
 /// once followed by a sleep with nothing in flight, up to the end of the wait.)
 #[tokio::test]
 async fn a_record_written_while_a_read_waits_comes_back_in_that_read() {
-    let topic = new_topic("waiting", 1);
-    let mut src = open_group(&topic, "", None).await;
-    let mut dst = open_destination(&topic, &[]).await;
+    // A broker of its own, whose proxy tells when the source's fetch was answered.
+    let b = PrivateBroker::start();
+    let topic = b.new_topic("waiting", 1);
+    let mut src = open_source_at(&b.addr(), &topic, true).await;
+    let mut dst = open_destination_at(&b.addr(), &[("topic", &topic)]).await;
     let rec = record(None, Some(Data::Raw(b"late".to_vec())), &[]);
+    let answered = b.proxy().responses(api::FETCH);
     let write_later = async {
-        // Past the broker's hold of the first fetch (500 ms), well before the read's end.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Once a fetch of the read was answered (empty, after the broker held it 500 ms):
+        // the moment the source once slept with nothing in flight.
+        let fetched = wait_until(LIMIT, || b.proxy().responses(api::FETCH) > answered).await;
+        assert!(fetched, "no fetch was answered within {LIMIT:?}");
         dst.write(std::slice::from_ref(&rec)).await.unwrap()
     };
     // The wait ends before the first heartbeat is due (every 3 s with the default session

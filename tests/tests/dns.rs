@@ -34,21 +34,24 @@ async fn only_names_a_rule_allows_reach_the_resolver() {
     std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
     let fake = workspace().join("tests/dns/fake_dns.py");
 
+    // The host starts once the resolver says it is ready (polled every 0.1 s, for up to 30 s;
+    // exit 98 if it never is).
     let script = format!(
-        "ip link set lo up && mount --bind '{}' /etc/resolv.conf || exit 99; \
-         python3 '{}' '{}' >/dev/null 2>&1 & \
-         for _ in $(seq 50); do grep -q ready '{}' 2>/dev/null && break; sleep 0.1; done; \
+        "ip link set lo up && mount --bind '{resolv}' /etc/resolv.conf || exit 99; \
+         python3 '{fake}' '{queries}' >/dev/null 2>&1 & \
+         for _ in $(seq 300); do grep -q ready '{queries}' 2>/dev/null && break; sleep 0.1; done; \
+         grep -q ready '{queries}' || {{ echo 'the fake resolver is not ready after 30 s' >&2; exit 98; }}; \
          exec \"$0\" \"$@\"",
-        resolv.display(),
-        fake.display(),
-        queries.display(),
-        queries.display()
+        resolv = resolv.display(),
+        fake = fake.display(),
+        queries = queries.display(),
     );
     // A PID namespace too: when the host (its first process) exits, the resolver goes with it.
     let launcher = ["unshare", "--net", "--mount", "--pid", "--fork"];
     let mut cmd = run_host_in(&path, &[], &launcher, &script);
-    let (code, stderr) = finish(cmd.spawn().unwrap(), Duration::from_secs(60)).await;
+    let (code, stderr) = finish(&mut cmd, Duration::from_secs(60)).await;
     assert_ne!(code, 99, "could not set up the namespace:\n{stderr}");
+    assert_ne!(code, 98, "the fake resolver did not start:\n{stderr}");
 
     let asked = std::fs::read_to_string(&queries).unwrap_or_default();
     assert!(

@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use integration_tests::child::Running;
+use integration_tests::faults::{PrivateBroker, api};
 use integration_tests::pipelines::*;
 use integration_tests::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Scrapes `http://addr/metrics` once.
 async fn scrape(addr: &str) -> String {
@@ -28,49 +29,69 @@ fn sample(metrics: &str, name: &str, id: &str) -> Option<u64> {
     metrics.lines().find_map(|l| l.strip_prefix(&key)?.parse().ok())
 }
 
+/// How long the host may take to reach what a test waits for: far more than it needs, so that
+/// only a hang reaches it.
+const LIMIT: Duration = Duration::from_secs(60);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
     const N: usize = 50_000;
-    let (from, to) = (new_topic("drain-in", 3), new_topic("drain-out", 2));
-    let mut sent = fill(&from, N, "d").await;
+    // Writes the pipeline makes get their answers through the private broker's proxy, which
+    // lets the first few through and then holds the next back: the run is stopped with that
+    // write in flight, as certainly mid-run as can be, however fast the machine.
+    const PASSED: u64 = 3;
+    const BATCH: usize = 200;
+    let b = PrivateBroker::start();
+    let servers = b.addr();
+    let (from, to) = (b.new_topic("drain-in", 3), b.new_topic("drain-out", 2));
+    let mut sent = fill_at(&servers, &from, N, "d").await;
     sent.sort();
     let dir = scratch("drain");
     let mut file =
-        String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"t\"\nidle-exit = \"4s\"\nbatch = 200\n")
-            + &allow_broker_line();
-    file += &kafka_end(
+        format!("[[pipeline]]\nname = \"mirror\"\ntenant = \"t\"\nidle-exit = \"4s\"\nbatch = {BATCH}\n")
+            + &allow_line(&servers);
+    file += &kafka_end_at(
+        &servers,
         "source",
         &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
     );
-    file += &kafka_end("destination", &format!("topic = \"{to}\""));
+    // A held answer must not time the write out (10 s by default) on a loaded machine.
+    file += &kafka_end_at(
+        &servers,
+        "destination",
+        &format!("topic = \"{to}\", deliveryTimeout = \"60s\""),
+    );
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, &file).unwrap();
 
-    // First run: wait until records flow (seen on the metrics endpoint), then SIGTERM.
-    let mut child = run_host(&path, &["--metrics", "127.0.0.1:0"]).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut stderr = String::new();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the host announces its metrics address");
-        stderr += &line;
-        stderr.push('\n');
-        if let Some(rest) = line.strip_prefix("metrics at http://") {
-            break rest.trim_end_matches("/metrics").to_string();
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
-        let m = scrape(&addr).await;
-        if sample(&m, "records_written_total", "t/mirror").is_some_and(|w| w > 0) {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "no record moved in time:\n{m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // First run: once records flow (seen on the metrics endpoint) and a write waits on its
+    // answer, SIGTERM; the answer comes once the host drains.
+    b.proxy().hold_responses(api::PRODUCE, PASSED);
+    let mut host = Running::spawn(&mut run_host(&path, &["--metrics", "127.0.0.1:0"]));
+    let announced = host
+        .wait_for_stderr(LIMIT, "the metrics address", |s| s.contains("metrics at http://"))
+        .await;
+    let addr = announced
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics at http://"))
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut last = String::new();
+    let metrics = wait_for(LIMIT, async || {
+        last = scrape(&addr).await;
+        sample(&last, "records_written_total", "t/mirror")
+            .is_some_and(|w| w > 0)
+            .then(|| last.clone())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no record moved in {LIMIT:?}:\n{last}\n{}", host.stderr()));
+    let in_flight = wait_until(LIMIT, || b.proxy().held_responses() > 0).await;
+    assert!(
+        in_flight,
+        "no write waited on its answer within {LIMIT:?}:\n{}",
+        host.stderr()
+    );
     assert!(
         metrics.contains("# TYPE connector_records_written_total counter"),
         "{metrics}"
@@ -78,27 +99,25 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
     assert_eq!(sample(&metrics, "pipeline_running", "t/mirror"), Some(1));
     let lag = sample(&metrics, "consumer_lag_records", "t/mirror").expect("the source reports its lag");
     assert!(lag <= N as u64, "{lag}");
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    while let Some(line) = lines.next_line().await.unwrap() {
-        stderr += &line;
-        stderr.push('\n');
-    }
-    let code = child.wait().await.unwrap().code();
-    assert_eq!(code, Some(0), "a drained run exits 0:\n{stderr}");
-    assert!(stderr.contains("stopping: draining every pipeline"), "{stderr}");
+    host.terminate();
+    host.wait_for_stderr(LIMIT, "the host to start draining", |s| {
+        s.contains("stopping: draining every pipeline")
+    })
+    .await;
+    b.proxy().release_responses();
+    let (code, stderr) = host.finish(LIMIT).await;
+    assert_eq!(code, 0, "a drained run exits 0:\n{stderr}");
     let first = written(summary(&stderr, "t/mirror"));
     assert!(summary(&stderr, "t/mirror").contains("stopped ("), "{stderr}");
-    assert!(first > 0 && first < N, "stopped mid-run: {first} of {N} written");
+    // The answered writes, and the one in flight at the SIGTERM, which the drain completed.
+    let at_most = (PASSED as usize + 1) * BATCH;
+    assert!(
+        first > 0 && first <= at_most,
+        "stopped mid-run: {first} of {N} written (at most {at_most})"
+    );
 
     // Second run: resumes from the committed offsets and finishes once idle.
-    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(300)).await;
+    let (code, stderr) = finish(&mut run_host(&path, &[]), Duration::from_secs(300)).await;
     assert_eq!(code, 0, "{stderr}");
     let second = written(summary(&stderr, "t/mirror"));
     eprintln!("first run wrote {first}, the restart {second}");
@@ -107,7 +126,7 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
         N,
         "the restart neither skipped nor repeated records"
     );
-    assert_eq!(topic_values(&to, N).await, sent);
+    assert_eq!(topic_values_at(&servers, &to, N).await, sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,37 +150,17 @@ async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_res
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, &file).unwrap();
 
-    let mut child = run_host(&path, &["--drain-timeout", "2s"]).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut stderr = String::new();
+    let mut host = Running::spawn(&mut run_host(&path, &["--drain-timeout", "2s"]));
     // Once the good pipeline has moved its records, stop the host.
-    while !stderr.contains("good/mirror: running") || !stderr.contains("written 100 ") {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the host reports progress");
-        stderr += &line;
-        stderr.push('\n');
-    }
-    let pid = child.id().unwrap().to_string();
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    host.wait_for_stderr(LIMIT, "good/mirror to write its 100 records", |s| {
+        s.contains("good/mirror: running") && s.contains("written 100 ")
+    })
+    .await;
+    host.terminate();
     let stopped = Instant::now();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        stderr += &line;
-        stderr.push('\n');
-    }
-    let code = child.wait().await.unwrap().code();
+    let (code, stderr) = host.finish(LIMIT).await;
     let took = stopped.elapsed();
-    assert_eq!(
-        code,
-        Some(1),
-        "a pipeline dropped makes the exit code 1:\n{stderr}"
-    );
+    assert_eq!(code, 1, "a pipeline dropped makes the exit code 1:\n{stderr}");
     assert!(
         took < Duration::from_secs(20),
         "the host exits after the drain deadline, took {took:?}"

@@ -195,17 +195,20 @@ async fn a_source_keeps_reading_after_its_connections_are_cut() {
 
     let accepted = b.proxy().accepted();
     let open = b.proxy().open_connections();
-    // The read is blocked on its long-poll fetch when the cut comes.
+    // The read is blocked on its long-poll fetch when the cut comes: the cut is armed once
+    // the read has started (`join!` polls it first), and comes while a fetch is in flight
+    // (at once if one is, else right after the next is sent; the broker holds a fetch it
+    // has nothing for 500 ms, well inside the read's wait).
     let (read, ()) = within(Duration::from_secs(30), "read across a cut", async {
         tokio::join!(src.read(10, 1500), async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            b.proxy().cut();
+            b.proxy().cut_while_in_flight(api::FETCH);
         })
     })
     .await;
     let read = read.expect("a cut is not the caller's error");
     assert!(read.is_empty(), "{:?}", values(&read));
     assert!(open > 0, "connections were open before the cut");
+    assert!(!b.proxy().cut_pending(), "the cut came during the read");
 
     assert_eq!(dst.write(&records("after", 5)).await.unwrap().0, 5);
     let read = read_values(&mut src, 5, Duration::from_secs(20)).await;

@@ -95,11 +95,9 @@ async fn hostile_guests_are_stopped_while_a_good_pipeline_moves_every_record() {
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, &file).unwrap();
 
-    let child = run_host(&path, &["--metrics", &format!("127.0.0.1:{metrics_port}")])
-        .env("HOSTILE_SECRET", "s3cret-env")
-        .spawn()
-        .unwrap();
-    let (code, stderr, peak) = finish_measured(child, Duration::from_secs(120)).await;
+    let mut host = run_host(&path, &["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    host.env("HOSTILE_SECRET", "s3cret-env");
+    let (code, stderr, peak) = finish_measured(&mut host, Duration::from_secs(120)).await;
 
     eprintln!("PEAK {} MiB\n{stderr}", peak >> 20);
     assert_eq!(code, 1, "failed pipelines make the exit code 1:\n{stderr}");
@@ -266,7 +264,7 @@ async fn pipelines_of_several_tenants_run_to_completion_and_every_record_arrives
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, &file).unwrap();
 
-    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(120)).await;
+    let (code, stderr) = finish(&mut run_host(&path, &[]), Duration::from_secs(120)).await;
     assert_eq!(code, 0, "{stderr}");
     for id in [
         "acme/mirror",
@@ -319,7 +317,7 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, &file).unwrap();
 
-    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(60)).await;
+    let (code, stderr) = finish(&mut run_host(&path, &[]), Duration::from_secs(60)).await;
     assert_eq!(code, 1);
     let at = format!(
         "{}:21: pipeline t/acks destination: invalid config \"acks\"",
@@ -334,7 +332,7 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
         file.replace("tenant = \"t\"\nallow", "tenant = \"t\"\nbatchh = 5\nallow"),
     )
     .unwrap();
-    let (code, stderr) = finish(run_host(&path, &[]).spawn().unwrap(), Duration::from_secs(60)).await;
+    let (code, stderr) = finish(&mut run_host(&path, &[]), Duration::from_secs(60)).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("line 4") && stderr.contains("batchh"), "{stderr}");
 }
@@ -361,7 +359,7 @@ async fn tenants_hoarding_sockets_stop_at_their_caps_and_the_hosts_budget_and_th
 
     // 400 descriptors: the host keeps 256 for itself, so its sockets budget is 144.
     let mut limited = run_host_in(&path, &[], &[], "ulimit -n 400 && exec \"$0\" \"$@\"");
-    let (code, stderr) = finish(limited.spawn().unwrap(), Duration::from_secs(60)).await;
+    let (code, stderr) = finish(&mut limited, Duration::from_secs(60)).await;
 
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -405,7 +403,7 @@ async fn with_tenant_folders_a_tenant_reaches_only_its_own_files() {
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, copy("hooli")).unwrap();
     let (code, stderr) = finish(
-        run_host(&path, &["--tenant-folders"]).spawn().unwrap(),
+        &mut run_host(&path, &["--tenant-folders"]),
         Duration::from_secs(60),
     )
     .await;
@@ -416,7 +414,7 @@ async fn with_tenant_folders_a_tenant_reaches_only_its_own_files() {
     // Another tenant naming the same path finds its own folder, not hooli's file.
     std::fs::write(&path, copy("hooli") + &copy("mallory")).unwrap();
     let (code, stderr) = finish(
-        run_host(&path, &["--tenant-folders"]).spawn().unwrap(),
+        &mut run_host(&path, &["--tenant-folders"]),
         Duration::from_secs(60),
     )
     .await;

@@ -1,0 +1,338 @@
+//! The consumer benchmark: one topic filled once, then each side reads all of it from the
+//! beginning in a child process of its own, with a fresh group; the parent compares the
+//! sides' median runs.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use connector_host::{Allowlist, DataRef, EngineOptions, Limits, Runtime, SharedEngine};
+use integration_tests::{broker, component_cache, component_path, new_topic};
+
+use crate::librdkafka::{consume_librdkafka, produce_librdkafka, topic_records};
+use crate::process::{process_cpu, run_child, status_kib};
+use crate::records::generate;
+use crate::stats::{Rounds, Run, met, number};
+use crate::{DISTINCT_KEYS, PARTITIONS, SIDES, TARGET_RATIO};
+
+/// Value size of the records the consumer benchmark reads.
+const CONSUME_SIZE: usize = 100;
+/// `source.read-batch(max, wait-ms)` as the benchmark calls it.
+const READ_MAX: u32 = 10_000;
+pub(crate) const READ_WAIT_MS: u32 = 1_000;
+/// librdkafka's `fetch.queue.backoff.ms` in the consumer benchmark (its default is 1000).
+pub(crate) const LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS: &str = "10";
+/// A side that gets no record for this long has stalled: the run fails (a broken run, not a
+/// slow one).
+pub(crate) const STALL: Duration = Duration::from_secs(60);
+
+/// What one consumer child measured.
+struct ConsumeMeasured {
+    /// Its `seconds` run from the group joined (partitions assigned) to the last record.
+    run: Run,
+    /// From `open()`/`subscribe()` to the partitions assigned (not in `seconds`).
+    join_ms: f64,
+    /// From the clock's start to the first record.
+    first_ms: f64,
+    /// CPU time (user + system, all threads) of the side's process on the clock.
+    cpu_seconds: f64,
+}
+
+impl std::ops::Deref for ConsumeMeasured {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
+pub(crate) fn parent(count: usize, rounds: usize) -> Result<()> {
+    let component = component_path();
+    let exe = std::env::current_exe()?;
+    let version = rdkafka::util::get_rdkafka_version().1;
+    println!(
+        "consumer benchmark: {count} records of {CONSUME_SIZE} B in one {PARTITIONS}-partition topic, read from the beginning by each side with a fresh group"
+    );
+    println!(
+        "  topic filled once by librdkafka {version} (acks=all, idempotence, snappy, murmur2_random), keys key-{{i % {DISTINCT_KEYS}}}"
+    );
+    println!(
+        "  ours: {} through connector_host, source readFromBeginning=true, read-batch({READ_MAX}, {READ_WAIT_MS}) in a loop, every batch acked (ack-batch); commit settings default",
+        component.display()
+    );
+    println!(
+        "  librdkafka {version}: BaseConsumer, one poll per message, auto.offset.reset=earliest, enable.auto.commit=true, fetch.queue.backoff.ms={LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS} (default 1000: whole-second stalls), other settings default"
+    );
+    println!(
+        "  clock: from the partitions assigned (ours: open() returned; librdkafka: the assign callback) to the last record received"
+    );
+    println!();
+
+    let topic = new_topic("bench-consume", PARTITIONS);
+    eprintln!("bench: filling {topic} with {count} x {CONSUME_SIZE} B through librdkafka ...");
+    let fill = {
+        let records = generate(CONSUME_SIZE, count);
+        produce_librdkafka(&topic, &records)?
+    };
+    let in_topic = topic_records(&topic)?;
+    ensure!(
+        in_topic == count as u64,
+        "{topic} holds {in_topic} records after the fill, not {count}"
+    );
+    eprintln!("bench: filled {topic} in {:.3} s", fill.as_secs_f64());
+
+    let run = |side: &str| {
+        eprintln!("bench: {side} reads {count} records from {topic} ...");
+        let what = format!("the {side} consumer run");
+        let stdout = run_child(&exe, &["consume-run", side, &topic, &count.to_string()], &what)?;
+        parse_consume_result(&stdout).with_context(|| format!("{what} said: {stdout}"))
+    };
+    let rounds = Rounds::run(rounds, run)?;
+    let ratio = rounds.ratio();
+    println!(
+        "{:<11} {:>12} {:>9} {:>14} {:>7} {:>9} {:>10} {:>16}",
+        "side", "records/s", "MB/s", "peak RSS MiB", "CPU s", "join ms", "first ms", "ours/librdkafka"
+    );
+    for (side, m) in SIDES.iter().zip(&rounds.median) {
+        println!(
+            "{:<11} {:>12.0} {:>9.1} {:>14.1} {:>7.2} {:>9.0} {:>10.0} {:>16}",
+            side,
+            m.records_per_sec(),
+            m.mb_per_sec(),
+            m.peak_mib(),
+            m.cpu_seconds,
+            m.join_ms,
+            m.first_ms,
+            if *side == "ours" {
+                format!("{ratio:.2}x")
+            } else {
+                String::new()
+            },
+        );
+    }
+    println!();
+    println!("{}", rounds.spread());
+    println!("each side received exactly {count} records, every (partition, offset) once;");
+    println!(
+        "peak RSS = VmHWM of the side's whole process (ours: host, wasmtime, compiled component, guest memory);"
+    );
+    println!("CPU = user + system time of the side's process (all its threads) on the clock;");
+    println!(
+        "join = open() (ours) or subscribe() to the assignment (librdkafka), outside the clock; first = clock start to the first record."
+    );
+    println!();
+    println!("targets (reported, never failing the run):");
+    println!(
+        "  consume throughput ours >= {TARGET_RATIO:.1}x librdkafka: {ratio:.2}x  {}",
+        met(ratio >= TARGET_RATIO)
+    );
+    Ok(())
+}
+
+fn parse_consume_result(stdout: &str) -> Result<ConsumeMeasured> {
+    let (v, run) = Run::parse(stdout)?;
+    Ok(ConsumeMeasured {
+        run,
+        join_ms: number(&v, "join_ms")?,
+        first_ms: number(&v, "first_ms")?,
+        cpu_seconds: number(&v, "cpu_seconds")?,
+    })
+}
+
+/// What a consumer side saw.
+pub(crate) struct Consumed {
+    pub(crate) tally: Tally,
+    pub(crate) elapsed: Duration,
+    /// Process CPU time on the clock.
+    pub(crate) cpu: Duration,
+    pub(crate) join: Duration,
+    pub(crate) first: Duration,
+}
+
+pub(crate) fn child(side: &str, topic: &str, count: usize) -> Result<()> {
+    let c = match side {
+        "ours" => consume_ours(topic, count)?,
+        "librdkafka" => consume_librdkafka(topic, count)?,
+        _ => bail!("unknown side {side}"),
+    };
+    let peak_kib = status_kib("VmHWM")?;
+    let t = &c.tally;
+    ensure!(
+        t.duplicates == 0,
+        "{side}: {} of {} records were duplicates",
+        t.duplicates,
+        t.records
+    );
+    ensure!(
+        t.records == count as u64,
+        "{side}: {} records received, not {count}",
+        t.records
+    );
+    let seconds = c.elapsed.as_secs_f64();
+    eprintln!(
+        "bench: {side} read {} records from {topic} in {seconds:.3} s, {:.2} s CPU (join {:.0} ms, first record {:.0} ms), peak {} MiB",
+        t.records,
+        c.cpu.as_secs_f64(),
+        c.join.as_secs_f64() * 1e3,
+        c.first.as_secs_f64() * 1e3,
+        peak_kib / 1024
+    );
+    println!(
+        "RESULT {}",
+        serde_json::json!({
+            "side": side,
+            "records": t.records,
+            "value_bytes": t.value_bytes,
+            "seconds": seconds,
+            "peak_kib": peak_kib,
+            "join_ms": c.join.as_secs_f64() * 1e3,
+            "first_ms": c.first.as_secs_f64() * 1e3,
+            "cpu_seconds": c.cpu.as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+/// Counts records and finds duplicates: one bitset of offsets per partition.
+pub(crate) struct Tally {
+    pub(crate) records: u64,
+    pub(crate) value_bytes: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) seen: Vec<Vec<u64>>,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Self {
+        Tally {
+            records: 0,
+            value_bytes: 0,
+            duplicates: 0,
+            seen: vec![Vec::new(); PARTITIONS as usize],
+        }
+    }
+
+    pub(crate) fn add(&mut self, partition: i32, offset: i64, value_len: usize) -> Result<()> {
+        ensure!(
+            (0..PARTITIONS).contains(&partition) && offset >= 0,
+            "a record at partition {partition}, offset {offset}"
+        );
+        ensure!(
+            value_len == CONSUME_SIZE,
+            "a record of {value_len} B at {partition}@{offset}, not {CONSUME_SIZE} B"
+        );
+        let bits = &mut self.seen[partition as usize];
+        let (word, bit) = (offset as usize / 64, offset as usize % 64);
+        if bits.len() <= word {
+            bits.resize((word + 1).next_power_of_two(), 0);
+        }
+        if bits[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+        }
+        bits[word] |= 1 << bit;
+        self.records += 1;
+        self.value_bytes += value_len as u64;
+        Ok(())
+    }
+}
+
+pub(crate) fn fresh_group(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A numeric metadata entry of a source record (`kafka.partition`, `kafka.offset`).
+fn metadata_num<T: std::str::FromStr>(value: Option<&str>, key: &str) -> Result<T> {
+    value
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("a record without a numeric {key}"))
+}
+
+fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
+    let broker = broker();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let runtime = Runtime::load(&SharedEngine::new(&EngineOptions::default())?, &component_path(), &component_cache())?;
+        let mut allow = Allowlist::default();
+        allow.allow_servers(&broker)?;
+        let mut src = runtime
+            .instantiate("bench/source", &allow, &Limits::default())
+            .await?
+            .into_source();
+        let group = fresh_group("bench-ours");
+        let config: Vec<(String, String)> = [
+            ("servers", broker.as_str()),
+            ("topic", topic),
+            ("readFromBeginning", "true"),
+            ("groupID", group.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let t = Instant::now();
+        src.open(&config, None).await?;
+        let join = t.elapsed();
+
+        let mut tally = Tally::new();
+        let start = Instant::now();
+        let cpu_start = process_cpu()?;
+        let (mut first, mut last) = (None, start);
+        let (mut reads, mut empty, mut in_read, mut in_ack) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+        // The longest read call shows a stall (a read that waited with records left).
+        let mut longest = Duration::ZERO;
+        let mut cpu_end = cpu_start;
+        while tally.records < count as u64 {
+            let t = Instant::now();
+            let batch = src.read_batch(READ_MAX, READ_WAIT_MS).await?;
+            let now = Instant::now();
+            in_read += now - t;
+            longest = longest.max(now - t);
+            reads += 1;
+            if batch.is_empty() {
+                empty += 1;
+                ensure!(
+                    now - last < STALL,
+                    "ours: no record for {STALL:?} after {} of {count}",
+                    tally.records
+                );
+                continue;
+            }
+            first.get_or_insert(now - start);
+            last = now;
+            if tally.records + batch.len() as u64 >= count as u64 {
+                cpu_end = process_cpu()?;
+            }
+            let mut positions = Vec::with_capacity(batch.len());
+            for r in batch.iter() {
+                let len = match r.after() {
+                    Some(DataRef::Raw(v)) => v.len(),
+                    _ => bail!("ours: a record without a raw value"),
+                };
+                tally.add(
+                    metadata_num(r.metadata_value("kafka.partition"), "kafka.partition")?,
+                    metadata_num(r.metadata_value("kafka.offset"), "kafka.offset")?,
+                    len,
+                )?;
+                positions.push(r.position());
+            }
+            let t = Instant::now();
+            src.ack_batch(positions).await?;
+            in_ack += t.elapsed();
+        }
+        let elapsed = last - start;
+        src.teardown().await?;
+        eprintln!(
+            "bench: ours: {reads} read calls ({empty} empty, the longest {:.1} ms), {:.3} s in read, {:.3} s in ack, {:.3} s in the bench's own bookkeeping",
+            longest.as_secs_f64() * 1e3,
+            in_read.as_secs_f64(),
+            in_ack.as_secs_f64(),
+            (elapsed.saturating_sub(in_read + in_ack)).as_secs_f64(),
+        );
+        Ok(Consumed {
+            tally,
+            elapsed,
+            cpu: cpu_end.saturating_sub(cpu_start),
+            join,
+            first: first.unwrap_or_default(),
+        })
+    })
+}

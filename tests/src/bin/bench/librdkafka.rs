@@ -1,0 +1,214 @@
+//! The yardstick: librdkafka (through rdkafka) producing and consuming the same records as
+//! the connector, against the same broker.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use connector_host::wit;
+use integration_tests::{broker, new_topic};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Message};
+
+use crate::PARTITIONS;
+use crate::consumer::{Consumed, LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS, READ_WAIT_MS, STALL, Tally, fresh_group};
+use crate::process::process_cpu;
+use crate::records::raw;
+
+// ---------------------------------------------------------------------------------------------
+// Producer.
+
+/// Counts delivery reports; the run fails if any record failed.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("bench: librdkafka: {error}: {reason}");
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+pub(crate) fn run_librdkafka(records: &[wit::Record]) -> Result<(Duration, String)> {
+    let topic = new_topic("bench-librdkafka", PARTITIONS);
+    let elapsed = produce_librdkafka(&topic, records)?;
+    Ok((elapsed, topic))
+}
+
+/// Writes `records` to `topic` with librdkafka (acks=all, idempotence, snappy, murmur2) and
+/// returns the time from the first send to `flush()` returning, every record delivered.
+pub(crate) fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result<Duration> {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("client.id", "bench-librdkafka")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.codec", "snappy")
+        // The Java client's (and the connector's) partitioner, so both sides fill the same partitions.
+        .set("partitioner", "murmur2_random")
+        .create_with_context(Deliveries::default())
+        .context("cannot create the librdkafka producer")?;
+
+    let start = Instant::now();
+    for (i, r) in records.iter().enumerate() {
+        let mut record = BaseRecord::to(topic)
+            .key(raw(&r.key))
+            .payload(raw(&r.payload.after));
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => bail!("librdkafka refused record {i}: {e}"),
+            }
+        }
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .context("librdkafka flush")?;
+    let elapsed = start.elapsed();
+
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    let delivered = ctx.delivered.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!(
+            "librdkafka: {failed} delivery errors, the first: {}",
+            ctx.first_error.lock().unwrap().clone().unwrap_or_default()
+        );
+    }
+    ensure!(
+        delivered == records.len() as u64,
+        "librdkafka: {delivered} of {} records reported delivered",
+        records.len()
+    );
+    Ok(elapsed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer.
+
+/// Records in `topic` (high minus low watermark, summed over its partitions).
+pub(crate) fn topic_records(topic: &str) -> Result<u64> {
+    let client: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()
+        .context("cannot create a librdkafka client")?;
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let (low, high) = client
+            .client()
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .with_context(|| format!("watermarks of {topic}-{p}"))?;
+        total += (high - low) as u64;
+    }
+    Ok(total)
+}
+
+/// Notes when librdkafka got its partitions, and the process CPU time then.
+#[derive(Default)]
+struct Assigned(Mutex<Option<(Instant, Duration)>>);
+
+impl ClientContext for Assigned {
+    fn error(&self, error: KafkaError, reason: &str) {
+        eprintln!("bench: librdkafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Assigned {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(parts) = rebalance
+            && parts.count() > 0
+        {
+            self.0
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| (Instant::now(), process_cpu().unwrap_or_default()));
+        }
+    }
+}
+
+pub(crate) fn consume_librdkafka(topic: &str, count: usize) -> Result<Consumed> {
+    let consumer: BaseConsumer<Assigned> = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("client.id", "bench-librdkafka")
+        .set("group.id", fresh_group("bench-librdkafka"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        // The one setting off its default: with 1000 ms, a partition whose prefetch queue passed
+        // queued.min.messages (100,000, i.e. whenever the application falls behind the fetcher, as
+        // it does here against a local broker) is not fetched for a whole second, so the run took
+        // 0.95 s, 1.8 s or 2.8 s at the same CPU time. librdkafka's docs advise lowering it
+        // against such ~1 s stalls; 10 ms makes the yardstick steady (and no slower).
+        .set("fetch.queue.backoff.ms", LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS)
+        .create_with_context(Assigned::default())
+        .context("cannot create the librdkafka consumer")?;
+    let subscribed = Instant::now();
+    consumer.subscribe(&[topic])?;
+
+    let mut tally = Tally::new();
+    let (mut first, mut last) = (None, subscribed);
+    while tally.records < count as u64 {
+        match consumer.poll(Duration::from_millis(READ_WAIT_MS as u64)) {
+            None => ensure!(
+                last.elapsed() < STALL,
+                "librdkafka: no record for {STALL:?} after {} of {count}",
+                tally.records
+            ),
+            Some(Err(e)) => bail!("librdkafka: {e}"),
+            Some(Ok(m)) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+                tally.add(m.partition(), m.offset(), m.payload().map_or(0, <[u8]>::len))?;
+            }
+        }
+    }
+    let cpu_end = process_cpu()?;
+    let (start, cpu_start) = consumer
+        .context()
+        .0
+        .lock()
+        .unwrap()
+        .context("librdkafka delivered records without an assignment")?;
+    // Closing (a last commit, leaving the group) is outside the clock, as teardown is for ours.
+    drop(consumer);
+    Ok(Consumed {
+        tally,
+        elapsed: last - start,
+        cpu: cpu_end.saturating_sub(cpu_start),
+        join: start - subscribed,
+        first: first.map_or(Duration::ZERO, |f| f - start),
+    })
+}
