@@ -12,8 +12,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::TopicPartition;
 use super::backoff::Backoff;
-use super::cluster::{Cluster, ConnKey, broker_id, topic_name};
+use super::cluster::{Cluster, ConnKey, broker_id};
 use super::offsets::list_offsets;
+use super::per_topic;
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
 use crate::kafka::protocol::batch::{self, Batch};
@@ -216,28 +217,21 @@ impl Fetcher {
     /// A broker fills an answer in request order until `FETCH_MAX_BYTES`: each request
     /// starts one topic and one partition further, so no partition starves the others.
     fn request(&self, parts: &[&TopicPartition], rotation: usize) -> FetchRequest {
-        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
-        for tp in parts {
-            topics.entry(&tp.0).or_default().push(
-                FetchPartition::default()
-                    .with_partition(tp.1)
-                    .with_fetch_offset(self.offsets[*tp])
-                    .with_current_leader_epoch(-1)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(PARTITION_MAX_BYTES),
-            );
-        }
-        let mut topics: Vec<FetchTopic> = topics
-            .into_iter()
-            .map(|(t, mut ps)| {
-                let by = rotation % ps.len();
-                ps.rotate_left(by);
-                FetchTopic::default()
-                    .with_topic(topic_name(t))
-                    .with_partitions(ps)
-            })
-            .collect();
+        let partitions = parts.iter().map(|tp| {
+            let part = FetchPartition::default()
+                .with_partition(tp.1)
+                .with_fetch_offset(self.offsets[*tp])
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(PARTITION_MAX_BYTES);
+            (tp.0.as_str(), part)
+        });
+        let mut topics: Vec<FetchTopic> = per_topic(partitions, |name, mut ps| {
+            let by = rotation % ps.len();
+            ps.rotate_left(by);
+            FetchTopic::default().with_topic(name).with_partitions(ps)
+        });
         let by = rotation % topics.len().max(1);
         topics.rotate_left(by);
         FetchRequest::default()

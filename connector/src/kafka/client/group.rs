@@ -23,7 +23,8 @@ use kafka_protocol::protocol::StrBytes;
 use super::TopicPartition;
 use super::assignor::{self, Subscription};
 use super::backoff::Backoff;
-use super::cluster::{Cluster, ConnKey, topic_name};
+use super::cluster::{Cluster, ConnKey};
+use super::per_topic;
 use crate::error::{Error, Result};
 use crate::kafka::network::poll;
 use crate::kafka::protocol::{consumer, errors};
@@ -333,18 +334,11 @@ impl Membership {
         parts: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
         let node = self.find_coordinator(cluster)?;
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (t, p) in parts {
-            by_topic.entry(t).or_default().push(*p);
-        }
-        let topics = by_topic
-            .into_iter()
-            .map(|(t, ps)| {
-                OffsetFetchRequestTopic::default()
-                    .with_name(topic_name(t))
-                    .with_partition_indexes(ps)
-            })
-            .collect();
+        let topics = per_topic(parts.iter().map(|(t, p)| (t.as_str(), *p)), |name, ps| {
+            OffsetFetchRequestTopic::default()
+                .with_name(name)
+                .with_partition_indexes(ps)
+        });
         let req = OffsetFetchRequest::default()
             .with_group_id(self.group())
             .with_topics(Some(topics));
@@ -379,23 +373,18 @@ impl Membership {
             return Ok(Pulse::Fine);
         }
         let node = self.find_coordinator(cluster)?;
-        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for ((t, p), offset) in offsets {
-            by_topic.entry(t).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(*p)
-                    .with_committed_offset(*offset)
-                    .with_committed_leader_epoch(-1),
-            );
-        }
-        let topics = by_topic
-            .into_iter()
-            .map(|(t, ps)| {
-                OffsetCommitRequestTopic::default()
-                    .with_name(topic_name(t))
-                    .with_partitions(ps)
-            })
-            .collect();
+        let partitions = offsets.iter().map(|((t, p), offset)| {
+            let part = OffsetCommitRequestPartition::default()
+                .with_partition_index(*p)
+                .with_committed_offset(*offset)
+                .with_committed_leader_epoch(-1);
+            (t.as_str(), part)
+        });
+        let topics = per_topic(partitions, |name, ps| {
+            OffsetCommitRequestTopic::default()
+                .with_name(name)
+                .with_partitions(ps)
+        });
         let req = OffsetCommitRequest::default()
             .with_group_id(self.group())
             .with_generation_id_or_member_epoch(self.generation)

@@ -15,12 +15,30 @@ pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use kafka_protocol::messages::TopicName;
 
 pub use producer::Acks;
 
 /// A topic and a partition of it.
 pub type TopicPartition = (String, i32);
+
+/// Request entries grouped per topic, topics in name order, as every request that names
+/// partitions lists them; `topic` makes a topic's entry of its name and its partitions'.
+pub fn per_topic<'a, P, T>(
+    parts: impl IntoIterator<Item = (&'a str, P)>,
+    mut topic: impl FnMut(TopicName, Vec<P>) -> T,
+) -> Vec<T> {
+    let mut by: BTreeMap<&str, Vec<P>> = BTreeMap::new();
+    for (t, p) in parts {
+        by.entry(t).or_default().push(p);
+    }
+    by.into_iter()
+        .map(|(t, ps)| topic(cluster::topic_name(t), ps))
+        .collect()
+}
 
 /// How to reach a cluster; the connector's config builds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

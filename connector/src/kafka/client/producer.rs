@@ -12,7 +12,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId};
 
 use super::backoff::Backoff;
-use super::cluster::{Cluster, ConnKey, topic_name};
+use super::cluster::{Cluster, ConnKey};
+use super::per_topic;
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Pending;
 use crate::kafka::protocol::errors;
@@ -218,23 +219,18 @@ fn send_round(
 }
 
 fn request(batches: &[PartitionBatch], idx: &[usize], acks: Acks, timeout_ms: i32) -> ProduceRequest {
-    let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
-    for &i in idx {
+    let partitions = idx.iter().map(|&i| {
         let b = &batches[i];
-        topics.entry(&b.topic).or_default().push(
-            PartitionProduceData::default()
-                .with_index(b.partition)
-                .with_records(Some(b.records.clone())),
-        );
-    }
-    let topic_data = topics
-        .into_iter()
-        .map(|(t, parts)| {
-            TopicProduceData::default()
-                .with_name(topic_name(t))
-                .with_partition_data(parts)
-        })
-        .collect();
+        let part = PartitionProduceData::default()
+            .with_index(b.partition)
+            .with_records(Some(b.records.clone()));
+        (b.topic.as_str(), part)
+    });
+    let topic_data = per_topic(partitions, |name, parts| {
+        TopicProduceData::default()
+            .with_name(name)
+            .with_partition_data(parts)
+    });
     ProduceRequest::default()
         .with_transactional_id(None)
         .with_acks(acks.wire())
