@@ -19,7 +19,7 @@ bench *ARGS:
 
 # Unit tests (natively), then integration tests through the host against a fresh broker.
 test: build
-    cargo test -p kafka-connector -p connector-host
+    cargo test -p connector-format -p kafka-connector -p connector-host
     scripts/interop-setup.sh
     scripts/broker.sh run cargo test -p integration-tests --no-fail-fast
 

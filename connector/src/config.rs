@@ -10,6 +10,7 @@ use connector_format::duration;
 use crate::error::{Error, Result};
 use crate::kafka::client::ClientOptions;
 use crate::kafka::protocol::compression::Compression;
+use crate::position::MAX_NAME;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamType {
@@ -354,6 +355,14 @@ impl SourceConfig {
         if topics.is_empty() {
             return Err(Error::config(TOPIC, "topic missing"));
         }
+        if let Some(bad) = topics.iter().find(|t| !legal_topic(t)) {
+            let why = "is not a Kafka topic name (at most 249 of a-z, A-Z, 0-9, '.', '_', '-')";
+            return Err(Error::config(TOPIC, format!("{:?} {why}", shown(bad))));
+        }
+        let group_id = Some(v.string(GROUP_ID)?).filter(|g| !g.is_empty());
+        if group_id.as_ref().is_some_and(|g| g.len() > MAX_NAME) {
+            return Err(Error::config(GROUP_ID, format!("longer than {MAX_NAME} bytes")));
+        }
         let commit_size = v.int(COMMIT_OFFSETS_SIZE)?;
         if commit_size < 1 {
             return Err(Error::config(
@@ -368,7 +377,7 @@ impl SourceConfig {
         Ok(SourceConfig {
             client: ClientConfig::from_values(&v)?,
             topics,
-            group_id: Some(v.string(GROUP_ID)?).filter(|g| !g.is_empty()),
+            group_id,
             read_from_beginning: v.bool(READ_FROM_BEGINNING)?,
             commit_size: commit_size as usize,
             commit_delay: v.duration(COMMIT_OFFSETS_DELAY)?,
@@ -609,6 +618,23 @@ pub fn parse_server(s: &str) -> Result<Server> {
     })
 }
 
+/// Whether Kafka accepts `t` as a topic name.
+fn legal_topic(t: &str) -> bool {
+    (1..=249).contains(&t.len())
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The first 64 characters of a long value, for an error message.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,6 +651,23 @@ mod tests {
             Error::InvalidConfig { parameter, message } => (parameter, message),
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn topic_names_kafka_refuses_and_overlong_groups_are_config_errors() {
+        let source = |pairs: &[(&str, &str)]| SourceConfig::parse(&cfg(pairs));
+        for bad in ["a b", "t/1", "..", &"t".repeat(250)] {
+            let (param, msg) = err_of(source(&[("servers", "a:1"), ("topic", bad)]));
+            assert_eq!(param, "topic");
+            assert!(msg.contains("is not a Kafka topic name"), "{msg}");
+        }
+        assert!(source(&[("servers", "a:1"), ("topic", &"t".repeat(249))]).is_ok());
+        let long = "g".repeat(32768);
+        let (param, msg) = err_of(source(&[("servers", "a:1"), ("topic", "t"), ("groupID", &long)]));
+        assert_eq!(
+            (param.as_str(), msg.as_str()),
+            ("groupID", "longer than 32767 bytes")
+        );
     }
 
     #[test]

@@ -79,7 +79,12 @@ impl Packed {
     /// Every record, owned (for tests).
     #[cfg(test)]
     pub fn to_records(&self) -> Vec<Record> {
-        self.batch.batch().iter().map(|r| r.to_record()).collect()
+        self.batch
+            .batch()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_record())
+            .collect()
     }
 
     fn shared(&mut self, read_at: &str) -> Shared {
@@ -130,8 +135,12 @@ impl Packed {
             let b = &mut self.batch;
             let key = b.add_text_of(&[HEADER_PREFIX, &String::from_utf8_lossy(name)]);
             let value = b.add_text(&value.map(String::from_utf8_lossy).unwrap_or_default());
+            let entries = first..b.entries();
             let text = b.text_of(key);
-            match (first..b.entries()).find(|&i| b.text_of(b.entry_key(i)) == text) {
+            match entries
+                .into_iter()
+                .find(|&i| b.entry_key(i).and_then(|k| b.text_of(k)) == text)
+            {
                 Some(i) => b.set_entry_value(i, value),
                 None => b.add_entry(key, value),
             }

@@ -22,6 +22,9 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// The longest group or topic name: a Kafka string's length is an i16.
+pub const MAX_NAME: usize = i16::MAX as usize;
+
 /// The first bytes of a binary position: a marker no JSON text starts with, and the version.
 const POSITION_V1: [u8; 2] = [0xCF, 0x01];
 /// Partition and offset, after the group and topic.
@@ -91,14 +94,15 @@ impl Position {
 
     /// Every position of one partition up to its offset: built once per partition, so a
     /// record's position costs a copy and eight bytes. Group and topic names are at most
-    /// 32767 bytes in Kafka, so their lengths fit.
+    /// `MAX_NAME` bytes (config and `decode` check), so their lengths fit; a longer one
+    /// would be cut, never a panic.
     pub fn prefix(group: &str, topic: &str, partition: i32) -> Vec<u8> {
         let mut b = Vec::with_capacity(POSITION_V1.len() + 4 + group.len() + topic.len() + 4);
         b.extend_from_slice(&POSITION_V1);
         for s in [group, topic] {
-            let len = u16::try_from(s.len()).expect("Kafka names are shorter than 32768 bytes");
-            b.extend_from_slice(&len.to_be_bytes());
-            b.extend_from_slice(s.as_bytes());
+            let s = &s.as_bytes()[..s.len().min(MAX_NAME)];
+            b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            b.extend_from_slice(s);
         }
         b.extend_from_slice(&partition.to_be_bytes());
         b
@@ -120,18 +124,23 @@ impl Position {
                 String::from_utf8_lossy(bytes)
             ))
         };
-        if bytes.first() == Some(&b'{') {
-            return serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()));
+        let p: Position = if bytes.first() == Some(&b'{') {
+            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?
+        } else {
+            let p = PositionRef::parse(bytes).ok_or_else(|| invalid("malformed".into()))?;
+            let text =
+                |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| invalid("a name is not UTF-8".into()));
+            Position {
+                group: text(p.group)?,
+                topic: text(p.topic)?,
+                partition: p.partition,
+                offset: p.offset,
+            }
+        };
+        if p.group.len().max(p.topic.len()) > MAX_NAME {
+            return Err(invalid(format!("a name longer than {MAX_NAME} bytes")));
         }
-        let p = PositionRef::parse(bytes).ok_or_else(|| invalid("malformed".into()))?;
-        let text =
-            |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| invalid("a name is not UTF-8".into()));
-        Ok(Position {
-            group: text(p.group)?,
-            topic: text(p.topic)?,
-            partition: p.partition,
-            offset: p.offset,
-        })
+        Ok(p)
     }
 }
 
@@ -174,6 +183,22 @@ mod tests {
         assert_eq!(
             (r.group, r.topic, r.partition, r.offset),
             (&b"g \"1\""[..], &b"t"[..], 2, 1234)
+        );
+    }
+
+    #[test]
+    fn a_name_too_long_for_kafka_is_refused_not_a_panic() {
+        let long = "g".repeat(MAX_NAME + 1);
+        let json = format!(r#"{{"group":"{long}","topic":"t","partition":1,"offset":7}}"#);
+        let e = Position::decode(json.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("longer than 32767 bytes"), "{}", &e[..80]);
+        let p = Position::prefix(&long, "t", 0);
+        assert_eq!(
+            PositionRef::parse(&Position::with_prefix(&p, 1))
+                .unwrap()
+                .group
+                .len(),
+            MAX_NAME
         );
     }
 

@@ -341,10 +341,10 @@ pub struct Buffers {
 /// is refused by `finish`, so packing itself never fails.
 #[derive(Debug, Default)]
 pub struct Builder {
-    pub bytes: Vec<u8>,
-    pub text: String,
-    pub metadata: Vec<u32>,
-    pub records: Vec<u32>,
+    bytes: Vec<u8>,
+    text: String,
+    metadata: Vec<u32>,
+    records: Vec<u32>,
     too_large: bool,
 }
 
@@ -417,14 +417,16 @@ impl Builder {
         self.span_to(self.text.len(), self.text.len() - start)
     }
 
-    /// The text of a span this builder made.
-    pub fn text_of(&self, s: Span) -> &str {
-        &self.text[s.start as usize..(s.start + s.len) as usize]
+    /// The text of a span of `text`, if it is one.
+    pub fn text_of(&self, s: Span) -> Option<&str> {
+        s.range(1).and_then(|r| self.text.get(r))
     }
 
     /// Metadata entries so far: where the next run starts.
-    pub fn entries(&self) -> u32 {
-        (self.metadata.len() / ENTRY) as u32
+    pub fn entries(&mut self) -> u32 {
+        let n = self.metadata.len() / ENTRY;
+        self.too_large |= n > u32::MAX as usize;
+        n as u32
     }
 
     pub fn add_entry(&mut self, key: Span, value: Span) {
@@ -432,14 +434,18 @@ impl Builder {
             .extend_from_slice(&[key.start, key.len, value.start, value.len]);
     }
 
-    /// The key span of entry `i`.
-    pub fn entry_key(&self, i: u32) -> Span {
-        span(&self.metadata, i as usize * ENTRY)
+    /// The key span of entry `i`, if there is one.
+    pub fn entry_key(&self, i: u32) -> Option<Span> {
+        let at = i as usize * ENTRY;
+        self.metadata.get(at..at + 2).map(|k| span(k, 0))
     }
 
+    /// Makes `value` entry `i`'s value (no entry `i`: nothing).
     pub fn set_entry_value(&mut self, i: u32, value: Span) {
         let at = i as usize * ENTRY + 2;
-        self.metadata[at..at + 2].copy_from_slice(&[value.start, value.len]);
+        if let Some(v) = self.metadata.get_mut(at..at + 2) {
+            v.copy_from_slice(&[value.start, value.len]);
+        }
     }
 
     /// Adds a record whose spans are already in the buffers.
@@ -517,9 +523,16 @@ impl Builder {
         })
     }
 
-    /// The batch so far, borrowed (spans hold by construction).
-    pub fn batch(&self) -> Batch<'_> {
-        Batch::checked(&self.bytes, &self.text, &self.metadata, &self.records)
+    /// The batch so far, borrowed, once checked: spans given to `add_record` and
+    /// `set_entry_value` are the caller's.
+    pub fn batch(&self) -> Result<Batch<'_>> {
+        Batch::check(
+            &self.bytes,
+            &self.text,
+            &self.metadata,
+            &self.records,
+            &Bounds::NONE,
+        )
     }
 }
 

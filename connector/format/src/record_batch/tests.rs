@@ -84,7 +84,7 @@ fn shared_text_and_replaced_values_pack_by_span() {
     let first = b.entries();
     b.add_entry(key, v1);
     b.set_entry_value(first, v2);
-    assert_eq!(b.text_of(b.entry_key(first)), "k");
+    assert_eq!(b.text_of(b.entry_key(first).unwrap()), Some("k"));
     let position = b.add_bytes_of(&[b"po", b"s"]);
     let after = b.add_text_of(&["{", "}"]);
     b.add_record(&PackedSpans {

@@ -15,6 +15,7 @@ use super::backoff::Backoff;
 use super::cluster::{Cluster, ConnKey};
 use super::per_topic;
 use crate::error::{Error, Result};
+use crate::kafka::network::connection::Connection;
 use crate::kafka::network::connection::Pending;
 use crate::kafka::protocol::errors;
 
@@ -132,9 +133,17 @@ fn settle(
     loop {
         if acks == Acks::None {
             flush(cluster, deadline);
-            sent.iter()
-                .flat_map(|f| &f.batches)
-                .for_each(|&i| set(outcome, i, Outcome::Written));
+            for f in &sent {
+                let done = match cluster.existing(ConnKey::Broker(f.leader)) {
+                    Some(conn) => !give_up_unsent(conn),
+                    None => false,
+                };
+                let now = match done {
+                    true => Outcome::Written,
+                    false => Outcome::InDoubt(no_answer()),
+                };
+                f.batches.iter().for_each(|&i| set(outcome, i, now.clone()));
+            }
             return;
         }
         let sent_to: Vec<(i32, Vec<usize>)> = sent.iter().map(|f| (f.leader, f.batches.clone())).collect();
@@ -278,9 +287,16 @@ fn collect(
             Err(no_answer())
         };
         if let Err(e) = waited {
-            sent.iter()
-                .flat_map(|f| &f.batches)
-                .for_each(|&i| set(outcome, i, Outcome::InDoubt(e.clone())));
+            for f in &sent {
+                // Its request may still be queued (a throttle) or its answer late: the
+                // connection is dropped so neither goes out or lingers after this call.
+                if let Some(conn) = cluster.existing(ConnKey::Broker(f.leader)) {
+                    conn.fail(e.clone());
+                }
+                f.batches
+                    .iter()
+                    .for_each(|&i| set(outcome, i, Outcome::InDoubt(e.clone())));
+            }
             return;
         }
     }
@@ -331,6 +347,19 @@ pub fn needs_new_producer_id(e: &Error) -> bool {
         ResponseError::InvalidProducerEpoch,
     ];
     matches!(e, Error::Kafka { code, .. } if CODES.iter().any(|c| c.code() == *code))
+}
+
+/// Whether `conn` still holds bytes it did not send (a throttle, a full socket) or has
+/// broken; then it is dropped, so nothing goes out after the call returns.
+fn give_up_unsent(conn: &mut Connection) -> bool {
+    if conn.broken().is_some() {
+        return true;
+    }
+    if conn.has_unsent() {
+        conn.fail(no_answer());
+        return true;
+    }
+    false
 }
 
 /// Waits until every queued byte is on the wire (acks=0 has nothing else to wait for).

@@ -160,7 +160,7 @@ impl Connection {
         let resp = R::Response::decode(&mut body, pending.version)
             .map_err(|e| Error::CorruptData(format!("undecodable response from {}: {e}", self.addr)));
         if let Ok(r) = &resp {
-            self.throttle(r.throttled_until(Instant::now()));
+            self.throttle(r.throttled_until(pending.version, Instant::now()));
         }
         Some(resp)
     }
