@@ -289,9 +289,17 @@ impl<'a> PackedRecord<'a> {
             .map(move |e| (this.text(span(e, 0)), this.text(span(e, 2))))
     }
 
-    /// The value of the metadata entry `key`, if there is one.
+    /// The value of the metadata entry `key`, if there is one. Keys are compared as
+    /// bytes, length first: only the value found is made a `str`.
     pub fn metadata_value(&self, key: &str) -> Option<&'a str> {
-        self.metadata().find(|(k, _)| *k == key).map(|(_, v)| v)
+        let text = self.batch.text.as_bytes();
+        self.entries()
+            .chunks_exact(ENTRY)
+            .find(|e| {
+                e[1] as usize == key.len()
+                    && text.get(e[0] as usize..(e[0] + e[1]) as usize) == Some(key.as_bytes())
+            })
+            .map(|e| self.text(span(e, 2)))
     }
 
     pub fn key(&self) -> Option<DataRef<'a>> {
