@@ -22,5 +22,5 @@ pub mod sandbox;
 pub use batch::{Bounds, DataRef, RecordBatch, RecordRef};
 pub use engine::{EngineOptions, SharedEngine};
 pub use limits::Limits;
-pub use runtime::{Destination, GuestError, Instance, Runtime, Source, wit};
+pub use runtime::{Destination, GuestError, Instance, Role, Runtime, Source, wit};
 pub use sandbox::Allowlist;

@@ -13,7 +13,7 @@ use connector_format::duration::parse as parse_duration;
 use connector_host::metrics::Status;
 use connector_host::pipeline::run::{self, Runner};
 use connector_host::pipeline::{self, DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
-use connector_host::runtime::ConfigPairs;
+use connector_host::runtime::{ConfigPairs, Role};
 use connector_host::{Allowlist, EngineOptions, Limits, SharedEngine, progress, wit};
 use tokio::sync::watch;
 
@@ -124,12 +124,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Role {
-    Source,
-    Destination,
-}
-
 /// A duration of more than zero (an interval of zero would never end).
 fn parse_interval(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
@@ -229,10 +223,8 @@ async fn describe(cli: &Cli, mut runner: Runner) -> Result<()> {
         .await?;
     match &cli.command {
         Command::Validate { role, config } => {
-            match role {
-                Role::Source => inst.into_source().validate(config).await?,
-                Role::Destination => inst.into_destination().validate(config).await?,
-            }
+            let mut inst = inst;
+            inst.validate(*role, config).await?;
             println!("ok");
         }
         _ => {

@@ -328,6 +328,18 @@ impl Instance {
         anyhow::anyhow!(why)
     }
 
+    /// Checks `config` as the settings of `role`.
+    pub async fn validate(&mut self, role: Role, config: &ConfigPairs) -> Result<()> {
+        match role {
+            Role::Source => guest_call!(self, Call::Validate, |b, s| b
+                .opencdc_connector_source()
+                .call_validate(s, config)),
+            Role::Destination => guest_call!(self, Call::Validate, |b, s| b
+                .opencdc_connector_destination()
+                .call_validate(s, config)),
+        }
+    }
+
     pub fn into_source(self) -> Source {
         Source(self)
     }
@@ -339,18 +351,28 @@ impl Instance {
 
 pub type ConfigPairs = Vec<(String, String)>;
 
+/// The role an instance plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Source,
+    Destination,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Destination => "destination",
+        }
+    }
+}
+
 /// An instance playing the source.
 pub struct Source(Instance);
 
 impl Source {
     pub fn instance(&self) -> &Instance {
         &self.0
-    }
-
-    pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
-        guest_call!(&mut self.0, Call::Validate, |b, s| b
-            .opencdc_connector_source()
-            .call_validate(s, config))
     }
 
     pub async fn open(&mut self, config: &ConfigPairs, position: Option<Vec<u8>>) -> Result<()> {
@@ -422,12 +444,6 @@ pub struct Destination(Instance);
 impl Destination {
     pub fn instance(&self) -> &Instance {
         &self.0
-    }
-
-    pub async fn validate(&mut self, config: &ConfigPairs) -> Result<()> {
-        guest_call!(&mut self.0, Call::Validate, |b, s| b
-            .opencdc_connector_destination()
-            .call_validate(s, config))
     }
 
     pub async fn open(&mut self, config: &ConfigPairs) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Every bad configuration gets an `invalid-config` error naming the parameter and the
 //! value, through the host, without any I/O.
 
-use connector_host::wit;
+use connector_host::{Role, wit};
 use integration_tests::*;
 
 /// Validates `cfg` for the source or the destination and returns (parameter, message).
@@ -11,10 +11,12 @@ async fn invalid(role: &str, cfg: &[(&str, &str)]) -> (String, String) {
         .instantiate("test/config", &Default::default(), &Default::default())
         .await
         .unwrap();
-    let err = match role {
-        "source" => inst.into_source().validate(&cfg).await.unwrap_err(),
-        _ => inst.into_destination().validate(&cfg).await.unwrap_err(),
+    let role = match role {
+        "source" => Role::Source,
+        _ => Role::Destination,
     };
+    let mut inst = inst;
+    let err = inst.validate(role, &cfg).await.unwrap_err();
     match guest_error(&err) {
         wit::Error::InvalidConfig(c) => (c.parameter.clone(), c.message.clone()),
         other => panic!("expected invalid-config, got {other:?}"),
@@ -77,7 +79,7 @@ async fn malformed_server_addresses_are_named() {
 
 #[tokio::test]
 async fn a_good_config_validates_for_both_sides() {
-    let inst = runtime()
+    let mut inst = runtime()
         .instantiate("test/config", &Default::default(), &Default::default())
         .await
         .unwrap();
@@ -87,8 +89,8 @@ async fn a_good_config_validates_for_both_sides() {
         ("acks", "1"),
         ("deliveryTimeout", "1m30s"),
     ]);
-    inst.into_destination().validate(&cfg).await.unwrap();
-    let inst = runtime()
+    inst.validate(Role::Destination, &cfg).await.unwrap();
+    let mut inst = runtime()
         .instantiate("test/config", &Default::default(), &Default::default())
         .await
         .unwrap();
@@ -98,5 +100,5 @@ async fn a_good_config_validates_for_both_sides() {
         ("readFromBeginning", "true"),
         ("clientID", "x"),
     ]);
-    inst.into_source().validate(&cfg).await.unwrap();
+    inst.validate(Role::Source, &cfg).await.unwrap();
 }

@@ -26,7 +26,7 @@ use crate::engine::SharedEngine;
 use crate::escape::shown_error;
 use crate::limits::Limits;
 use crate::metrics::{PipelineMetrics, Registry, Status};
-use crate::runtime::{GuestError, Instance, Runtime};
+use crate::runtime::{GuestError, Instance, Role, Runtime};
 use crate::sandbox::Allowlist;
 
 /// How long one read waits for records: the longest a stop request waits for a read.
@@ -237,11 +237,12 @@ async fn prepare_one(
     let cannot =
         |verb: &str, path: &Path| format!("{}: pipeline {}: cannot {verb} {}", p.at, p.id(), path.display());
     let source_file = match &p.source {
-        Endpoint::File(f) => Some(
+        Endpoint::File(f) => Some((
             f.open_read()
                 .with_context(|| cannot("read", &f.path))
                 .map_err(Unready::Config)?,
-        ),
+            f.path.display().to_string(),
+        )),
         _ => None,
     };
     let dest_file = match &p.destination {
@@ -255,47 +256,37 @@ async fn prepare_one(
     if let Some(why) = broken {
         return Err(Unready::Runtime(anyhow!("{}: pipeline {}: {why}", p.at, p.id())));
     }
+    // An end's connector instance, its settings validated; `None` for a file or stdio end.
+    let connector = async |end: &Endpoint, role: Role| {
+        let Endpoint::Connector {
+            component,
+            config,
+            at,
+        } = end
+        else {
+            return Ok(None);
+        };
+        let mut i = instance(component, role.name()).await?;
+        i.validate(role, config)
+            .await
+            .with_context(|| format!("{at}: pipeline {} {}", p.id(), role.name()))
+            .map_err(|e| Unready::of_instance(e, component))?;
+        Ok(Some(i))
+    };
     let lines_in = |reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>, name: &str| {
         SourceEnd::Lines(LinesIn::new(reader, name, p.limits.memory / 4))
     };
-    let checked = |r: Result<()>, at: &str, role: &str, component: &Option<Confined>| {
-        r.with_context(|| format!("{at}: pipeline {} {role}", p.id()))
-            .map_err(|e| Unready::of_instance(e, component))
-    };
-    let source = match (&p.source, source_file) {
-        (
-            Endpoint::Connector {
-                component,
-                config,
-                at,
-            },
-            _,
-        ) => {
-            let mut s = instance(component, "source").await?.into_source();
-            checked(s.validate(config).await, at, "source", component)?;
-            SourceEnd::Connector(Box::new(s))
+    let source = match (connector(&p.source, Role::Source).await?, source_file) {
+        (Some(i), _) => SourceEnd::Connector(Box::new(i.into_source())),
+        (None, Some((file, name))) => {
+            lines_in(Box::new(BufReader::new(tokio::fs::File::from_std(file))), &name)
         }
-        (Endpoint::File(f), Some(file)) => lines_in(
-            Box::new(BufReader::new(tokio::fs::File::from_std(file))),
-            &f.path.display().to_string(),
-        ),
-        _ => lines_in(Box::new(BufReader::new(tokio::io::stdin())), "stdin"),
+        (None, None) => lines_in(Box::new(BufReader::new(tokio::io::stdin())), "stdin"),
     };
-    let destination = match (&p.destination, dest_file) {
-        (
-            Endpoint::Connector {
-                component,
-                config,
-                at,
-            },
-            _,
-        ) => {
-            let mut d = instance(component, "destination").await?.into_destination();
-            checked(d.validate(config).await, at, "destination", component)?;
-            DestEnd::Connector(Box::new(d))
-        }
-        (Endpoint::File(_), Some(file)) => DestEnd::Lines(Box::new(tokio::fs::File::from_std(file))),
-        _ => DestEnd::Lines(Box::new(tokio::io::stdout())),
+    let destination = match (connector(&p.destination, Role::Destination).await?, dest_file) {
+        (Some(i), _) => DestEnd::Connector(Box::new(i.into_destination())),
+        (None, Some(file)) => DestEnd::Lines(Box::new(tokio::fs::File::from_std(file))),
+        (None, None) => DestEnd::Lines(Box::new(tokio::io::stdout())),
     };
     Ok((source, destination))
 }
