@@ -2,18 +2,18 @@
 //! OpenCDC JSON Lines (a file, stdin, stdout).
 
 use anyhow::{Context, Result};
+use connector_format::{Record, opencdc_json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::batch::{DataRef, RecordBatch, RecordRef};
+use crate::runtime::{Destination, Instance, Source};
 
 /// The longest line read: input without newlines (`/dev/zero`, a runaway writer) would
 /// otherwise grow one line until the process, and every tenant's pipeline, is killed.
 const MAX_LINE: usize = 16 << 20;
 
-use crate::batch::{DataRef, RecordBatch, RecordRef};
-
 /// How much JSON a file destination gathers before it writes.
 const WRITE_PIECE: usize = 1 << 20;
-use crate::runtime::{Destination, Instance, Source};
-use connector_format::{Record, opencdc_json};
 
 /// Where a pipeline's records come from.
 pub enum SourceEnd {
