@@ -2,7 +2,8 @@
 //! only the ones below it:
 //!
 //! - `protocol`: bytes, no I/O. Record batches and their codecs, the consumer protocol's
-//!   bytes, API versions, error codes, broker throttling.
+//!   bytes, API versions, error codes, broker throttling, the client side of SASL
+//!   mechanisms.
 //! - `network`: one connection to one broker over its transport, and waiting on many
 //!   sockets at once.
 //! - `client`: the cluster and what is done with it: producing, fetching, consumer group

@@ -1,7 +1,8 @@
 //! The protocol layer: bytes in and out, no I/O. Record batches (`batch`) and their codecs
 //! (`compression`), the bytes consumer group members exchange through the coordinator
-//! (`consumer`), API versions (`versions`), Kafka error codes (`errors`) and broker
-//! throttling (`throttle`). Request and response messages are kafka-protocol's.
+//! (`consumer`), API versions (`versions`), Kafka error codes (`errors`), broker
+//! throttling (`throttle`) and the client side of SASL mechanisms (`sasl`, with SCRAM in
+//! `scram`). Request and response messages are kafka-protocol's.
 //!
 //! It must not import `kafka::network` or `kafka::client`.
 
@@ -9,5 +10,7 @@ pub mod batch;
 pub mod compression;
 pub mod consumer;
 pub mod errors;
+pub mod sasl;
+pub mod scram;
 pub mod throttle;
 pub mod versions;
