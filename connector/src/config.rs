@@ -9,6 +9,7 @@ use connector_format::duration;
 
 use crate::error::{Error, Result};
 use crate::kafka::client::ClientOptions;
+use crate::kafka::network::Security;
 use crate::kafka::protocol::compression::Compression;
 use crate::position::MAX_NAME;
 
@@ -47,6 +48,8 @@ pub struct Param {
     pub required: bool,
     pub allowed: &'static [&'static str],
     pub roles: &'static [Role],
+    /// A secret: hosts never print it, and no error repeats it.
+    pub sensitive: bool,
 }
 
 const BOTH: &[Role] = &[Role::Source, Role::Destination];
@@ -71,6 +74,16 @@ pub const COMMIT_OFFSETS_SIZE: &str = "commitOffsetsSize";
 pub const COMMIT_OFFSETS_DELAY: &str = "commitOffsetsDelay";
 pub const SESSION_TIMEOUT: &str = "sessionTimeout";
 pub const REBALANCE_TIMEOUT: &str = "rebalanceTimeout";
+pub const TLS_ENABLED: &str = "tls.enabled";
+pub const CA_CERT: &str = "caCert";
+pub const CLIENT_CERT: &str = "clientCert";
+pub const CLIENT_KEY: &str = "clientKey";
+pub const INSECURE_SKIP_VERIFY: &str = "insecureSkipVerify";
+pub const SASL_MECHANISM: &str = "saslMechanism";
+pub const SASL_USERNAME: &str = "saslUsername";
+pub const SASL_PASSWORD: &str = "saslPassword";
+
+mod security;
 
 /// Every parameter the connector takes.
 pub const PARAMS: &[Param] = &[
@@ -82,6 +95,7 @@ pub const PARAMS: &[Param] = &[
         required: true,
         allowed: &[],
         roles: BOTH,
+        sensitive: false,
     },
     Param {
         name: TOPIC,
@@ -91,6 +105,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: TOPICS,
@@ -100,6 +115,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: GROUP_ID,
@@ -109,6 +125,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: COMMIT_OFFSETS_SIZE,
@@ -118,6 +135,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: COMMIT_OFFSETS_DELAY,
@@ -127,6 +145,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: SESSION_TIMEOUT,
@@ -136,6 +155,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: REBALANCE_TIMEOUT,
@@ -145,6 +165,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
     Param {
         name: TOPIC,
@@ -154,6 +175,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: CLIENT_ID,
@@ -163,6 +185,87 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: TLS_ENABLED,
+        description: "Connect to the brokers over TLS, verifying each under the name it advertises.",
+        kind: ParamType::Bool,
+        default: Some("false"),
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: CA_CERT,
+        description: "PEM text of CA certificates trusted besides the public roots (tls.enabled).",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: CLIENT_CERT,
+        description: "PEM text of the client certificate (chain) for mutual TLS; needs clientKey.",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: CLIENT_KEY,
+        description: "PEM text of clientCert's private key (PKCS#8, PKCS#1 or SEC1).",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: true,
+    },
+    Param {
+        name: INSECURE_SKIP_VERIFY,
+        description: "Accept any broker certificate and name (tls.enabled). For tests only: anyone on the path can read and change the traffic.",
+        kind: ParamType::Bool,
+        default: Some("false"),
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: SASL_MECHANISM,
+        description: "SASL mechanism to authenticate with; empty: none.",
+        kind: ParamType::String,
+        default: Some(""),
+        required: false,
+        allowed: &["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+        roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: SASL_USERNAME,
+        description: "SASL user name (with saslMechanism and saslPassword).",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: false,
+    },
+    Param {
+        name: SASL_PASSWORD,
+        description: "SASL password (with saslMechanism and saslUsername).",
+        kind: ParamType::String,
+        default: None,
+        required: false,
+        allowed: &[],
+        roles: BOTH,
+        sensitive: true,
     },
     Param {
         name: ACKS,
@@ -172,6 +275,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &["0", "1", "all"],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: DELIVERY_TIMEOUT,
@@ -181,6 +285,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: COMPRESSION,
@@ -190,6 +295,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &["none", "gzip", "snappy", "lz4", "zstd"],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: BATCH_BYTES,
@@ -199,6 +305,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: PARTITIONER,
@@ -208,6 +315,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &["murmur2", "metadata", "fixed"],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: PARTITION,
@@ -217,6 +325,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: VALUE_FORMAT,
@@ -226,6 +335,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &["raw", "opencdc"],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: HEADERS,
@@ -235,6 +345,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: DESTINATION,
+        sensitive: false,
     },
     Param {
         name: READ_FROM_BEGINNING,
@@ -244,6 +355,7 @@ pub const PARAMS: &[Param] = &[
         required: false,
         allowed: &[],
         roles: SOURCE,
+        sensitive: false,
     },
 ];
 
@@ -314,6 +426,7 @@ impl HeaderSelection {
 pub struct ClientConfig {
     pub servers: Vec<Server>,
     pub client_id: String,
+    pub security: Security,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,6 +567,7 @@ impl ClientConfig {
             bootstrap: self.servers.iter().map(Server::to_string).collect(),
             client_id: self.client_id.clone(),
             request_timeout,
+            security: self.security.clone(),
         }
     }
 
@@ -466,6 +580,7 @@ impl ClientConfig {
         Ok(ClientConfig {
             servers,
             client_id: v.string(CLIENT_ID)?,
+            security: security::security(v)?,
         })
     }
 }
@@ -503,6 +618,16 @@ impl<'a> Values<'a> {
 
     fn string(&self, name: &str) -> Result<String> {
         self.raw(name).map(str::to_string)
+    }
+
+    /// A text given and not blank, trimmed (PEM, names).
+    fn given_text(&self, name: &str) -> Option<&'a str> {
+        self.given.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// A value given and not empty, exactly as given: a password's spaces are its own.
+    fn given_exact(&self, name: &str) -> Option<&'a str> {
+        self.given.get(name).copied().filter(|v| !v.is_empty())
     }
 
     fn bool(&self, name: &str) -> Result<bool> {
@@ -547,9 +672,15 @@ fn param(role: Role, key: &str) -> Result<&'static Param> {
 /// Checks a given value against its parameter's type and allowed values.
 fn check_value(p: &Param, value: &str) -> Result<()> {
     if !p.allowed.is_empty() && !p.allowed.contains(&value) {
+        let named: Vec<&str> = p.allowed.iter().copied().filter(|a| !a.is_empty()).collect();
+        let or_empty = if named.len() < p.allowed.len() {
+            " (or empty)"
+        } else {
+            ""
+        };
         return Err(Error::config(
             p.name,
-            format!("\"{value}\" is not one of {}", p.allowed.join(", ")),
+            format!("\"{value}\" is not one of {}{or_empty}", named.join(", ")),
         ));
     }
     match p.kind {

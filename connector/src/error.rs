@@ -9,6 +9,9 @@ pub enum Error {
     InvalidConfig { parameter: String, message: String },
     /// A broker could not be reached or a connection broke.
     Connection(String),
+    /// A TLS connection could not be set up (certificate, name, protocol); names the
+    /// broker. Not retriable: it fails the same way until a setting changes.
+    Tls(String),
     /// The broker answered with a Kafka error code.
     Kafka {
         code: i16,
@@ -58,6 +61,7 @@ impl fmt::Display for Error {
                 write!(f, "invalid config \"{parameter}\": {message}")
             }
             Error::Connection(m) => write!(f, "connection error: {m}"),
+            Error::Tls(m) => write!(f, "tls error: {m}"),
             Error::Kafka {
                 code, name, message, ..
             } => {

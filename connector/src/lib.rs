@@ -108,6 +108,7 @@ mod glue {
                 default: p.default.map(Into::into),
                 required: p.required,
                 allowed: p.allowed.iter().map(|a| a.to_string()).collect(),
+                sensitive: p.sensitive,
             })
             .collect()
     }
@@ -216,6 +217,7 @@ mod glue {
                 wit::Error::InvalidConfig(wit::ConfigError { parameter, message })
             }
             Error::Connection(m) => wit::Error::Connection(m),
+            Error::Tls(m) => wit::Error::Tls(m),
             Error::Kafka {
                 code,
                 name,

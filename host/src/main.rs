@@ -402,6 +402,7 @@ fn spec_json(s: &wit::Specification) -> serde_json::Value {
                     "default": p.default,
                     "required": p.required,
                     "allowed": p.allowed,
+                    "sensitive": p.sensitive,
                 })
             })
             .collect()

@@ -75,6 +75,7 @@ impl fmt::Display for GuestError {
                 said(&c.message)
             ),
             Connection(m) => write!(f, "connection error: {}", said(m)),
+            Tls(m) => write!(f, "tls error: {}", said(m)),
             Remote(r) => write!(
                 f,
                 "remote error {} {}: {}",

@@ -7,11 +7,10 @@
 //! passed whatever this policy says: its connection holds queued requests until then. A
 //! retry waits at least as long, so the time spent throttled does not count as its pause.
 
-use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher, RandomState};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::kafka::network::poll;
+use crate::kafka::protocol::jitter::random_up_to;
 
 /// The first pause and the longest, as the Java client's `retry.backoff.ms` and
 /// `retry.backoff.max.ms` defaults.
@@ -85,35 +84,6 @@ impl Backoff {
             None => false,
         }
     }
-}
-
-thread_local! {
-    /// xorshift64* state: jitter needs spread, not secrecy. Seeded once per thread from
-    /// std's random hash keys (the WASI random source in the component) and the clock.
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    h.write_u128(nanos);
-    // xorshift never leaves zero.
-    h.finish() | 1
-}
-
-/// A draw from `0..=n`, near enough uniform for jitter.
-fn random_up_to(n: u64) -> u64 {
-    let x = RNG.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    });
-    x.checked_rem(n.wrapping_add(1)).unwrap_or(x)
 }
 
 #[cfg(test)]

@@ -86,8 +86,16 @@ impl Cluster {
             .collect();
         let mut errors = Vec::new();
         for addr in candidates {
-            match Connection::open(&addr, &self.options.client_id, self.deadline()) {
+            match Connection::open(
+                &addr,
+                &self.options.client_id,
+                &self.options.security,
+                self.deadline(),
+            ) {
                 Ok(conn) => return Ok(self.metadata.insert(conn)),
+                // Refused credentials or certificates fail the same way at every broker
+                // and on every retry: said at once, not retried into a storm.
+                Err(e) if !e.is_retriable() => return Err(e),
                 Err(e) => errors.push(e.to_string()),
             }
         }
@@ -182,7 +190,12 @@ impl Cluster {
             let addr = addr(&self.brokers, &self.coordinators, key)
                 .cloned()
                 .ok_or_else(|| no_address(key))?;
-            let conn = Connection::open(&addr, &self.options.client_id, self.deadline())?;
+            let conn = Connection::open(
+                &addr,
+                &self.options.client_id,
+                &self.options.security,
+                self.deadline(),
+            )?;
             self.conns.insert(key, conn);
         }
         Ok(self.conns.get_mut(&key).expect("inserted above"))

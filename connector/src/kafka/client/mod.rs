@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use kafka_protocol::messages::TopicName;
 
+use crate::kafka::network::Security;
+
 pub use producer::Acks;
 
 /// A topic and a partition of it.
@@ -49,4 +51,6 @@ pub struct ClientOptions {
     pub client_id: String,
     /// How long a request may take to be answered.
     pub request_timeout: Duration,
+    /// TLS and SASL for every connection.
+    pub security: Security,
 }

@@ -7,16 +7,24 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
+use super::Security;
 use super::poll::{self, Interest};
+use super::sasl;
+use super::tls::TlsFailure;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::kafka::protocol::errors;
+use crate::kafka::protocol::jitter::random_up_to;
+use crate::kafka::protocol::sasl::Credentials;
 use crate::kafka::protocol::throttle::ThrottleTime;
 use crate::kafka::protocol::versions::{Versions, our_versions};
 
@@ -60,12 +68,23 @@ pub struct Connection {
     /// Until when the broker asked not to be sent to (see `protocol::throttle`): queued
     /// requests stay in `out` until then.
     throttled_until: Option<Instant>,
+    /// The credentials this connection authenticated with, kept to authenticate again.
+    sasl: Option<Credentials>,
+    /// When to authenticate again, before the broker's session ends (KIP-368).
+    reauthenticate_at: Option<Instant>,
+    /// Set while a SASL exchange runs: its own requests must not start another.
+    authenticating: bool,
+    /// How long opening took at most: the budget of a later re-authentication.
+    timeout: Duration,
+    /// Responses received so far.
+    answered: u64,
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`) and negotiates API versions.
-    pub fn open(addr: &str, client_id: &str, deadline: Instant) -> Result<Self> {
-        let transport = Transport::connect(addr, deadline)?;
+    /// Connects to `addr` (`host:port`) with `security`'s TLS, negotiates API versions and
+    /// authenticates with its SASL credentials.
+    pub fn open(addr: &str, client_id: &str, security: &Security, deadline: Instant) -> Result<Self> {
+        let transport = Transport::connect(addr, security.tls.as_ref(), deadline)?;
         let mut conn = Connection {
             addr: addr.to_string(),
             transport,
@@ -79,9 +98,55 @@ impl Connection {
             ready: HashMap::new(),
             broken: None,
             throttled_until: None,
+            sasl: security.sasl.clone(),
+            reauthenticate_at: None,
+            authenticating: false,
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            answered: 0,
         };
-        conn.negotiate(deadline)?;
+        conn.negotiate(deadline)
+            .map_err(|e| conn.plaintext_hint(e, security))?;
+        conn.authenticate(deadline)?;
         Ok(conn)
+    }
+
+    /// Runs the SASL exchange, if the connection has credentials, and schedules the next
+    /// one at a random 85-95% of the session the broker grants, as the Java client does,
+    /// so a cluster's connections do not all re-authenticate at once.
+    fn authenticate(&mut self, deadline: Instant) -> Result<()> {
+        let Some(creds) = self.sasl.clone() else {
+            return Ok(());
+        };
+        self.authenticating = true;
+        let lifetime = sasl::authenticate(self, &creds, deadline);
+        self.authenticating = false;
+        let lifetime = lifetime.inspect_err(|e| self.fail(e.clone()))?;
+        self.reauthenticate_at =
+            lifetime.map(|l| Instant::now() + l.mul_f64(0.85 + random_up_to(100) as f64 / 1000.0));
+        Ok(())
+    }
+
+    /// Authenticates again when the session is about to end. Requests in flight stay so:
+    /// their answers come first (a broker answers in order) and are kept for their takers.
+    /// The broker takes no other request during the exchange, and none is sent: this
+    /// blocks until it is done.
+    fn reauthenticate_if_due(&mut self) -> Result<()> {
+        if self.authenticating || self.reauthenticate_at.is_none_or(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.authenticate(deadline)
+    }
+
+    /// A broker that closed the connection on the first request may have a TLS listener
+    /// that could not read it (one that answered with an alert is caught in `split_frames`).
+    fn plaintext_hint(&self, e: Error, security: &Security) -> Error {
+        match e {
+            Error::Connection(m) if security.tls.is_none() => Error::Connection(format!(
+                "{m} before answering ApiVersions; if its listener expects TLS, set tls.enabled=true"
+            )),
+            other => other,
+        }
     }
 
     pub fn addr(&self) -> &str {
@@ -125,6 +190,9 @@ impl Connection {
     fn queue<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
         if let Some(e) = &self.broken {
             return Err(e.clone());
+        }
+        if R::KEY != SaslHandshakeRequest::KEY && R::KEY != SaslAuthenticateRequest::KEY {
+            self.reauthenticate_if_due()?;
         }
         let corr = self.next_corr;
         self.next_corr = self.next_corr.wrapping_add(1).max(1);
@@ -223,7 +291,7 @@ impl Connection {
     /// What to wait for on this connection's socket: writing only while requests are
     /// queued and the broker does not throttle.
     pub fn interest(&self) -> Interest {
-        let write = self.has_unsent() && self.throttled_until().is_none();
+        let write = (self.has_unsent() && self.throttled_until().is_none()) || self.transport.wants_write();
         Interest::new(self.transport.raw_fd(), write)
     }
 
@@ -238,12 +306,16 @@ impl Connection {
     }
 
     fn flush(&mut self) {
+        if let Err(e) = self.transport.send_pending() {
+            let err = self.io_error(e);
+            return self.fail(err);
+        }
         if self.throttled_until().is_some() {
             return;
         }
         while self.broken.is_none() && self.out_pos < self.out.len() {
             match self.transport.write(&self.out[self.out_pos..]) {
-                Ok(0) => self.fail(Error::Connection(format!("{} closed the connection", self.addr))),
+                Ok(0) => self.fail(self.closed()),
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -280,9 +352,7 @@ impl Connection {
             }
             match read {
                 // `take` ends at `want` bytes; fewer means the stream ended.
-                Ok(n) if n < want => {
-                    self.fail(Error::Connection(format!("{} closed the connection", self.addr)))
-                }
+                Ok(n) if n < want => self.fail(self.closed()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -306,6 +376,10 @@ impl Connection {
     fn split_frames(&mut self) {
         while self.inbuf.len() >= 4 {
             let Some(len) = self.frame_len() else {
+                if matches!(self.transport, Transport::Tcp(_)) && self.inbuf.starts_with(&[0x15, 0x03]) {
+                    let msg = format!("{} answered with a TLS alert: set tls.enabled=true", self.addr);
+                    return self.fail(Error::Tls(msg));
+                }
                 let len = u32::from_be_bytes(self.inbuf[..4].try_into().expect("4 bytes"));
                 let msg = format!("{} sent a response of {len} bytes: a corrupt length", self.addr);
                 return self.fail(Error::CorruptData(msg));
@@ -349,7 +423,20 @@ impl Connection {
             )));
         }
         self.ready.insert(expected.corr, frame);
+        self.answered += 1;
         Ok(())
+    }
+
+    /// The peer closed the connection. A broker that requires SASL closes one that sends
+    /// anything but ApiVersions before authenticating: say so when that may be the cause.
+    fn closed(&self) -> Error {
+        let unauthenticated = self.sasl.is_none() && self.answered == 1;
+        let hint = if unauthenticated {
+            " (if the broker requires authentication, set saslMechanism)"
+        } else {
+            ""
+        };
+        Error::Connection(format!("{} closed the connection{hint}", self.addr))
     }
 
     /// Marks the connection broken: every request still in flight fails with `err`.
@@ -362,7 +449,10 @@ impl Connection {
     }
 
     fn io_error(&self, e: io::Error) -> Error {
-        Error::Connection(format!("{}: {e}", self.addr))
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<TlsFailure>()) {
+            Some(TlsFailure(tls)) => tls.clone(),
+            None => Error::Connection(format!("{}: {e}", self.addr)),
+        }
     }
 
     /// ApiVersions: v3 first; a broker that does not know it answers in v0 format with
@@ -395,9 +485,12 @@ mod tests {
 
     use bytes::BytesMut;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+    use kafka_protocol::messages::{
+        ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
+    };
 
     use super::*;
+    use crate::kafka::protocol::sasl::{Mechanism, Secret};
 
     /// Reads one request frame: its API version and correlation id (every request header
     /// starts with key, version, correlation id).
@@ -453,7 +546,7 @@ mod tests {
     fn a_throttled_broker_is_not_sent_to_before_the_throttle_passes() {
         let (addr, held) = throttling_broker(300);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut conn = Connection::open(&addr, "test", deadline).unwrap();
+        let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
         conn.request(&MetadataRequest::default(), deadline).unwrap();
         assert!(conn.throttled_until().is_some());
         let pending = conn.send(&MetadataRequest::default(), 12).unwrap();
@@ -474,11 +567,120 @@ mod tests {
     fn a_throttle_outlasting_the_deadline_times_the_request_out() {
         let (addr, _) = throttling_broker(60_000);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut conn = Connection::open(&addr, "test", deadline).unwrap();
+        let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
         conn.request(&MetadataRequest::default(), deadline).unwrap();
         let soon = Instant::now() + Duration::from_millis(100);
         let err = conn.request(&MetadataRequest::default(), soon).unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err}");
         assert!(Instant::now() < soon + Duration::from_secs(1));
+    }
+
+    /// Reads one request frame's API key.
+    fn read_keyed(s: &mut TcpStream) -> io::Result<(i16, (i16, i32))> {
+        let mut len = [0; 4];
+        s.read_exact(&mut len)?;
+        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut frame)?;
+        let key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        Ok((
+            key,
+            (version, i32::from_be_bytes(frame[4..8].try_into().unwrap())),
+        ))
+    }
+
+    /// A broker that takes PLAIN logins (or refuses them) for sessions of `lifetime_ms`,
+    /// answers Metadata, and reports the API key of each request it gets.
+    fn sasl_broker(lifetime_ms: i64, accept: bool) -> (String, mpsc::Receiver<i16>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            while let Ok((key, asked)) = read_keyed(&mut s) {
+                tx.send(key).unwrap();
+                match ApiKey::try_from(key).unwrap() {
+                    ApiKey::ApiVersions => {
+                        let keys = [
+                            ApiKey::ApiVersions,
+                            ApiKey::Metadata,
+                            ApiKey::SaslHandshake,
+                            ApiKey::SaslAuthenticate,
+                        ]
+                        .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(3));
+                        respond(
+                            &mut s,
+                            asked,
+                            &ApiVersionsResponse::default().with_api_keys(keys.to_vec()),
+                        );
+                    }
+                    ApiKey::SaslHandshake => {
+                        let plain = vec![StrBytes::from_static_str("PLAIN")];
+                        respond(
+                            &mut s,
+                            asked,
+                            &SaslHandshakeResponse::default().with_mechanisms(plain),
+                        );
+                    }
+                    ApiKey::SaslAuthenticate => {
+                        let resp = SaslAuthenticateResponse::default()
+                            .with_error_code(if accept { 0 } else { 58 })
+                            .with_error_message((!accept).then(|| StrBytes::from_static_str("bad password")))
+                            .with_session_lifetime_ms(lifetime_ms);
+                        respond(&mut s, asked, &resp);
+                    }
+                    _ => respond(&mut s, asked, &MetadataResponse::default()),
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    fn plain() -> Security {
+        Security {
+            tls: None,
+            sasl: Some(Credentials {
+                mechanism: Mechanism::Plain,
+                username: "user".into(),
+                password: Secret::new("pencil"),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_session_is_renewed_before_it_ends_with_requests_in_flight() {
+        let (addr, keys) = sasl_broker(400, true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", &plain(), deadline).unwrap();
+        let early = conn.send(&MetadataRequest::default(), 3).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        // Past 85-95% of the session: this request waits for a new login, which takes the
+        // early answer in passing and keeps it.
+        conn.request(&MetadataRequest::default(), deadline).unwrap();
+        assert!(conn.take(&early).unwrap().is_ok());
+        let seen: Vec<i16> = keys.try_iter().collect();
+        let (hs, auth, meta) = (
+            ApiKey::SaslHandshake as i16,
+            ApiKey::SaslAuthenticate as i16,
+            ApiKey::Metadata as i16,
+        );
+        assert_eq!(seen, [ApiKey::ApiVersions as i16, hs, auth, meta, hs, auth, meta]);
+    }
+
+    #[test]
+    fn a_refused_login_names_the_broker_and_is_not_retried() {
+        let (addr, keys) = sasl_broker(0, false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let Err(err) = Connection::open(&addr, "test", &plain(), deadline) else {
+            panic!("a refused login opened the connection");
+        };
+        assert!(matches!(&err, Error::Kafka { code: 58, .. }), "{err}");
+        assert!(!err.is_retriable() && err.to_string().contains(&addr), "{err}");
+        assert!(!err.to_string().contains("pencil"), "{err}");
+        assert_eq!(
+            keys.try_iter().count(),
+            3,
+            "ApiVersions, SaslHandshake, one SaslAuthenticate"
+        );
     }
 }

@@ -1,23 +1,33 @@
-//! The byte stream under a connection: today a plain TCP socket. TLS, and SASL's
-//! handshake over it, will be further kinds of transport here, so the connection above
-//! frames requests the same way whatever carries them.
+//! The byte stream under a connection: a plain TCP socket, or TLS over one (`tls`). The
+//! connection above frames requests the same way whatever carries them; SASL is spoken
+//! in Kafka requests over either (`sasl`).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
+use super::tls::{TlsSettings, TlsStream};
 use crate::error::{Error, Result};
 
 /// A connected, non-blocking byte stream to one broker.
 pub enum Transport {
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
 }
 
 impl Transport {
-    /// Resolves `addr` (`host:port`) and connects to the first address that accepts,
-    /// before `deadline`.
-    pub fn connect(addr: &str, deadline: Instant) -> Result<Self> {
+    /// Connects to `addr` (`host:port`) before `deadline`, with TLS when `tls` is given.
+    pub fn connect(addr: &str, tls: Option<&TlsSettings>, deadline: Instant) -> Result<Self> {
+        let tcp = Self::tcp(addr, deadline)?;
+        Ok(match tls {
+            None => Transport::Tcp(tcp),
+            Some(settings) => Transport::Tls(Box::new(TlsStream::handshake(tcp, settings, addr, deadline)?)),
+        })
+    }
+
+    /// Resolves `addr` and connects to the first of its addresses that accepts.
+    fn tcp(addr: &str, deadline: Instant) -> Result<TcpStream> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| Error::Connection(format!("cannot resolve {addr}: {e}")))?
@@ -34,7 +44,7 @@ impl Transport {
                     stream
                         .set_nonblocking(true)
                         .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
-                    return Ok(Transport::Tcp(stream));
+                    return Ok(stream);
                 }
                 Err(e) => last = Error::Connection(format!("cannot connect to {addr}: {e}")),
             }
@@ -42,18 +52,39 @@ impl Transport {
         Err(last)
     }
 
-    /// The socket to wait on (see `poll::wait`). A transport that buffers decrypted bytes
-    /// (TLS) will also have to say when it holds some the socket's readiness does not show.
+    /// The socket to wait on (see `poll::wait`). Decrypted bytes TLS buffers do not show
+    /// in its readiness: the connection reads until `WouldBlock`, so none are left behind.
     pub fn raw_fd(&self) -> RawFd {
         match self {
             Transport::Tcp(s) => s.as_raw_fd(),
+            Transport::Tls(s) => s.tcp().as_raw_fd(),
+        }
+    }
+
+    /// Whether bytes the transport holds (TLS records) wait for the socket to take them.
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Transport::Tcp(_) => false,
+            Transport::Tls(s) => s.wants_write(),
+        }
+    }
+
+    /// Hands held bytes to the socket as far as it takes them.
+    pub fn send_pending(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Tcp(_) => Ok(()),
+            Transport::Tls(s) => s.send_pending(),
         }
     }
 
     /// Closes both directions; errors are ignored, the connection is given up anyway.
-    pub fn shutdown(&self) {
+    pub fn shutdown(&mut self) {
         match self {
             Transport::Tcp(s) => drop(s.shutdown(Shutdown::Both)),
+            Transport::Tls(s) => {
+                s.close();
+                drop(s.tcp().shutdown(Shutdown::Both));
+            }
         }
     }
 }
@@ -62,6 +93,7 @@ impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
         }
     }
 }
@@ -70,12 +102,14 @@ impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Transport::Tcp(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
         }
     }
 }

@@ -60,6 +60,21 @@ throttle_time!(
     SyncGroupResponse: 2,
 );
 
+/// The SASL responses carry no throttle time: a broker authenticates before quotas apply.
+macro_rules! never_throttled {
+    ($($response:ty),* $(,)?) => {$(
+        impl ThrottleTime for $response {
+            const CLIENT_THROTTLES_FROM: i16 = i16::MAX;
+
+            fn throttle_time_ms(&self) -> i32 {
+                0
+            }
+        }
+    )*};
+}
+
+never_throttled!(SaslHandshakeResponse, SaslAuthenticateResponse);
+
 #[cfg(test)]
 mod tests {
     use super::*;

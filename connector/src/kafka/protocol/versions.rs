@@ -27,6 +27,10 @@ fn our_max(key: i16) -> i16 {
         Ok(ApiKey::LeaveGroup) => 4,
         Ok(ApiKey::OffsetCommit) => 8,
         Ok(ApiKey::OffsetFetch) => 7,
+        // v1 frames the SASL exchange in SaslAuthenticate requests (v0 sent raw tokens).
+        Ok(ApiKey::SaslHandshake) => 1,
+        // v1 adds the session lifetime (KIP-368).
+        Ok(ApiKey::SaslAuthenticate) => 2,
         _ => 0,
     }
 }

@@ -301,6 +301,7 @@ impl specifier::Guest for Component {
                 default: None,
                 required: true,
                 allowed: MODES.map(String::from).to_vec(),
+                sensitive: false,
             }],
             destination_params: Vec::new(),
         }
