@@ -3,8 +3,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 host := "target/debug/connector-host"
 
 # Build the connector component (wasm32-wasip2), the tests' hostile guest and the host.
-# rustup 1.28+ no longer installs a pinned toolchain on first use: this does (at once when it is there).
+# rustup 1.28+ no longer installs a pinned toolchain on first use: this does (at once when it is there),
+# and clang, which ring (TLS, SCRAM) needs to compile its C for wasm32-wasip2.
 build:
+    scripts/clang.sh
     rustup toolchain install
     cargo build -p kafka-connector -p hostile-guest --target wasm32-wasip2 --release
     cargo build -p connector-host
@@ -12,6 +14,7 @@ build:
 # Producer and consumer throughput and memory next to librdkafka on a fresh broker, then
 # what an idle instance costs (ratios and targets, never pass/fail).
 bench *ARGS:
+    scripts/clang.sh
     rustup toolchain install
     cargo build -p kafka-connector --target wasm32-wasip2 --release
     scripts/broker.sh run cargo run --release -p integration-tests --features bench --bin bench -- {{ARGS}}

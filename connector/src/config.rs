@@ -239,7 +239,7 @@ pub const PARAMS: &[Param] = &[
     },
     Param {
         name: SASL_MECHANISM,
-        description: "SASL mechanism to authenticate with; empty: none.",
+        description: "SASL mechanism to authenticate with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: none.",
         kind: ParamType::String,
         default: Some(""),
         required: false,

@@ -204,9 +204,15 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
 
 /// `parse`, with the paths where `folders` says.
 pub fn parse_in(text: &str, name: &str, folders: &Folders) -> Result<Vec<Pipeline>> {
-    // The parser quotes the offending line, which a tenant may have written: escaped.
-    let doc: Doc = toml::from_str(text)
-        .map_err(|e| anyhow!("{name}: {}", crate::escape::shown(e.to_string().trim_end())))?;
+    // Where and what, never the parser's quote of the offending line: that line may hold
+    // a secret (a password, a key) and is the tenant's text.
+    let doc: Doc = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(String::new(), |s| {
+            let n = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!(":{n}")
+        });
+        anyhow!("{name}{line}: {}", crate::escape::shown(e.message().trim_end()))
+    })?;
     let mut check = Checker {
         text,
         name,
