@@ -588,11 +588,17 @@ path = "out.jsonl"
     #[test]
     fn syntax_unknown_keys_and_bad_values_name_their_line() {
         let e = problems(&GOOD.replace("max-records = 10", "max-records = 10\nmax-recs = 3"));
-        assert!(e.contains("line 6") && e.contains("max-recs"), "{e}");
+        assert!(e.contains("p.toml:6: ") && e.contains("max-recs"), "{e}");
         let e = problems(&GOOD.replace("cpu = \"2s\"", "cpu = \"2 seconds\""));
-        assert!(e.contains("line 6") && e.contains("not a duration"), "{e}");
+        assert!(e.contains("p.toml:6: ") && e.contains("not a duration"), "{e}");
         let e = problems(&GOOD.replace("name = \"mirror\"", "name = mirror"));
-        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("p.toml:3: "), "{e}");
+    }
+
+    #[test]
+    fn a_syntax_error_never_quotes_its_line() {
+        let e = problems(&GOOD.replace("name = \"mirror\"", "name = \"mirror\"\nsecret = \"hunter2"));
+        assert!(e.contains("p.toml:4: ") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]
