@@ -12,6 +12,8 @@ pub mod child;
 
 pub mod faults;
 
+pub mod gateway;
+
 pub mod interop;
 
 pub mod pipelines;
