@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    date_time_ymd,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, date_time_ymd,
 };
 
 /// A certificate and its private key, both PEM (the key PKCS#8, `BEGIN PRIVATE KEY`).
@@ -80,7 +80,9 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name.remove(DnType::CommonName);
         params.distinguished_name.push(DnType::CommonName, name);
-        params.distinguished_name.push(DnType::OrganizationName, "wasm-kafka tests");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "wasm-kafka tests");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -90,7 +92,10 @@ impl Ca {
         // Not forever: rustls and OpenSSL check the issuer's validity too.
         params.not_before = date_time_ymd(2020, 1, 1);
         params.not_after = date_time_ymd(2090, 1, 1);
-        let cert = params.self_signed(&key).expect("a self-signed CA certificate").pem();
+        let cert = params
+            .self_signed(&key)
+            .expect("a self-signed CA certificate")
+            .pem();
         Ca {
             cert,
             issuer: Issuer::new(params, key),
@@ -118,17 +123,24 @@ impl Ca {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("certificate names");
         params.distinguished_name.remove(DnType::CommonName);
-        params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names[0].as_str());
         params.is_ca = IsCa::ExplicitNoCa;
         params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![match usage {
             Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         params.not_before = date_time_ymd(from, 1, 1);
         params.not_after = date_time_ymd(to, 1, 1);
-        let cert = params.signed_by(&key, &self.issuer).expect("a signed certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("a signed certificate");
         Pem {
             cert: cert.pem(),
             key: key.serialize_pem(),

@@ -46,8 +46,8 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, ProduceRequest, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    ApiKey, ApiVersionsResponse, ProduceRequest, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
 use rustls::pki_types::pem::PemObject;
@@ -120,7 +120,10 @@ impl Setup {
             self.client_ca.is_none() || self.tls.is_some(),
             "a client certificate needs TLS"
         );
-        let tls = self.tls.as_ref().map(|server| server_config(server, self.client_ca.as_deref()));
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|server| server_config(server, self.client_ca.as_deref()));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the gateway");
         let addr = listener.local_addr().expect("the gateway's address");
         let backend: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -176,7 +179,9 @@ fn server_config(server: &Pem, client_ca: Option<&str>) -> Arc<ServerConfig> {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                roots.add(cert.expect("a client CA certificate")).expect("a usable CA");
+                roots
+                    .add(cert.expect("a client CA certificate"))
+                    .expect("a usable CA");
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
@@ -425,7 +430,11 @@ fn read_frame(mut read_exact: impl FnMut(&mut [u8]) -> io::Result<()>) -> io::Re
 /// An answer the client is owed, in the order of its requests.
 enum Owed {
     /// From nisshi, to the request with this correlation id, API key and version.
-    Upstream { correlation: i32, api_key: i16, version: i16 },
+    Upstream {
+        correlation: i32,
+        api_key: i16,
+        version: i16,
+    },
     /// Made by the gateway; the connection closes after it when `close` is set.
     Local { frame: Vec<u8>, close: bool },
 }
@@ -446,7 +455,8 @@ fn connection(client: TcpStream, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-    let (Ok(c_reg), Ok(u_reg), Ok(u_read)) = (client.try_clone(), upstream.try_clone(), upstream.try_clone()) else {
+    let (Ok(c_reg), Ok(u_reg), Ok(u_read)) = (client.try_clone(), upstream.try_clone(), upstream.try_clone())
+    else {
         return;
     };
     lock(&shared.conns).insert(id, (c_reg, u_reg));
@@ -470,12 +480,10 @@ fn connection(client: TcpStream, shared: Arc<Shared>) {
         client: io.clone(),
     }));
     let (s, a) = (shared.clone(), answers.clone());
-    let down = thread::Builder::new()
-        .name("gateway-down".into())
-        .spawn(move || {
-            let _ = responses_down(&u_read, &a, &s);
-            close(&s, id);
-        });
+    let down = thread::Builder::new().name("gateway-down".into()).spawn(move || {
+        let _ = responses_down(&u_read, &a, &s);
+        close(&s, id);
+    });
     let mut session = Session::default();
     let ended = requests_up(&io, &upstream, &answers, &shared, &mut session);
     if !matches!(ended, Ok(End::AfterOwed)) {
@@ -538,7 +546,9 @@ fn requests_up(
 ) -> io::Result<End> {
     while let Some(frame) = read_frame(|b| client.read_exact(b))? {
         let Some(plain) = &shared.plain else {
-            let Some(h) = head(&frame) else { return Ok(End::Now) };
+            let Some(h) = head(&frame) else {
+                return Ok(End::Now);
+            };
             forward(&frame, &h, upstream, answers)?;
             continue;
         };
@@ -553,7 +563,9 @@ fn requests_up(
             answer(answers, 0u32.to_be_bytes().to_vec(), false)?;
             continue;
         }
-        let Some(h) = head(&frame) else { return Ok(End::Now) };
+        let Some(h) = head(&frame) else {
+            return Ok(End::Now);
+        };
         match h.api_key {
             SASL_HANDSHAKE => {
                 let mechanism = decode_body(&frame, |b, v| SaslHandshakeRequest::decode(b, v))
@@ -631,7 +643,9 @@ fn plain_ok(token: &[u8], (user, password): &(String, String)) -> bool {
     let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
     match parts[..] {
         [authzid, u, p] => {
-            (authzid.is_empty() || authzid == user.as_bytes()) && u == user.as_bytes() && p == password.as_bytes()
+            (authzid.is_empty() || authzid == user.as_bytes())
+                && u == user.as_bytes()
+                && p == password.as_bytes()
         }
         _ => false,
     }

@@ -4,9 +4,8 @@
 //! (and the broken ones fail) as meant; the [`Gateway`] does PLAIN and mutual TLS, refuses
 //! what it must, and expires and re-authenticates sessions (KIP-368).
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,7 +234,13 @@ fn the_broken_certificates_fail_verification_for_their_reason() {
 
 /// librdkafka through a gateway with mutual TLS (the test client certificate, when
 /// `client_cert`) and PLAIN as `user`/`password`.
-fn gateway_client(g: &Gateway, dir: &Path, client_cert: Option<&Pem>, user: &str, password: &str) -> Librdkafka {
+fn gateway_client(
+    g: &Gateway,
+    dir: &Path,
+    client_cert: Option<&Pem>,
+    user: &str,
+    password: &str,
+) -> Librdkafka {
     let mut c = Librdkafka::at(&g.addr())
         .set("security.protocol", "SASL_SSL")
         .set("ssl.ca.location", &ca_file(dir))
@@ -267,9 +272,17 @@ fn librdkafka_round_trips_through_the_gateway_with_mtls_and_plain() {
     let topic = g.new_topic("kit-gw", 2);
     let client = gateway_client(&g, &dir, Some(&certs::pki().client), "carol", "carol-secret");
     round_trip(&client, &topic, "gateway");
-    assert!(g.authentications() >= 2, "{} authentications", g.authentications());
+    assert!(
+        g.authentications() >= 2,
+        "{} authentications",
+        g.authentications()
+    );
     assert_eq!(
-        (g.failed_authentications(), g.tls_failures(), g.unauthenticated_requests()),
+        (
+            g.failed_authentications(),
+            g.tls_failures(),
+            g.unauthenticated_requests()
+        ),
         (0, 0, 0)
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -352,7 +365,8 @@ impl Bare {
         self.s.read_exact(&mut frame).expect("a whole answer");
         let mut buf = Bytes::from(frame);
         let header =
-            ResponseHeader::decode(&mut buf, <R::Response as HeaderVersion>::header_version(version)).unwrap();
+            ResponseHeader::decode(&mut buf, <R::Response as HeaderVersion>::header_version(version))
+                .unwrap();
         assert_eq!(header.correlation_id, self.correlation);
         Some(R::Response::decode(&mut buf, version).expect("an answer that decodes"))
     }
@@ -416,7 +430,10 @@ fn the_gateway_expires_and_renews_sessions() {
     std::thread::sleep(lifetime / 2);
     assert_eq!(c.plain("dave", "dave-secret"), (0, lifetime.as_millis() as i64));
     std::thread::sleep(lifetime * 3 / 4);
-    assert!(c.metadata(), "a renewed session lasts a lifetime from its renewal");
+    assert!(
+        c.metadata(),
+        "a renewed session lasts a lifetime from its renewal"
+    );
     assert_eq!(g.reauthentications(), 1);
     // Not renewed, it ends: the next request closes the connection.
     std::thread::sleep(lifetime);
@@ -425,7 +442,10 @@ fn the_gateway_expires_and_renews_sessions() {
 
     // Nothing but SASL before authentication.
     let mut c = Bare::connect(&g.addr());
-    assert!(!c.metadata(), "a request before authentication closes the connection");
+    assert!(
+        !c.metadata(),
+        "a request before authentication closes the connection"
+    );
     assert_eq!(g.unauthenticated_requests(), 1);
     // A wrong password: error 58, then the connection closes.
     let mut c = Bare::connect(&g.addr());
@@ -440,5 +460,9 @@ fn a_bare_gateway_forwards_everything() {
     let g = Gateway::with().start();
     let topic = g.new_topic("kit-bare", 2);
     round_trip(&Librdkafka::at(&g.addr()), &topic, "bare");
-    assert!(g.accepted() >= 2, "bootstrap and broker connections: {}", g.accepted());
+    assert!(
+        g.accepted() >= 2,
+        "bootstrap and broker connections: {}",
+        g.accepted()
+    );
 }
