@@ -466,3 +466,45 @@ fn a_bare_gateway_forwards_everything() {
         g.accepted()
     );
 }
+
+/// A real KIP-368 client through the gateway: a librdkafka consumer waits for records
+/// produced in three batches over more than five seconds of two-second sessions; it renews
+/// its sessions (none expires) and reads them all.
+#[test]
+fn librdkafka_renews_its_sessions_through_the_gateway() {
+    let g = Gateway::with()
+        .plain("gina", "gina-secret")
+        .session_lifetime(Duration::from_secs(2))
+        .start();
+    let topic = g.new_topic("kit-reauth", 1);
+    let client = Librdkafka::at(&g.addr())
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", "PLAIN")
+        .set("sasl.username", "gina")
+        .set("sasl.password", "gina-secret");
+    let reader = {
+        let (client, topic) = (client.clone(), topic.clone());
+        std::thread::spawn(move || client.consume(&topic, 3 * N))
+    };
+    for batch in ["a", "b", "c"] {
+        std::thread::sleep(Duration::from_millis(2500));
+        client.produce(&topic, &records(batch), "none");
+    }
+    let read = reader.join().expect("the consumer");
+    let mut want = [expected("a"), expected("b"), expected("c")].concat();
+    want.sort();
+    assert_eq!(values(&read), want);
+    eprintln!(
+        "{} connections, {} authentications, {} re-authentications",
+        g.accepted(),
+        g.authentications(),
+        g.reauthentications()
+    );
+    assert!(g.reauthentications() > 0, "librdkafka never re-authenticated");
+    assert_eq!(
+        g.sessions_expired(),
+        0,
+        "{} re-authentications",
+        g.reauthentications()
+    );
+}
