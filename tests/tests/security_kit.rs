@@ -7,11 +7,12 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use integration_tests::certs::{self, Pem, write_pem};
+use integration_tests::faults::Proxy;
 use integration_tests::gateway::{Gateway, PLAIN_FAILURE_MESSAGE};
 use integration_tests::interop::{KRecord, Librdkafka};
 use integration_tests::pipelines::scratch;
@@ -507,4 +508,42 @@ fn librdkafka_renews_its_sessions_through_the_gateway() {
         "{} re-authentications",
         g.reauthentications()
     );
+}
+
+/// What the connector must make of nisshi's refusal: a wrong SCRAM proof is answered with
+/// error code 0 (not 58) and `e=invalid-proof` in the server's final message (RFC 5802).
+/// Seen through a proxy on the bootstrap connection, where librdkafka authenticates first.
+#[test]
+fn nisshi_answers_a_wrong_scram_proof_with_code_0_and_invalid_proof() {
+    let b = scram_broker(false);
+    let proxy = Proxy::start(b.socket_addr()).expect("a proxy");
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let seen = answers.clone();
+    proxy.corrupt_responses(move |api_key, frame| {
+        if api_key == 36 {
+            seen.lock().unwrap().push(frame.to_vec());
+        }
+    });
+    let client = Librdkafka::at(&proxy.addr().to_string())
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", Scram::Sha256.mechanism())
+        .set("sasl.username", "alice")
+        .set("sasl.password", "not-her-secret")
+        .fail_fast();
+    let err = client
+        .try_produce(b.topic(0), &records("proof"), "none")
+        .expect_err("a wrong password");
+    assert!(err.contains("invalid-proof"), "{err}");
+    let answers = answers.lock().unwrap();
+    // The client-first and client-final answers; the last one refuses.
+    let last = answers.last().expect("SaslAuthenticate answers");
+    let text = String::from_utf8_lossy(last);
+    assert!(text.contains("e=invalid-proof"), "{text:?}");
+    // SaslAuthenticate v0/v1 (what librdkafka sends): correlation id, then the error code;
+    // v2 has a byte of tagged fields between them: the code is 0 either way, never 58.
+    let (v1, v2) = (
+        i16::from_be_bytes([last[4], last[5]]),
+        i16::from_be_bytes([last[5], last[6]]),
+    );
+    assert!(v1 == 0 && v2 != 58, "{last:x?}");
 }
