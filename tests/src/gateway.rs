@@ -767,3 +767,65 @@ fn with_sasl_apis(frame: &[u8], correlation: i32, version: i16) -> Option<Vec<u8
     };
     response(ApiKey::ApiVersions, &h, &resp).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ApiVersions answer frame (length prefix included) listing `keys`.
+    fn api_versions(keys: &[i16], version: i16) -> Vec<u8> {
+        let resp = ApiVersionsResponse::default().with_api_keys(
+            keys.iter()
+                .map(|k| ApiVersion::default().with_api_key(*k).with_max_version(3))
+                .collect(),
+        );
+        let h = Head {
+            api_key: API_VERSIONS,
+            version,
+            correlation: 42,
+        };
+        response(ApiKey::ApiVersions, &h, &resp).unwrap()
+    }
+
+    fn keys_of(frame: &[u8], version: i16) -> Vec<(i16, i16)> {
+        assert_eq!(
+            i32::from_be_bytes(frame[4..8].try_into().unwrap()),
+            42,
+            "correlation id"
+        );
+        let mut body = Bytes::copy_from_slice(&frame[8..]);
+        let resp = ApiVersionsResponse::decode(&mut body, version).unwrap();
+        resp.api_keys.iter().map(|k| (k.api_key, k.max_version)).collect()
+    }
+
+    #[test]
+    fn the_sasl_apis_are_added_to_an_api_versions_answer_that_lacks_them() {
+        for version in [0, 3] {
+            let patched =
+                with_sasl_apis(&api_versions(&[0, 1, 3, 18], version), 42, version).expect("patched");
+            let len = i32::from_be_bytes(patched[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, patched.len() - 4, "v{version}: the length prefix");
+            assert_eq!(
+                keys_of(&patched, version),
+                [(0, 3), (1, 3), (3, 3), (18, 3), (17, 1), (36, 2)],
+                "v{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_with_the_sasl_apis_or_an_error_is_left_alone() {
+        assert!(with_sasl_apis(&api_versions(&[17, 18, 36], 3), 42, 3).is_none());
+        assert!(with_sasl_apis(&[0, 0, 0, 6, 0, 0, 0, 42, 0, 35], 42, 3).is_none());
+    }
+
+    #[test]
+    fn a_plain_token_is_checked_whole() {
+        let user = ("u".to_string(), "p".to_string());
+        assert!(plain_ok(b"\0u\0p", &user));
+        assert!(plain_ok(b"u\0u\0p", &user));
+        for bad in [&b"\0u\0q"[..], b"\0v\0p", b"x\0u\0p", b"\0u\0p\0", b"u\0p", b""] {
+            assert!(!plain_ok(bad, &user), "{bad:?}");
+        }
+    }
+}
