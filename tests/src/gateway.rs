@@ -568,7 +568,7 @@ fn requests_up(
         };
         match h.api_key {
             SASL_HANDSHAKE => {
-                let mechanism = decode_body(&frame, |b, v| SaslHandshakeRequest::decode(b, v))
+                let mechanism = decode_body(&frame, SaslHandshakeRequest::decode)
                     .map(|r| r.mechanism.as_str().to_string());
                 let ok = mechanism.as_deref() == Some("PLAIN");
                 let resp = SaslHandshakeResponse::default()
@@ -590,7 +590,7 @@ fn requests_up(
                         )));
                     return answer(answers, response(ApiKey::SaslAuthenticate, &h, &resp)?, true);
                 }
-                let ok = decode_body(&frame, |b, v| SaslAuthenticateRequest::decode(b, v))
+                let ok = decode_body(&frame, SaslAuthenticateRequest::decode)
                     .is_some_and(|r| plain_ok(&r.auth_bytes, plain));
                 count_authentication(shared, session, ok);
                 let mut resp = SaslAuthenticateResponse::default();
@@ -689,8 +689,8 @@ fn answer(answers: &Mutex<Answers>, frame: Vec<u8>, close: bool) -> io::Result<E
 /// Forwards a request to nisshi, noting the answer it owes (none to a Produce with
 /// acks=0).
 fn forward(frame: &[u8], h: &Head, mut upstream: &TcpStream, answers: &Mutex<Answers>) -> io::Result<()> {
-    let unanswered = h.api_key == PRODUCE
-        && decode_body(frame, |b, v| ProduceRequest::decode(b, v)).is_some_and(|p| p.acks == 0);
+    let unanswered =
+        h.api_key == PRODUCE && decode_body(frame, ProduceRequest::decode).is_some_and(|p| p.acks == 0);
     if !unanswered {
         lock(answers).owed.push_back(Owed::Upstream {
             correlation: h.correlation,
