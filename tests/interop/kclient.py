@@ -5,10 +5,17 @@
                      [--partitioner murmur2_random]     < records.jsonl
   kclient.py consume --broker B --topic T --count N --timeout SECONDS  > records.jsonl
 
+Either takes more librdkafka settings, `--config KEY=VALUE` (repeatable), e.g.
+  --config security.protocol=SASL_SSL --config sasl.mechanisms=SCRAM-SHA-256
+  --config sasl.username=U --config sasl.password=P --config ssl.ca.location=ca.pem
+and `--fail-fast`: the first error librdkafka reports (authentication, TLS, transport) ends
+it at once, non-zero, instead of waiting for records that cannot come.
+
 A record is one JSON line; bytes are base64 strings, null is null:
   produce reads   {"key", "value", "headers": [[name, value], ...], "partition" (optional)}
   consume prints  {"partition", "offset", "key", "value", "headers", "timestamp" (ms)}
-Either exits non-zero on a failure: a record not delivered, fewer than N records in time.
+Either exits non-zero on a failure: a record not delivered, fewer than N records in time
+(with --fail-fast: any error librdkafka reports), printing librdkafka's errors on stderr.
 Run it with the venv's python that scripts/interop-setup.sh makes.
 """
 
@@ -19,7 +26,41 @@ import sys
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+
+class Failed(Exception):
+    """An error librdkafka reported, with --fail-fast."""
+
+
+class Errors:
+    """librdkafka's error callback: prints what it reports; with --fail-fast, `check` then
+    raises."""
+
+    def __init__(self, command, fail_fast):
+        self.command = command
+        self.fail_fast = fail_fast
+        self.seen = []
+
+    def __call__(self, err):
+        print(f"kclient {self.command}: librdkafka error: {err}", file=sys.stderr, flush=True)
+        self.seen.append(err)
+
+    def check(self):
+        if self.fail_fast and self.seen:
+            raise Failed(str(self.seen[0]))
+
+
+def settings(args, errors, own):
+    """librdkafka's configuration: the command's `own`, the broker, then --config's."""
+    conf = {"bootstrap.servers": args.broker, "error_cb": errors}
+    conf.update(own)
+    for pair in args.config:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--config {pair!r}: expected KEY=VALUE")
+        conf[key] = value
+    return conf
 
 
 def b64(data):
@@ -31,12 +72,12 @@ def unb64(text):
 
 
 def produce(args):
-    producer = Producer({
-        "bootstrap.servers": args.broker,
+    reported = Errors("produce", args.fail_fast)
+    producer = Producer(settings(args, reported, {
         "compression.type": args.codec,
         "acks": args.acks,
         "partitioner": args.partitioner,
-    })
+    }))
     errors = []
 
     def delivered(err, msg):
@@ -61,7 +102,12 @@ def produce(args):
         )
         sent += 1
         producer.poll(0)
-    left = producer.flush(30)
+        reported.check()
+    deadline = time.monotonic() + 30
+    while len(producer) > 0 and time.monotonic() < deadline:
+        producer.poll(0.1)
+        reported.check()
+    left = len(producer)
     if left:
         errors.append(f"{left} of {sent} records not delivered within 30s")
     for e in errors:
@@ -69,14 +115,27 @@ def produce(args):
     return 1 if errors else 0
 
 
+def metadata(consumer, topic, errors):
+    """The topic's metadata, within 10 s (sooner with --fail-fast and an error)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return consumer.list_topics(topic, timeout=1).topics[topic]
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                raise
+        consumer.poll(0)  # serves the error callback
+        errors.check()
+
+
 def consume(args):
-    consumer = Consumer({
-        "bootstrap.servers": args.broker,
+    reported = Errors("consume", args.fail_fast)
+    consumer = Consumer(settings(args, reported, {
         "group.id": f"kclient-{uuid.uuid4()}",  # never joined: partitions are assigned
         "enable.auto.commit": False,
         "check.crcs": True,
-    })
-    topic = consumer.list_topics(args.topic, timeout=10).topics[args.topic]
+    }))
+    topic = metadata(consumer, args.topic, reported)
     if topic.error is not None:
         print(f"kclient consume: topic {args.topic}: {topic.error}", file=sys.stderr)
         return 1
@@ -85,6 +144,7 @@ def consume(args):
     got = 0
     while got < args.count and time.monotonic() < deadline:
         msg = consumer.poll(min(0.5, max(0.0, deadline - time.monotonic())))
+        reported.check()
         if msg is None:
             continue
         if msg.error() is not None:
@@ -122,8 +182,15 @@ def main():
     c.add_argument("--count", required=True, type=int)
     c.add_argument("--timeout", required=True, type=float)
     c.set_defaults(run=consume)
+    for command in (p, c):
+        command.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+        command.add_argument("--fail-fast", action="store_true")
     args = parser.parse_args()
-    sys.exit(args.run(args))
+    try:
+        sys.exit(args.run(args))
+    except Failed as e:
+        print(f"kclient {args.command}: failed: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ pub fn nisshi_binary() -> PathBuf {
     cache.join("nisshi-0.8.1/bin/nisshi")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port on 127.0.0.1")

@@ -6,13 +6,19 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod certs;
+
 pub mod child;
 
 pub mod faults;
 
+pub mod gateway;
+
 pub mod interop;
 
 pub mod pipelines;
+
+pub mod secure;
 
 use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
@@ -125,14 +131,19 @@ pub fn new_topic(prefix: &str, partitions: i32) -> String {
     new_topic_at(&broker(), prefix, partitions)
 }
 
-/// Creates a topic through `servers` with a name no other test uses.
-pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
+/// `<prefix>-<pid>-<n>`: a name (of a topic) no other test uses.
+pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
+    format!(
         "{prefix}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
-    );
+    )
+}
+
+/// Creates a topic through `servers` with a name no other test uses.
+pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
+    let name = unique_name(prefix);
     let client = ClientConfig {
         servers: vec![parse_server(servers).expect("broker address")],
         client_id: "tests".into(),
