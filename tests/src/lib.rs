@@ -147,6 +147,7 @@ pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
     let client = ClientConfig {
         servers: vec![parse_server(servers).expect("broker address")],
         client_id: "tests".into(),
+        security: Default::default(),
     };
     let mut cluster =
         Cluster::connect(client.options(Duration::from_secs(10))).expect("connect to the broker");

@@ -387,7 +387,7 @@ fn tls_error(addr: &str, e: &rustls::Error) -> Error {
 fn certificate_problem(c: &CertificateError) -> String {
     let what = match c {
         CertificateError::UnknownIssuer => {
-            "is not issued by a trusted CA (add the broker's CA with caCert)".to_string()
+            "has an unknown issuer: no trusted CA signed it (add the broker's CA with caCert)".to_string()
         }
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
             format!("has expired ({c})")
