@@ -1126,3 +1126,58 @@ async fn secrets_are_never_printed() {
     secrets.extend(pki.client.key_body_lines());
     printed.assert_none_of(&secrets);
 }
+
+/// The README's example: a pipeline file moving records from one TLS + SASL cluster to
+/// another (SCRAM-SHA-256 at one end, SCRAM-SHA-512 at the other), each end with its own
+/// credentials, the CA's PEM written into the file as TOML multi-line strings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_file_moves_records_between_two_tls_and_sasl_clusters() {
+    let (a, b) = (scram_broker(true, 1), scram_broker(true, 1));
+    let values: Vec<String> = (0..50).map(|i| format!("across-{i}")).collect();
+    let alice = join(&[tls(), sasl("SCRAM-SHA-256", "alice", "alice-secret")]);
+    let bob = join(&[tls(), sasl("SCRAM-SHA-512", "bob", "bob-secret")]);
+    let mut dst = try_destination(&a.addr(), a.topic(0), &alice).await.unwrap();
+    let recs: Vec<Record> = values.iter().map(|v| raw(v)).collect();
+    let (n, err) = within(HANG, "write", dst.write(&recs)).await.unwrap();
+    assert_eq!((n, err.map(|e| e.to_string())), (50, None));
+    dst.teardown().await.unwrap();
+
+    let end = |side: &str, servers: &str, what: &str, mechanism: &str, user: &str, password: &str| {
+        format!(
+            "[pipeline.{side}]\ntype = \"kafka\"\n[pipeline.{side}.settings]\nservers = \"{servers}\"\n{what}\n\
+             \"tls.enabled\" = true\ncaCert = '''\n{ca}'''\nsaslMechanism = \"{mechanism}\"\n\
+             saslUsername = \"{user}\"\nsaslPassword = \"{password}\"\n",
+            ca = certs::pki().ca.cert,
+        )
+    };
+    let file = scratch("two-clusters").join("pipelines.toml");
+    let text = format!(
+        "[[pipeline]]\nname = \"across\"\ntenant = \"t\"\nidle-exit = \"3s\"\nallow = [\"{}\", \"{}\"]\n",
+        a.addr(),
+        b.addr()
+    ) + &end(
+        "source",
+        &a.addr(),
+        &format!("topics = \"{}\"\nreadFromBeginning = true", a.topic(0)),
+        "SCRAM-SHA-256",
+        "alice",
+        "alice-secret",
+    ) + &end(
+        "destination",
+        &b.addr(),
+        &format!("topic = \"{}\"", b.topic(0)),
+        "SCRAM-SHA-512",
+        "bob",
+        "bob-secret",
+    );
+    std::fs::write(&file, text).unwrap();
+    let (code, stderr) = Running::spawn(&mut run_host(&file, &[])).finish(CLI_LIMIT).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(summary(&stderr, "t/across").contains("50 written"), "{stderr}");
+    assert!(!stderr.contains("secret"), "a password was printed: {stderr}");
+
+    let mut src = try_source(&b.addr(), b.topic(0), &bob).await.unwrap();
+    let read = read_values(&mut src, 50, Duration::from_secs(30)).await;
+    assert_eq!(sorted(read), sorted(values));
+    src.teardown().await.unwrap();
+}
