@@ -334,7 +334,8 @@ async fn a_bad_pipeline_file_is_refused_with_line_numbers_before_anything_starts
     .unwrap();
     let (code, stderr) = finish(&mut run_host(&path, &[]), Duration::from_secs(60)).await;
     assert_eq!(code, 1);
-    assert!(stderr.contains("line 4") && stderr.contains("batchh"), "{stderr}");
+    let at = format!("{}:4: ", path.display());
+    assert!(stderr.contains(&at) && stderr.contains("batchh"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
