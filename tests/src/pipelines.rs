@@ -207,3 +207,17 @@ pub fn kafka_end(side: &str, settings: &str) -> String {
 pub fn kafka_end_at(servers: &str, side: &str, settings: &str) -> String {
     format!("[pipeline.{side}]\ntype = \"kafka\"\nsettings = {{ servers = \"{servers}\", {settings} }}\n")
 }
+
+/// Scrapes `http://addr/metrics` once.
+pub async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).await.unwrap();
+    body
+}

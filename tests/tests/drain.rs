@@ -9,20 +9,6 @@ use integration_tests::faults::{PrivateBroker, api};
 use integration_tests::pipelines::*;
 use integration_tests::*;
 
-/// Scrapes `http://addr/metrics` once.
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
-    body
-}
-
 fn sample(metrics: &str, name: &str, id: &str) -> Option<u64> {
     let (tenant, pipeline) = id.split_once('/').unwrap();
     let key = format!("connector_{name}{{tenant=\"{tenant}\",pipeline=\"{pipeline}\"}} ");

@@ -27,7 +27,7 @@ use integration_tests::certs::{self, Pem, pem_body_lines};
 use integration_tests::child::{Running, output_within};
 use integration_tests::gateway::Gateway;
 use integration_tests::interop::{KRecord, Librdkafka};
-use integration_tests::pipelines::{allow_line, kafka_end_at, run_host, scratch, summary};
+use integration_tests::pipelines::{allow_line, kafka_end_at, run_host, scrape, scratch, summary};
 use integration_tests::secure::{Scram, SecureBroker};
 use integration_tests::*;
 
@@ -926,20 +926,6 @@ fn pipeline_file(name: &str, servers: &str, source: &Config, destination: &Confi
         + &allow_line(servers)
         + &kafka_end_at(servers, "source", &toml_settings(source))
         + &kafka_end_at(servers, "destination", &toml_settings(destination))
-}
-
-/// Scrapes `http://addr/metrics` once.
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 /// A known password and client key through every command of the host that prints: `spec`,
