@@ -561,8 +561,12 @@ impl DestinationConfig {
 }
 
 impl ClientConfig {
-    /// The Kafka client's options for these settings.
+    /// The Kafka client's options for these settings; warns (once per open) when they
+    /// send a password readably.
     pub fn options(&self, request_timeout: Duration) -> ClientOptions {
+        if let Some(why) = security::exposed(&self.security) {
+            crate::log::warn(why);
+        }
         ClientOptions {
             bootstrap: self.servers.iter().map(Server::to_string).collect(),
             client_id: self.client_id.clone(),

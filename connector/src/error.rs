@@ -54,6 +54,22 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the cluster refused this client's settings (its certificates, TLS, its
+    /// credentials or mechanism): every broker and every retry will say the same.
+    pub fn is_refusal(&self) -> bool {
+        // 58 SASL_AUTHENTICATION_FAILED, 33 UNSUPPORTED_SASL_MECHANISM, 34 ILLEGAL_SASL_STATE.
+        matches!(
+            self,
+            Error::Tls(_)
+                | Error::Kafka {
+                    code: 58 | 33 | 34,
+                    ..
+                }
+        )
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -58,8 +58,25 @@ fn tls(v: &Values) -> Result<Option<TlsSettings>> {
     })
 }
 
+/// Why these settings let others on the network read the password, if they do: PLAIN
+/// sends it as it is, so it needs TLS with a verified broker.
+pub(super) fn exposed(security: &Security) -> Option<&'static str> {
+    let plain = security
+        .sasl
+        .as_ref()
+        .is_some_and(|c| c.mechanism == Mechanism::Plain);
+    match &security.tls {
+        _ if !plain => None,
+        None => Some("saslMechanism PLAIN without TLS sends the password readably: set tls.enabled=true"),
+        Some(tls) if tls.skips_verification() => {
+            Some("saslMechanism PLAIN with insecureSkipVerify sends the password to any broker on the path")
+        }
+        Some(_) => None,
+    }
+}
+
 fn sasl(v: &Values) -> Result<Option<Credentials>> {
-    let username = v.given_text(SASL_USERNAME);
+    let username = v.given_exact(SASL_USERNAME);
     let password = v.given_exact(SASL_PASSWORD);
     let mechanism = v.string(SASL_MECHANISM)?;
     if mechanism.is_empty() {
@@ -81,6 +98,12 @@ fn sasl(v: &Values) -> Result<Option<Credentials>> {
         username.ok_or_else(|| Error::config(SASL_USERNAME, "saslMechanism needs a saslUsername"))?;
     let password =
         password.ok_or_else(|| Error::config(SASL_PASSWORD, "saslMechanism needs a saslPassword"))?;
+    // PLAIN separates its fields with NUL, and a SCRAM name cannot hold one.
+    for (name, value) in [(SASL_USERNAME, username), (SASL_PASSWORD, password)] {
+        if value.contains('\0') {
+            return Err(Error::config(name, format!("{name} contains a NUL character")));
+        }
+    }
     Ok(Some(Credentials {
         mechanism,
         username: username.to_string(),
@@ -196,6 +219,22 @@ mod tests {
                 SASL_USERNAME,
             ),
             (vec![(SASL_PASSWORD, PASSWORD)], SASL_PASSWORD),
+            (
+                vec![
+                    (SASL_MECHANISM, "PLAIN"),
+                    (SASL_USERNAME, "a\0b"),
+                    (SASL_PASSWORD, PASSWORD),
+                ],
+                SASL_USERNAME,
+            ),
+            (
+                vec![
+                    (SASL_MECHANISM, "PLAIN"),
+                    (SASL_USERNAME, "a"),
+                    (SASL_PASSWORD, "pencil\0"),
+                ],
+                SASL_PASSWORD,
+            ),
         ];
         for (pairs, key_named) in cases {
             let (parameter, message) = refused(&pairs);

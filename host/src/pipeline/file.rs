@@ -202,6 +202,16 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Vec<Pipeline>> {
     parse_in(text, name, &folders)
 }
 
+/// A parser message with what it quotes of the file's values (`invalid type: string
+/// "...", expected a map`) left out: a value may be a secret. Names stay (in backticks).
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('"').enumerate() {
+        out.push_str(if i % 2 == 1 { "\"…\"" } else { part });
+    }
+    out
+}
+
 /// `parse`, with the paths where `folders` says.
 pub fn parse_in(text: &str, name: &str, folders: &Folders) -> Result<Vec<Pipeline>> {
     // Where and what, never the parser's quote of the offending line: that line may hold
@@ -211,7 +221,8 @@ pub fn parse_in(text: &str, name: &str, folders: &Folders) -> Result<Vec<Pipelin
             let n = text[..s.start.min(text.len())].matches('\n').count() + 1;
             format!(":{n}")
         });
-        anyhow!("{name}{line}: {}", crate::escape::shown(e.message().trim_end()))
+        let message = without_quoted_values(e.message().trim_end());
+        anyhow!("{name}{line}: {}", crate::escape::shown(&message))
     })?;
     let mut check = Checker {
         text,
@@ -599,6 +610,11 @@ path = "out.jsonl"
     fn a_syntax_error_never_quotes_its_line() {
         let e = problems(&GOOD.replace("name = \"mirror\"", "name = \"mirror\"\nsecret = \"hunter2"));
         assert!(e.contains("p.toml:4: ") && !e.contains("hunter2"), "{e}");
+        let e = problems(&GOOD.replace("max-records = 10", "max-records = \"hunter2\""));
+        assert!(
+            e.contains("p.toml:5: invalid type") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]

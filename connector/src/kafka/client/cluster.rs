@@ -95,7 +95,7 @@ impl Cluster {
                 Ok(conn) => return Ok(self.metadata.insert(conn)),
                 // Refused credentials or certificates fail the same way at every broker
                 // and on every retry: said at once, not retried into a storm.
-                Err(e) if !e.is_retriable() => return Err(e),
+                Err(e) if e.is_refusal() => return Err(e),
                 Err(e) => errors.push(e.to_string()),
             }
         }

@@ -31,6 +31,10 @@ use crate::kafka::protocol::versions::{Versions, our_versions};
 /// Responses larger than this are taken as a corrupt length prefix, not a real response.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// The shortest time between two logins on a connection, whatever session the broker
+/// grants: a broker granting 1 ms would otherwise have every request wait for a SCRAM
+/// exchange (up to 100,000 PBKDF2 rounds). Kafka's sessions are minutes to hours.
+const MIN_SESSION: Duration = Duration::from_secs(1);
 
 /// A request sent and not yet answered, typed by its request so its response decodes
 /// with the right message type and version.
@@ -74,7 +78,7 @@ pub struct Connection {
     reauthenticate_at: Option<Instant>,
     /// Set while a SASL exchange runs: its own requests must not start another.
     authenticating: bool,
-    /// How long opening took at most: the budget of a later re-authentication.
+    /// How long opening may take: the budget of a later re-authentication too.
     timeout: Duration,
     /// Responses received so far.
     answered: u64,
@@ -84,6 +88,7 @@ impl Connection {
     /// Connects to `addr` (`host:port`) with `security`'s TLS, negotiates API versions and
     /// authenticates with its SASL credentials.
     pub fn open(addr: &str, client_id: &str, security: &Security, deadline: Instant) -> Result<Self> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let transport = Transport::connect(addr, security.tls.as_ref(), deadline)?;
         let mut conn = Connection {
             addr: addr.to_string(),
@@ -101,7 +106,7 @@ impl Connection {
             sasl: security.sasl.clone(),
             reauthenticate_at: None,
             authenticating: false,
-            timeout: deadline.saturating_duration_since(Instant::now()),
+            timeout,
             answered: 0,
         };
         conn.negotiate(deadline)
@@ -121,8 +126,11 @@ impl Connection {
         let lifetime = sasl::authenticate(self, &creds, deadline);
         self.authenticating = false;
         let lifetime = lifetime.inspect_err(|e| self.fail(e.clone()))?;
-        self.reauthenticate_at =
-            lifetime.map(|l| Instant::now() + l.mul_f64(0.85 + random_up_to(100) as f64 / 1000.0));
+        let renew_in = |l: Duration| {
+            l.mul_f64(0.85 + random_up_to(100) as f64 / 1000.0)
+                .max(MIN_SESSION)
+        };
+        self.reauthenticate_at = lifetime.map(|l| Instant::now() + renew_in(l));
         Ok(())
     }
 
@@ -247,6 +255,11 @@ impl Connection {
     /// Whether requests are queued that are not on the wire yet (throttled, or waiting for
     /// the socket).
     pub fn has_unsent(&self) -> bool {
+        self.has_queued() || self.transport.wants_write()
+    }
+
+    /// Requests queued that the transport has not taken yet.
+    fn has_queued(&self) -> bool {
         self.out_pos < self.out.len()
     }
 
@@ -291,7 +304,9 @@ impl Connection {
     /// What to wait for on this connection's socket: writing only while requests are
     /// queued and the broker does not throttle.
     pub fn interest(&self) -> Interest {
-        let write = (self.has_unsent() && self.throttled_until().is_none()) || self.transport.wants_write();
+        // Encrypted bytes the transport holds go out whatever the throttle: they are
+        // requests sent before it.
+        let write = (self.has_queued() && self.throttled_until().is_none()) || self.transport.wants_write();
         Interest::new(self.transport.raw_fd(), write)
     }
 
@@ -649,11 +664,11 @@ mod tests {
 
     #[test]
     fn a_session_is_renewed_before_it_ends_with_requests_in_flight() {
-        let (addr, keys) = sasl_broker(400, true);
+        let (addr, keys) = sasl_broker(1200, true);
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut conn = Connection::open(&addr, "test", &plain(), deadline).unwrap();
         let early = conn.send(&MetadataRequest::default(), 3).unwrap();
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(1200));
         // Past 85-95% of the session: this request waits for a new login, which takes the
         // early answer in passing and keeps it.
         conn.request(&MetadataRequest::default(), deadline).unwrap();

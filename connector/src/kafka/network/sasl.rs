@@ -16,6 +16,8 @@ use crate::kafka::protocol::sasl::{Credentials, Exchange, Step, auth_failed};
 
 /// Error code of UNSUPPORTED_SASL_MECHANISM.
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+/// Error code of ILLEGAL_SASL_STATE: what a listener without SASL answers a handshake.
+const ILLEGAL_SASL_STATE: i16 = 34;
 
 /// Authenticates `conn` with `creds`; returns how long the broker keeps the session, if
 /// it limits it.
@@ -60,6 +62,10 @@ fn handshake(conn: &mut Connection, creds: &Credentials, deadline: Instant) -> R
             has.join(", ")
         );
         return Err(refused(conn.addr(), resp.error_code, &said));
+    }
+    if resp.error_code == ILLEGAL_SASL_STATE {
+        let said = "this listener takes no SASL: unset saslMechanism, or use the broker's SASL listener";
+        return Err(refused(conn.addr(), resp.error_code, said));
     }
     errors::check(resp.error_code, "SaslHandshake").map_err(|e| at(conn.addr(), e))
 }

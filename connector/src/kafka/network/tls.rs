@@ -43,6 +43,7 @@ pub struct TlsInputError {
 #[derive(Clone)]
 pub struct TlsSettings {
     config: Arc<ClientConfig>,
+    insecure: bool,
 }
 
 impl fmt::Debug for TlsSettings {
@@ -78,13 +79,15 @@ impl TlsSettings {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions");
+        // Parsed even when unused (insecureSkipVerify), so a bad caCert is said at once.
+        let roots = roots(pem.ca)?;
         let builder = if pem.insecure_skip_verify {
             let verifier = AnyCertificate(provider.signature_verification_algorithms);
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
         } else {
-            builder.with_root_certificates(roots(pem.ca)?)
+            builder.with_root_certificates(roots)
         };
         let config = match pem.client {
             None => builder.with_no_client_auth(),
@@ -101,7 +104,13 @@ impl TlsSettings {
         };
         Ok(TlsSettings {
             config: Arc::new(config),
+            insecure: pem.insecure_skip_verify,
         })
+    }
+
+    /// Whether brokers are taken without verification (`insecureSkipVerify`).
+    pub fn skips_verification(&self) -> bool {
+        self.insecure
     }
 }
 
@@ -230,7 +239,7 @@ impl TlsStream {
         }
         if Instant::now() >= deadline {
             return Err(Error::Timeout(format!(
-                "{}: no TLS handshake answer in time; is the listener plaintext? (then set tls.enabled=false)",
+                "{}: the TLS handshake did not complete in time (a slow or filtered network, or a listener that is not TLS)",
                 self.addr
             )));
         }
@@ -308,7 +317,7 @@ impl Read for TlsStream {
             if let Err(e) = self.process() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    TlsFailure(tls_error(&self.addr, &e)),
+                    TlsFailure(session_error(&self.addr, &e)),
                 ));
             }
             // A key update or an alert to answer.
@@ -356,6 +365,27 @@ fn host_of(addr: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
+}
+
+/// An error of an established session. Under TLS 1.3 a broker refuses a client
+/// certificate after the handshake, on the first read: that stays a TLS error, as do
+/// certificate problems. Anything else (a bad record, a broker's internal error alert)
+/// breaks this connection only, and a new one may well work.
+fn session_error(addr: &str, e: &rustls::Error) -> Error {
+    use rustls::AlertDescription as Alert;
+    match e {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::CertificateExpired
+            | Alert::CertificateRevoked
+            | Alert::AccessDenied,
+        ) => tls_error(addr, e),
+        other => Error::Connection(format!("{addr}: TLS session broken: {other}")),
+    }
 }
 
 /// A rustls error as the user can act on it, naming the broker.
