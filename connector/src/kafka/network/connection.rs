@@ -495,6 +495,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::RawFd;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -504,7 +505,11 @@ mod tests {
         ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
     };
 
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+
     use super::*;
+    use crate::kafka::network::tls::{TlsPem, TlsSettings};
     use crate::kafka::protocol::sasl::{Mechanism, Secret};
 
     /// Reads one request frame: its API version and correlation id (every request header
@@ -697,5 +702,127 @@ mod tests {
             3,
             "ApiVersions, SaslHandshake, one SaslAuthenticate"
         );
+    }
+
+    /// Shrinks a socket's kernel buffer (`SO_RCVBUF` or `SO_SNDBUF`) to its minimum.
+    fn small_buffer(fd: RawFd, option: libc::c_int) {
+        let small: libc::c_int = 4096;
+        // SAFETY: a valid socket and a c_int option value of the size given.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+    }
+
+    /// A TLS broker that answers ApiVersions, then reads frames until the client is gone
+    /// and reports their total length; before the last 40 KiB of each it reads nothing for
+    /// a while (its socket fills, and the client's TLS records wait).
+    fn slow_tls_broker() -> (String, Security, mpsc::Receiver<usize>) {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = TlsPem {
+            ca: Some(&cert.pem()),
+            ..TlsPem::default()
+        };
+        let security = Security {
+            tls: Some(TlsSettings::new(pem).unwrap()),
+            sasl: None,
+        };
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A small receive window (inherited by the accepted socket), so what the broker
+        // does not read backs up into the client quickly.
+        small_buffer(std::os::fd::AsRawFd::as_raw_fd(&listener), libc::SO_RCVBUF);
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let tls = rustls::ServerConnection::new(std::sync::Arc::new(server)).unwrap();
+            let mut s = rustls::StreamOwned::new(tls, tcp);
+            let mut len = [0; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut frame).unwrap();
+            let corr = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+            let keys = [ApiKey::ApiVersions, ApiKey::Metadata]
+                .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(12));
+            let mut buf = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(corr)
+                .encode(&mut buf, 0)
+                .unwrap();
+            let versions = ApiVersionsResponse::default().with_api_keys(keys.to_vec());
+            versions.encode(&mut buf, 3).unwrap();
+            s.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
+            s.write_all(&buf).unwrap();
+            // The end of the next frame waits while the broker reads nothing, so the
+            // client's last records stay in TLS when it has handed over its last bytes.
+            let mut total = 0;
+            while s.read_exact(&mut len).is_ok() {
+                let size = u32::from_be_bytes(len) as usize;
+                let mut frame = vec![0; size];
+                let (head, tail) = frame.split_at_mut(size.saturating_sub(40 << 10));
+                if s.read_exact(head).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                if s.read_exact(tail).is_err() {
+                    break;
+                }
+                total += 4 + frame.len();
+            }
+            tx.send(total).unwrap();
+        });
+        (addr, security, rx)
+    }
+
+    /// What TLS still holds counts as unsent: a caller that drives the connection until
+    /// nothing is unsent (an acks=0 write) gets every byte to the broker, though the end
+    /// of the request was handed to TLS while the broker read nothing.
+    #[test]
+    fn tls_records_not_yet_on_the_wire_are_unsent() {
+        let (addr, security, received) = slow_tls_broker();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut conn = Connection::open(&addr, "test", &security, deadline).unwrap();
+        small_buffer(conn.transport.raw_fd(), libc::SO_SNDBUF);
+        let name = |i| TopicName(StrBytes::from_string(format!("topic-with-a-long-name-{i:08}")));
+        let topics = (0..30_000)
+            .map(|i| MetadataRequestTopic::default().with_name(Some(name(i))))
+            .collect();
+        let req = MetadataRequest::default().with_topics(Some(topics));
+        let header = RequestHeader::default()
+            .with_request_api_key(MetadataRequest::KEY)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut frame = Vec::new();
+        header
+            .encode(&mut frame, MetadataRequest::header_version(12))
+            .unwrap();
+        req.encode(&mut frame, 12).unwrap();
+        conn.send_unanswered(&req, 12).unwrap();
+        while conn.has_unsent() && Instant::now() < deadline {
+            let mut interest = [conn.interest()];
+            poll::wait(&mut interest, deadline).unwrap();
+            conn.on_ready(interest[0]);
+        }
+        assert!(!conn.has_unsent(), "still unsent at the deadline");
+        drop(conn);
+        assert_eq!(received.recv().unwrap(), 4 + frame.len(), "bytes the broker got");
     }
 }
