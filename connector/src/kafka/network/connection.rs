@@ -501,12 +501,10 @@ mod tests {
 
     use bytes::BytesMut;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::{
-        ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
-    };
-
-    use kafka_protocol::messages::TopicName;
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateResponse, SaslHandshakeResponse, TopicName,
+    };
 
     use super::*;
     use crate::kafka::network::tls::{TlsPem, TlsSettings};
