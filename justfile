@@ -11,10 +11,12 @@ build:
     cargo build -p kafka-connector -p hostile-guest --target wasm32-wasip2 --release
     cargo build -p connector-host
 
-# Producer and consumer throughput and memory next to librdkafka on a fresh broker, then
-# what an idle instance costs (ratios and targets, never pass/fail).
+# Producer and consumer throughput and memory next to librdkafka on a fresh broker, over
+# plaintext and over TLS (and SASL, on brokers of its own), where TLS's time goes, then what an
+# idle instance costs (ratios and targets, never pass/fail). librdkafka is built with OpenSSL.
 bench *ARGS:
     scripts/clang.sh
+    scripts/libssl.sh
     rustup toolchain install
     cargo build -p kafka-connector --target wasm32-wasip2 --release
     scripts/broker.sh run cargo run --release -p integration-tests --features bench --bin bench -- {{ARGS}}

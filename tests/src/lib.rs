@@ -23,6 +23,7 @@ pub mod secure;
 use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};
 use kafka_connector::kafka::client::cluster::Cluster;
+use kafka_connector::kafka::network::Security;
 
 /// The broker's address. Tests fail (they do not skip) without one.
 pub fn broker() -> String {
@@ -143,11 +144,17 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Creates a topic through `servers` with a name no other test uses.
 pub fn new_topic_at(servers: &str, prefix: &str, partitions: i32) -> String {
+    new_topic_secured(servers, Security::default(), prefix, partitions)
+}
+
+/// Creates a topic through `servers`, reached with `security` (the connector's own client,
+/// natively), with a name no other test uses.
+pub fn new_topic_secured(servers: &str, security: Security, prefix: &str, partitions: i32) -> String {
     let name = unique_name(prefix);
     let client = ClientConfig {
         servers: vec![parse_server(servers).expect("broker address")],
         client_id: "tests".into(),
-        security: Default::default(),
+        security,
     };
     let mut cluster =
         Cluster::connect(client.options(Duration::from_secs(10))).expect("connect to the broker");

@@ -5,6 +5,12 @@
 //! database in a temporary folder: first open (users and topics are created), then as asked
 //! (`--authentication`, `--cert/--key`). Hence the topics are named up front.
 //!
+//! sqlite takes a few tens of thousands of records per second, a fraction of what the
+//! in-memory test broker takes. Without authentication (nisshi keeps users only in sqlite)
+//! a broker may keep its data in memory instead ([`Setup::in_memory`], for throughput): it
+//! starts once, and its topics are made over its own listener, TLS included, at any time
+//! ([`SecureBroker::new_topic`]).
+//!
 //! ```text
 //! let b = SecureBroker::with()
 //!     .user("alice", "alice-secret", Scram::Sha256)
@@ -20,6 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use kafka_connector::kafka::network::Security;
+use kafka_connector::kafka::network::tls::{TlsPem, TlsSettings};
 
 use crate::certs::Pem;
 use crate::child::output_within;
@@ -180,6 +189,7 @@ pub struct Setup {
     topics: Vec<(String, i32)>,
     tls: Option<Pem>,
     authentication: bool,
+    memory: bool,
 }
 
 impl Setup {
@@ -208,22 +218,41 @@ impl Setup {
         self
     }
 
+    /// Data in memory, as the plaintext test broker keeps it, instead of sqlite: one start
+    /// (no restart), so no users and no authentication. Topics are made once it listens.
+    pub fn in_memory(mut self) -> Setup {
+        self.memory = true;
+        self
+    }
+
     /// Starts the broker: creates the users and topics, then restarts it as asked.
     pub fn start(self) -> SecureBroker {
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let dir = broker_dir("secure");
+        let storage = if self.memory {
+            assert!(
+                !self.authentication && self.users.is_empty(),
+                "nisshi keeps users only in sqlite: an in-memory broker takes no authentication"
+            );
+            format!("memory://wasm-kafka-{port}/")
+        } else {
+            // Relative to its working folder; kept across the restart.
+            "sqlite://nisshi.db".into()
+        };
         let mut args = vec![
             "--listener-url".to_string(),
             format!("tcp://{addr}"),
             "--advertised-listener-url".into(),
             format!("tcp://{addr}"),
-            // Relative to its working folder; kept across the restart.
             "--storage-engine".into(),
-            "sqlite://nisshi.db".into(),
+            storage,
             "--group-initial-rebalance-delay".into(),
             "0s".into(),
         ];
+        if self.memory {
+            return self.start_in_memory(dir, addr, args);
+        }
         let open = Nisshi::start(&dir, "setup.log", addr, &args);
         let broker = format!("tcp://{addr}");
         for (name, password, mechanism) in &self.users {
@@ -252,13 +281,7 @@ impl Setup {
             args.push("--authentication".into());
         }
         if let Some(pem) = &self.tls {
-            let (cert, key) = pem.write(&dir, "server");
-            args.extend([
-                "--cert".into(),
-                cert.display().to_string(),
-                "--key".into(),
-                key.display().to_string(),
-            ]);
+            args.extend(cert_args(pem, &dir));
         }
         let nisshi = Nisshi::start(&dir, "broker.log", addr, &args);
         SecureBroker {
@@ -267,8 +290,42 @@ impl Setup {
             addr,
             topics,
             tls: self.tls.is_some(),
+            authentication: self.authentication,
         }
     }
+
+    /// `start` for [`Setup::in_memory`]: as asked at once, the topics made over the listener.
+    fn start_in_memory(self, dir: PathBuf, addr: SocketAddr, mut args: Vec<String>) -> SecureBroker {
+        if let Some(pem) = &self.tls {
+            args.extend(cert_args(pem, &dir));
+        }
+        let nisshi = Nisshi::start(&dir, "broker.log", addr, &args);
+        let mut broker = SecureBroker {
+            nisshi: Some(nisshi),
+            dir,
+            addr,
+            topics: Vec::new(),
+            tls: self.tls.is_some(),
+            authentication: false,
+        };
+        broker.topics = self
+            .topics
+            .iter()
+            .map(|(prefix, partitions)| broker.new_topic(prefix, *partitions))
+            .collect();
+        broker
+    }
+}
+
+/// `--cert` and `--key` with `server`'s files, written into `dir`.
+fn cert_args(server: &Pem, dir: &Path) -> [String; 4] {
+    let (cert, key) = server.write(dir, "server");
+    [
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+    ]
 }
 
 /// A nisshi broker with users and topics made before it started securely. Killed (and its
@@ -279,6 +336,7 @@ pub struct SecureBroker {
     addr: SocketAddr,
     topics: Vec<String>,
     tls: bool,
+    authentication: bool,
 }
 
 impl SecureBroker {
@@ -289,6 +347,7 @@ impl SecureBroker {
             topics: Vec::new(),
             tls: None,
             authentication: true,
+            memory: false,
         }
     }
 
@@ -313,6 +372,26 @@ impl SecureBroker {
     /// Whether its listener takes TLS.
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// A new topic `<prefix>-<unique>` with `partitions`, made now over the listener (by the
+    /// connector's client, natively; over TLS without verifying the broker, which is the
+    /// test's own). Only without authentication: with it, topics are named up front
+    /// ([`Setup::topic`]).
+    pub fn new_topic(&self, prefix: &str, partitions: i32) -> String {
+        assert!(
+            !self.authentication,
+            "nisshi makes no topics once authentication is on: name them up front (Setup::topic)"
+        );
+        let tls = self.tls.then(|| {
+            TlsSettings::new(TlsPem {
+                insecure_skip_verify: true,
+                ..TlsPem::default()
+            })
+            .expect("TLS settings without inputs")
+        });
+        let security = Security { tls, sasl: None };
+        crate::new_topic_secured(&self.addr(), security, prefix, partitions)
     }
 
     /// Its working folder (a place for files a client needs, e.g. a CA for librdkafka).

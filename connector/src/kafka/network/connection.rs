@@ -321,11 +321,16 @@ impl Connection {
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.transport.send_pending() {
+        // What the transport holds (TLS records) goes out first: alone when nothing else
+        // may be written now, else in the same socket write as what is (see `TlsStream`).
+        let throttled = self.throttled_until().is_some();
+        if (throttled || !self.has_unsent())
+            && let Err(e) = self.transport.send_pending()
+        {
             let err = self.io_error(e);
             return self.fail(err);
         }
-        if self.throttled_until().is_some() {
+        if throttled {
             return;
         }
         while self.broken.is_none() && self.out_pos < self.out.len() {

@@ -1,18 +1,19 @@
-//! The consumer benchmark: one topic filled once, then each side reads all of it from the
-//! beginning in a child process of its own, with a fresh group; the parent compares the
-//! sides' median runs.
+//! The consumer benchmark: one topic per broker filled once, then each variant (a side on a
+//! broker) reads all of it from the beginning in a child process of its own, with a fresh
+//! group; the parent compares the median runs.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use connector_host::{Allowlist, DataRef, EngineOptions, Limits, Runtime, SharedEngine};
-use integration_tests::{broker, component_cache, component_path, new_topic};
+use integration_tests::{component_cache, component_path};
 
+use crate::endpoint::{Endpoint, Transport};
 use crate::librdkafka::{consume_librdkafka, produce_librdkafka, topic_records};
-use crate::process::{process_cpu, run_child, status_kib};
+use crate::process::{process_cpu, run_child, status_kib, traffic_to};
 use crate::records::generate;
-use crate::stats::{Rounds, Run, met, number};
-use crate::{DISTINCT_KEYS, PARTITIONS, SIDES, TARGET_RATIO};
+use crate::stats::{Rounds, Run, Variant, met, number};
+use crate::{Brokers, DISTINCT_KEYS, PARTITIONS, Plan, TARGET_RATIO, TLS_GOAL, TLS_TARGET};
 
 /// Value size of the records the consumer benchmark reads.
 const CONSUME_SIZE: usize = 100;
@@ -26,7 +27,7 @@ pub(crate) const LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS: &str = "10";
 pub(crate) const STALL: Duration = Duration::from_secs(60);
 
 /// What one consumer child measured.
-struct ConsumeMeasured {
+pub(crate) struct ConsumeMeasured {
     /// Its `seconds` run from the group joined (partitions assigned) to the last record.
     run: Run,
     /// From `open()`/`subscribe()` to the partitions assigned (not in `seconds`).
@@ -34,7 +35,7 @@ struct ConsumeMeasured {
     /// From the clock's start to the first record.
     first_ms: f64,
     /// CPU time (user + system, all threads) of the side's process on the clock.
-    cpu_seconds: f64,
+    pub(crate) cpu_seconds: f64,
 }
 
 impl std::ops::Deref for ConsumeMeasured {
@@ -44,10 +45,11 @@ impl std::ops::Deref for ConsumeMeasured {
     }
 }
 
-pub(crate) fn parent(count: usize, rounds: usize) -> Result<()> {
+pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<Results> {
     let component = component_path();
     let exe = std::env::current_exe()?;
     let version = rdkafka::util::get_rdkafka_version().1;
+    let count = plan.count;
     println!(
         "consumer benchmark: {count} records of {CONSUME_SIZE} B in one {PARTITIONS}-partition topic, read from the beginning by each side with a fresh group"
     );
@@ -66,65 +68,144 @@ pub(crate) fn parent(count: usize, rounds: usize) -> Result<()> {
     );
     println!();
 
-    let topic = new_topic("bench-consume", PARTITIONS);
-    eprintln!("bench: filling {topic} with {count} x {CONSUME_SIZE} B through librdkafka ...");
-    let fill = {
-        let records = generate(CONSUME_SIZE, count);
-        produce_librdkafka(&topic, &records)?
-    };
-    let in_topic = topic_records(&topic)?;
-    ensure!(
-        in_topic == count as u64,
-        "{topic} holds {in_topic} records after the fill, not {count}"
-    );
-    eprintln!("bench: filled {topic} in {:.3} s", fill.as_secs_f64());
+    // One topic per broker, filled once.
+    let mut topics: Vec<(Transport, String, usize)> = Vec::new();
+    let variants = [plan.memory_variants(), plan.sqlite_variants()];
+    for v in variants.iter().flatten() {
+        if topics.iter().any(|(t, _, _)| *t == v.transport) {
+            continue;
+        }
+        let broker = brokers.get(v.transport);
+        let n = if broker.transport().sqlite() {
+            plan.sqlite_count
+        } else {
+            count
+        };
+        let topic = broker.topic("bench-consume")?;
+        eprintln!(
+            "bench: filling {topic} over {} with {n} x {CONSUME_SIZE} B through librdkafka ...",
+            v.transport
+        );
+        let fill = {
+            let records = generate(CONSUME_SIZE, n);
+            produce_librdkafka(&broker.endpoint, &topic, &records)?
+        };
+        let in_topic = topic_records(&broker.endpoint, &topic)?;
+        ensure!(
+            in_topic == n as u64,
+            "{topic} holds {in_topic} records after the fill, not {n}"
+        );
+        eprintln!("bench: filled {topic} in {:.3} s", fill.elapsed.as_secs_f64());
+        topics.push((v.transport, topic, n));
+    }
 
-    let run = |side: &str| {
-        eprintln!("bench: {side} reads {count} records from {topic} ...");
-        let what = format!("the {side} consumer run");
-        let stdout = run_child(&exe, &["consume-run", side, &topic, &count.to_string()], &what)?;
+    let run = |v: Variant| {
+        let (_, topic, n) = topics
+            .iter()
+            .find(|(t, _, _)| *t == v.transport)
+            .expect("filled above");
+        let endpoint = &brokers.get(v.transport).endpoint;
+        eprintln!("bench: {v} reads {n} records from {topic} ...");
+        let what = format!("the {v} consumer run");
+        let args = ["consume-run", v.side, topic, &n.to_string(), &endpoint.arg()];
+        let stdout = run_child(&exe, &args, &what)?;
         parse_consume_result(&stdout).with_context(|| format!("{what} said: {stdout}"))
     };
-    let rounds = Rounds::run(rounds, run)?;
-    let ratio = rounds.ratio();
+    let memory = Rounds::run(plan.rounds, plan.memory_variants(), run)?;
+    let sqlite = if plan.tls {
+        Some(Rounds::run(plan.rounds, plan.sqlite_variants(), run)?)
+    } else {
+        None
+    };
+
+    if plan.plaintext {
+        let [ours, librdkafka] = [Variant::ours, Variant::librdkafka].map(|f| f(Transport::Plaintext));
+        let ratio = memory.ratio(ours, librdkafka);
+        table(&memory, ours, librdkafka);
+        println!();
+        println!("{}", memory.spread(ours, librdkafka));
+        println!("each side received exactly {count} records, every (partition, offset) once;");
+        println!(
+            "peak RSS = VmHWM of the side's whole process (ours: host, wasmtime, compiled component, guest memory);"
+        );
+        println!("CPU = user + system time of the side's process (all its threads) on the clock;");
+        println!(
+            "join = open() (ours) or subscribe() to the assignment (librdkafka), outside the clock; first = clock start to the first record."
+        );
+        println!();
+        println!("targets (reported, never failing the run):");
+        println!(
+            "  consume throughput ours >= {TARGET_RATIO:.1}x librdkafka: {ratio:.2}x  {}",
+            met(ratio >= TARGET_RATIO)
+        );
+    }
+    if let Some(sqlite) = &sqlite {
+        if plan.plaintext {
+            println!();
+        }
+        let [ours, librdkafka] = [Variant::ours, Variant::librdkafka].map(|f| f(Transport::Tls));
+        let ratio = memory.ratio(ours, librdkafka);
+        println!(
+            "consumer over TLS: the same, from the TLS nisshi in memory (ours: tls.enabled, caCert; librdkafka: security.protocol=SSL)"
+        );
+        table(&memory, ours, librdkafka);
+        println!();
+        println!("{}", memory.spread(ours, librdkafka));
+        println!("targets (reported, never failing the run):");
+        println!(
+            "  consume throughput over TLS ours >= {TLS_TARGET:.1}x librdkafka (goal {TLS_GOAL:.1}x): {ratio:.2}x  {}",
+            met(ratio >= TLS_TARGET)
+        );
+        println!();
+        let [ours, librdkafka] = [Variant::ours, Variant::librdkafka].map(|f| f(Transport::TlsSasl));
+        println!(
+            "consumer over TLS + SASL SCRAM-SHA-512: {} records from the sqlite nisshi (broker-bound, see the producer)",
+            plan.sqlite_count
+        );
+        table(sqlite, ours, librdkafka);
+        let m = sqlite.median(Variant::ours(Transport::TlsSqlite));
+        println!(
+            "{:<22} {:>12.0} {:>9.1}   (the same broker on sqlite with TLS, without SASL)",
+            "ours, TLS without SASL",
+            m.records_per_sec(),
+            m.mb_per_sec()
+        );
+        println!();
+        println!("{}", sqlite.spread(ours, librdkafka));
+    }
+    Ok(Results { memory })
+}
+
+/// The rounds on the in-memory brokers (the breakdown's).
+pub(crate) struct Results {
+    pub(crate) memory: Rounds<ConsumeMeasured>,
+}
+
+/// One row per side: records/s, MB/s, memory, CPU, join and first-record times, the ratio.
+fn table(rounds: &Rounds<ConsumeMeasured>, ours: Variant, librdkafka: Variant) {
+    let ratio = rounds.ratio(ours, librdkafka);
     println!(
-        "{:<11} {:>12} {:>9} {:>14} {:>7} {:>9} {:>10} {:>16}",
+        "{:<22} {:>12} {:>9} {:>14} {:>7} {:>9} {:>10} {:>16}",
         "side", "records/s", "MB/s", "peak RSS MiB", "CPU s", "join ms", "first ms", "ours/librdkafka"
     );
-    for (side, m) in SIDES.iter().zip(&rounds.median) {
+    for v in [ours, librdkafka] {
+        let m = rounds.median(v);
         println!(
-            "{:<11} {:>12.0} {:>9.1} {:>14.1} {:>7.2} {:>9.0} {:>10.0} {:>16}",
-            side,
+            "{:<22} {:>12.0} {:>9.1} {:>14.1} {:>7.2} {:>9.0} {:>10.0} {:>16}",
+            v.side,
             m.records_per_sec(),
             m.mb_per_sec(),
             m.peak_mib(),
             m.cpu_seconds,
             m.join_ms,
             m.first_ms,
-            if *side == "ours" {
+            if v == ours {
                 format!("{ratio:.2}x")
             } else {
                 String::new()
             },
         );
     }
-    println!();
-    println!("{}", rounds.spread());
-    println!("each side received exactly {count} records, every (partition, offset) once;");
-    println!(
-        "peak RSS = VmHWM of the side's whole process (ours: host, wasmtime, compiled component, guest memory);"
-    );
-    println!("CPU = user + system time of the side's process (all its threads) on the clock;");
-    println!(
-        "join = open() (ours) or subscribe() to the assignment (librdkafka), outside the clock; first = clock start to the first record."
-    );
-    println!();
-    println!("targets (reported, never failing the run):");
-    println!(
-        "  consume throughput ours >= {TARGET_RATIO:.1}x librdkafka: {ratio:.2}x  {}",
-        met(ratio >= TARGET_RATIO)
-    );
-    Ok(())
 }
 
 fn parse_consume_result(stdout: &str) -> Result<ConsumeMeasured> {
@@ -145,12 +226,18 @@ pub(crate) struct Consumed {
     pub(crate) cpu: Duration,
     pub(crate) join: Duration,
     pub(crate) first: Duration,
+    /// Its connections to the broker when the clock stopped, and how many of them were
+    /// opened on the clock.
+    pub(crate) connections: u64,
+    pub(crate) opened_on_clock: u64,
+    /// What they sent and received on the clock.
+    pub(crate) wire_bytes: u64,
 }
 
-pub(crate) fn child(side: &str, topic: &str, count: usize) -> Result<()> {
+pub(crate) fn child(side: &str, topic: &str, count: usize, at: &Endpoint) -> Result<()> {
     let c = match side {
-        "ours" => consume_ours(topic, count)?,
-        "librdkafka" => consume_librdkafka(topic, count)?,
+        "ours" => consume_ours(at, topic, count)?,
+        "librdkafka" => consume_librdkafka(at, topic, count)?,
         _ => bail!("unknown side {side}"),
     };
     let peak_kib = status_kib("VmHWM")?;
@@ -168,12 +255,15 @@ pub(crate) fn child(side: &str, topic: &str, count: usize) -> Result<()> {
     );
     let seconds = c.elapsed.as_secs_f64();
     eprintln!(
-        "bench: {side} read {} records from {topic} in {seconds:.3} s, {:.2} s CPU (join {:.0} ms, first record {:.0} ms), peak {} MiB",
+        "bench: {side} read {} records from {topic} over {} in {seconds:.3} s, {:.2} s CPU (join {:.0} ms, first record {:.0} ms), peak {} MiB, {} connections ({} opened on the clock)",
         t.records,
+        at.transport,
         c.cpu.as_secs_f64(),
         c.join.as_secs_f64() * 1e3,
         c.first.as_secs_f64() * 1e3,
-        peak_kib / 1024
+        peak_kib / 1024,
+        c.connections,
+        c.opened_on_clock,
     );
     println!(
         "RESULT {}",
@@ -186,6 +276,9 @@ pub(crate) fn child(side: &str, topic: &str, count: usize) -> Result<()> {
             "join_ms": c.join.as_secs_f64() * 1e3,
             "first_ms": c.first.as_secs_f64() * 1e3,
             "cpu_seconds": c.cpu.as_secs_f64(),
+            "connections": c.connections,
+            "opened_on_clock": c.opened_on_clock,
+            "wire_bytes": c.wire_bytes,
         })
     );
     Ok(())
@@ -247,39 +340,40 @@ fn metadata_num<T: std::str::FromStr>(value: Option<&str>, key: &str) -> Result<
         .with_context(|| format!("a record without a numeric {key}"))
 }
 
-fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
-    let broker = broker();
+fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let runtime = Runtime::load(&SharedEngine::new(&EngineOptions::default())?, &component_path(), &component_cache())?;
         let mut allow = Allowlist::default();
-        allow.allow_servers(&broker)?;
+        allow.allow_servers(&at.addr)?;
         let mut src = runtime
             .instantiate("bench/source", &allow, &Limits::default())
             .await?
             .into_source();
         let group = fresh_group("bench-ours");
-        let config: Vec<(String, String)> = [
-            ("servers", broker.as_str()),
-            ("topic", topic),
-            ("readFromBeginning", "true"),
-            ("groupID", group.as_str()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut config = at.ours()?;
+        config.extend(
+            [
+                ("topic", topic),
+                ("readFromBeginning", "true"),
+                ("groupID", group.as_str()),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let t = Instant::now();
         src.open(&config, None).await?;
         let join = t.elapsed();
 
         let mut tally = Tally::new();
+        let before = traffic_to(&at.addr)?;
         let start = Instant::now();
         let cpu_start = process_cpu()?;
         let (mut first, mut last) = (None, start);
         let (mut reads, mut empty, mut in_read, mut in_ack) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
         // The longest read call shows a stall (a read that waited with records left).
         let mut longest = Duration::ZERO;
-        let mut cpu_end = cpu_start;
+        let (mut cpu_end, mut after) = (cpu_start, before);
         while tally.records < count as u64 {
             let t = Instant::now();
             let batch = src.read_batch(READ_MAX, READ_WAIT_MS).await?;
@@ -300,6 +394,7 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
             last = now;
             if tally.records + batch.len() as u64 >= count as u64 {
                 cpu_end = process_cpu()?;
+                after = traffic_to(&at.addr)?;
             }
             let mut positions = Vec::with_capacity(batch.len());
             for r in batch.iter() {
@@ -333,6 +428,9 @@ fn consume_ours(topic: &str, count: usize) -> Result<Consumed> {
             cpu: cpu_end.saturating_sub(cpu_start),
             join,
             first: first.unwrap_or_default(),
+            connections: after.connections,
+            opened_on_clock: after.connections.saturating_sub(before.connections),
+            wire_bytes: after.bytes.saturating_sub(before.bytes),
         })
     })
 }

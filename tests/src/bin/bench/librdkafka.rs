@@ -5,10 +5,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use connector_host::wit;
-use integration_tests::{broker, new_topic};
-use rdkafka::config::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -16,7 +16,9 @@ use rdkafka::{ClientContext, Message};
 
 use crate::PARTITIONS;
 use crate::consumer::{Consumed, LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS, READ_WAIT_MS, STALL, Tally, fresh_group};
-use crate::process::process_cpu;
+use crate::endpoint::Endpoint;
+use crate::process::{Traffic, process_cpu, traffic_to};
+use crate::producer::Produced;
 use crate::records::raw;
 
 // ---------------------------------------------------------------------------------------------
@@ -55,17 +57,11 @@ impl ProducerContext for Deliveries {
     }
 }
 
-pub(crate) fn run_librdkafka(records: &[wit::Record]) -> Result<(Duration, String)> {
-    let topic = new_topic("bench-librdkafka", PARTITIONS);
-    let elapsed = produce_librdkafka(&topic, records)?;
-    Ok((elapsed, topic))
-}
-
-/// Writes `records` to `topic` with librdkafka (acks=all, idempotence, snappy, murmur2) and
-/// returns the time from the first send to `flush()` returning, every record delivered.
-pub(crate) fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result<Duration> {
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+/// Writes `records` to `topic` at `at` with librdkafka (acks=all, idempotence, snappy,
+/// murmur2): the time from the first send to `flush()` returning, every record delivered.
+pub(crate) fn produce_librdkafka(at: &Endpoint, topic: &str, records: &[wit::Record]) -> Result<Produced> {
+    let producer: BaseProducer<Deliveries> = at
+        .librdkafka()
         .set("client.id", "bench-librdkafka")
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -75,6 +71,7 @@ pub(crate) fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result
         .create_with_context(Deliveries::default())
         .context("cannot create the librdkafka producer")?;
 
+    let before = traffic_to(&at.addr)?;
     let start = Instant::now();
     for (i, r) in records.iter().enumerate() {
         let mut record = BaseRecord::to(topic)
@@ -98,6 +95,7 @@ pub(crate) fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result
         .flush(Duration::from_secs(300))
         .context("librdkafka flush")?;
     let elapsed = start.elapsed();
+    let after = traffic_to(&at.addr)?;
 
     let ctx = producer.context();
     let failed = ctx.failed.load(Ordering::Relaxed);
@@ -113,16 +111,34 @@ pub(crate) fn produce_librdkafka(topic: &str, records: &[wit::Record]) -> Result
         "librdkafka: {delivered} of {} records reported delivered",
         records.len()
     );
-    Ok(elapsed)
+    Ok(Produced::new(elapsed, before, after))
+}
+
+/// Deletes `topic` at `at`: a producer run's records would otherwise stay in the in-memory
+/// broker's memory (gigabytes per run at 1 KiB) until the bench ends.
+pub(crate) fn delete_topic(at: &Endpoint, topic: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = at
+        .librdkafka()
+        .create()
+        .context("cannot create a librdkafka admin client")?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(admin.delete_topics(&[topic], &options))?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow!("cannot delete {t}: {e}"))?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Consumer.
 
-/// Records in `topic` (high minus low watermark, summed over its partitions).
-pub(crate) fn topic_records(topic: &str) -> Result<u64> {
-    let client: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+/// Records in `topic` at `at` (high minus low watermark, summed over its partitions).
+pub(crate) fn topic_records(at: &Endpoint, topic: &str) -> Result<u64> {
+    let client: BaseProducer = at
+        .librdkafka()
         .create()
         .context("cannot create a librdkafka client")?;
     let mut total = 0;
@@ -136,9 +152,12 @@ pub(crate) fn topic_records(topic: &str) -> Result<u64> {
     Ok(total)
 }
 
-/// Notes when librdkafka got its partitions, and the process CPU time then.
-#[derive(Default)]
-struct Assigned(Mutex<Option<(Instant, Duration)>>);
+/// Notes when librdkafka got its partitions, and the process CPU time and connections to
+/// the broker then.
+struct Assigned {
+    addr: String,
+    at: Mutex<Option<(Instant, Duration, Traffic)>>,
+}
 
 impl ClientContext for Assigned {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -151,17 +170,20 @@ impl ConsumerContext for Assigned {
         if let Rebalance::Assign(parts) = rebalance
             && parts.count() > 0
         {
-            self.0
-                .lock()
-                .unwrap()
-                .get_or_insert_with(|| (Instant::now(), process_cpu().unwrap_or_default()));
+            self.at.lock().unwrap().get_or_insert_with(|| {
+                (
+                    Instant::now(),
+                    process_cpu().unwrap_or_default(),
+                    traffic_to(&self.addr).unwrap_or_default(),
+                )
+            });
         }
     }
 }
 
-pub(crate) fn consume_librdkafka(topic: &str, count: usize) -> Result<Consumed> {
-    let consumer: BaseConsumer<Assigned> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+pub(crate) fn consume_librdkafka(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
+    let consumer: BaseConsumer<Assigned> = at
+        .librdkafka()
         .set("client.id", "bench-librdkafka")
         .set("group.id", fresh_group("bench-librdkafka"))
         .set("auto.offset.reset", "earliest")
@@ -172,7 +194,10 @@ pub(crate) fn consume_librdkafka(topic: &str, count: usize) -> Result<Consumed> 
         // 0.95 s, 1.8 s or 2.8 s at the same CPU time. librdkafka's docs advise lowering it
         // against such ~1 s stalls; 10 ms makes the yardstick steady (and no slower).
         .set("fetch.queue.backoff.ms", LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS)
-        .create_with_context(Assigned::default())
+        .create_with_context(Assigned {
+            addr: at.addr.clone(),
+            at: Mutex::new(None),
+        })
         .context("cannot create the librdkafka consumer")?;
     let subscribed = Instant::now();
     consumer.subscribe(&[topic])?;
@@ -196,9 +221,10 @@ pub(crate) fn consume_librdkafka(topic: &str, count: usize) -> Result<Consumed> 
         }
     }
     let cpu_end = process_cpu()?;
-    let (start, cpu_start) = consumer
+    let after = traffic_to(&at.addr)?;
+    let (start, cpu_start, before) = consumer
         .context()
-        .0
+        .at
         .lock()
         .unwrap()
         .context("librdkafka delivered records without an assignment")?;
@@ -210,5 +236,8 @@ pub(crate) fn consume_librdkafka(topic: &str, count: usize) -> Result<Consumed> 
         cpu: cpu_end.saturating_sub(cpu_start),
         join: start - subscribed,
         first: first.map_or(Duration::ZERO, |f| f - start),
+        connections: after.connections,
+        opened_on_clock: after.connections.saturating_sub(before.connections),
+        wire_bytes: after.bytes.saturating_sub(before.bytes),
     })
 }

@@ -1,50 +1,149 @@
-//! What every run reports and how the rounds of both sides are compared: the medians, the
-//! rounds' own ratios, the targets.
+//! What every run reports and how the rounds of the variants (a side on a broker) are
+//! compared: the medians, the rounds' own ratios and differences, the targets.
 
 use anyhow::{Context, Result};
 
 use crate::SIDES;
+use crate::endpoint::Transport;
 
-/// Both sides run `n` times; each side's median run (by records/s) is the one compared.
+/// A way to run a part: one side on one broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Variant {
+    pub(crate) side: &'static str,
+    pub(crate) transport: Transport,
+}
+
+impl Variant {
+    pub(crate) fn ours(transport: Transport) -> Variant {
+        Variant {
+            side: SIDES[0],
+            transport,
+        }
+    }
+
+    pub(crate) fn librdkafka(transport: Transport) -> Variant {
+        Variant {
+            side: SIDES[1],
+            transport,
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} over {}", self.side, self.transport)
+    }
+}
+
+/// Every variant runs `n` times; each variant's median run (by records/s) is the one
+/// compared, and variants run in the same round are compared round by round.
 pub(crate) struct Rounds<M> {
-    /// The median run of each side, in `SIDES` order.
-    pub(crate) median: [M; 2],
-    /// Ours over librdkafka, round by round.
-    ratios: Vec<f64>,
+    variants: Vec<Variant>,
+    /// Each variant's runs, in round order.
+    runs: Vec<Vec<M>>,
 }
 
 impl<M: std::ops::Deref<Target = Run>> Rounds<M> {
-    /// Runs both sides `n` times, alternating which goes first (so neither always meets a
-    /// broker the other just warmed or loaded).
-    pub(crate) fn run(n: usize, mut run: impl FnMut(&str) -> Result<M>) -> Result<Self> {
-        let mut runs: [Vec<M>; 2] = [Vec::new(), Vec::new()];
-        let mut ratios = Vec::new();
+    /// Runs every variant `n` times, the order rotating from round to round (with two,
+    /// alternating which goes first), so none always meets a broker another just warmed or
+    /// loaded.
+    pub(crate) fn run(
+        n: usize,
+        variants: Vec<Variant>,
+        mut run: impl FnMut(Variant) -> Result<M>,
+    ) -> Result<Self> {
+        let k = variants.len();
+        let mut runs: Vec<Vec<M>> = (0..k).map(|_| Vec::new()).collect();
         for round in 0..n {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for side in order {
-                runs[side].push(run(SIDES[side])?);
+            for i in 0..k {
+                let v = (round + i) % k;
+                runs[v].push(run(variants[v])?);
             }
-            ratios.push(runs[0][round].records_per_sec() / runs[1][round].records_per_sec());
         }
-        let median = runs.map(|mut v| {
-            v.sort_by(|a, b| a.records_per_sec().total_cmp(&b.records_per_sec()));
-            v.swap_remove(v.len() / 2)
-        });
-        Ok(Rounds { median, ratios })
+        Ok(Rounds { variants, runs })
     }
 
-    /// Ours over librdkafka, median against median.
-    pub(crate) fn ratio(&self) -> f64 {
-        self.median[0].records_per_sec() / self.median[1].records_per_sec()
+    pub(crate) fn has(&self, v: Variant) -> bool {
+        self.variants.contains(&v)
     }
 
-    /// The rounds' own ratios, for the spread behind the medians.
-    pub(crate) fn spread(&self) -> String {
-        let each: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}x")).collect();
+    /// `v`'s runs, in round order.
+    pub(crate) fn runs(&self, v: Variant) -> &[M] {
+        let i = self
+            .variants
+            .iter()
+            .position(|&x| x == v)
+            .unwrap_or_else(|| panic!("{v} was not run"));
+        &self.runs[i]
+    }
+
+    /// `v`'s median run by records/s.
+    pub(crate) fn median(&self, v: Variant) -> &M {
+        let runs = self.runs(v);
+        let mut order: Vec<&M> = runs.iter().collect();
+        order.sort_by(|a, b| a.records_per_sec().total_cmp(&b.records_per_sec()));
+        order[runs.len() / 2]
+    }
+
+    /// `a` over `b` in records/s, median against median.
+    pub(crate) fn ratio(&self, a: Variant, b: Variant) -> f64 {
+        self.median(a).records_per_sec() / self.median(b).records_per_sec()
+    }
+
+    /// `a` over `b` round by round, for the spread behind the medians.
+    pub(crate) fn round_ratios(&self, a: Variant, b: Variant) -> Vec<f64> {
+        let (a, b) = (self.runs(a), self.runs(b));
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| a.records_per_sec() / b.records_per_sec())
+            .collect()
+    }
+
+    /// `f(a) - f(b)` round by round (variants of one round ran one after the other).
+    pub(crate) fn round_differences(&self, a: Variant, b: Variant, f: impl Fn(&M) -> f64) -> Vec<f64> {
+        let (a, b) = (self.runs(a), self.runs(b));
+        a.iter().zip(b).map(|(a, b)| f(a) - f(b)).collect()
+    }
+
+    /// The rounds' own ratios of `a` over `b`, as one line.
+    pub(crate) fn spread(&self, a: Variant, b: Variant) -> String {
+        let ratios = self.round_ratios(a, b);
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
         format!(
             "median of {} runs per side; the rounds' own ratios: {}",
-            self.ratios.len(),
+            ratios.len(),
             each.join(", ")
+        )
+    }
+}
+
+/// The median of some values and their range.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spread {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Spread {
+    pub(crate) fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// `median [min - max]` with `decimals` and `unit`.
+    pub(crate) fn show(&self, decimals: usize, unit: &str) -> String {
+        format!(
+            "{:.d$}{unit} [{:.d$} - {:.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
         )
     }
 }
@@ -56,6 +155,12 @@ pub(crate) struct Run {
     pub(crate) seconds: f64,
     /// VmHWM of the whole child process.
     pub(crate) peak_kib: u64,
+    /// The process's connections to the broker when the clock stopped, and how many of
+    /// them were opened while it ran.
+    pub(crate) connections: u64,
+    pub(crate) opened_on_clock: u64,
+    /// What those connections sent and received on the clock (TCP_INFO).
+    pub(crate) wire_bytes: u64,
 }
 
 impl Run {
@@ -72,6 +177,9 @@ impl Run {
             value_bytes: number(&v, "value_bytes")? as u64,
             seconds: number(&v, "seconds")?,
             peak_kib: number(&v, "peak_kib")? as u64,
+            connections: number(&v, "connections")? as u64,
+            opened_on_clock: number(&v, "opened_on_clock")? as u64,
+            wire_bytes: number(&v, "wire_bytes")? as u64,
         };
         Ok((v, run))
     }
