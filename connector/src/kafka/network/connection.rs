@@ -324,7 +324,7 @@ impl Connection {
         // What the transport holds (TLS records) goes out first: alone when nothing else
         // may be written now, else in the same socket write as what is (see `TlsStream`).
         let throttled = self.throttled_until().is_some();
-        if (throttled || !self.has_unsent())
+        if (throttled || !self.has_queued())
             && let Err(e) = self.transport.send_pending()
         {
             let err = self.io_error(e);
