@@ -221,3 +221,16 @@ pub async fn scrape(addr: &str) -> String {
     conn.read_to_string(&mut body).await.unwrap();
     body
 }
+
+/// The `host:port` a `connector-host run --metrics 127.0.0.1:0` announces, once it has.
+pub async fn metrics_addr(host: &mut crate::child::Running, limit: Duration) -> String {
+    let announced = host
+        .wait_for_stderr(limit, "the metrics address", |s| s.contains("metrics at http://"))
+        .await;
+    announced
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics at http://"))
+        .expect("the announced line")
+        .trim_end_matches("/metrics")
+        .to_string()
+}

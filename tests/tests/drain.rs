@@ -54,15 +54,7 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
     // answer, SIGTERM; the answer comes once the host drains.
     b.proxy().hold_responses(api::PRODUCE, PASSED);
     let mut host = Running::spawn(&mut run_host(&path, &["--metrics", "127.0.0.1:0"]));
-    let announced = host
-        .wait_for_stderr(LIMIT, "the metrics address", |s| s.contains("metrics at http://"))
-        .await;
-    let addr = announced
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics at http://"))
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .to_string();
+    let addr = metrics_addr(&mut host, LIMIT).await;
     let mut last = String::new();
     let metrics = wait_for(LIMIT, async || {
         last = scrape(&addr).await;

@@ -27,7 +27,9 @@ use integration_tests::certs::{self, Pem, pem_body_lines};
 use integration_tests::child::{Running, output_within};
 use integration_tests::gateway::Gateway;
 use integration_tests::interop::{KRecord, Librdkafka};
-use integration_tests::pipelines::{allow_line, kafka_end_at, run_host, scrape, scratch, summary};
+use integration_tests::pipelines::{
+    allow_line, kafka_end_at, metrics_addr, run_host, scrape, scratch, summary,
+};
 use integration_tests::secure::{Scram, SecureBroker};
 use integration_tests::*;
 
@@ -1068,17 +1070,7 @@ async fn secrets_are_never_printed() {
     )
     .unwrap();
     let mut host_run = Running::spawn(&mut run_host(&good, &["--metrics", "127.0.0.1:0"]));
-    let announced = host_run
-        .wait_for_stderr(CLI_LIMIT, "the metrics address", |s| {
-            s.contains("metrics at http://")
-        })
-        .await;
-    let addr = announced
-        .lines()
-        .find_map(|l| l.strip_prefix("metrics at http://"))
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .to_string();
+    let addr = metrics_addr(&mut host_run, CLI_LIMIT).await;
     let metrics = scrape(&addr).await;
     printed.add("run: metrics", metrics.as_bytes(), b"");
     let (code, stderr) = host_run.finish(CLI_LIMIT).await;

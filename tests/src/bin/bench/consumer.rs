@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use connector_host::{Allowlist, DataRef, EngineOptions, Limits, Runtime, SharedEngine};
-use integration_tests::{component_cache, component_path};
+use connector_host::{Allowlist, DataRef, Limits};
+use integration_tests::component_path;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::librdkafka::{consume_librdkafka, produce_librdkafka, topic_records};
@@ -343,7 +343,7 @@ fn metadata_num<T: std::str::FromStr>(value: Option<&str>, key: &str) -> Result<
 fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let runtime = Runtime::load(&SharedEngine::new(&EngineOptions::default())?, &component_path(), &component_cache())?;
+        let runtime = integration_tests::runtime();
         let mut allow = Allowlist::default();
         allow.allow_servers(&at.addr)?;
         let mut src = runtime

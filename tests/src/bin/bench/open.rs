@@ -9,8 +9,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use connector_host::{Allowlist, EngineOptions, Limits, Role, Runtime, SharedEngine};
-use integration_tests::{component_cache, component_path};
+use connector_host::{Allowlist, Limits, Role};
 
 use crate::Brokers;
 use crate::endpoint::{Endpoint, Transport};
@@ -130,11 +129,7 @@ pub(crate) fn child(n: usize, targets: &[(Endpoint, String)]) -> Result<()> {
     let mut validate_ms = vec![Vec::new(); k];
     let mut connections = vec![Vec::new(); k];
     rt.block_on(async {
-        let runtime = Runtime::load(
-            &SharedEngine::new(&EngineOptions::default())?,
-            &component_path(),
-            &component_cache(),
-        )?;
+        let runtime = integration_tests::runtime();
         // Round 0 is untimed: the first instance and the first connections warm up.
         for round in 0..=n {
             for i in 0..k {

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use connector_host::{Allowlist, EngineOptions, Limits, RecordBatch, Runtime, SharedEngine, wit};
-use integration_tests::{component_cache, component_path};
+use connector_host::{Allowlist, Limits, RecordBatch, wit};
+use integration_tests::component_path;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::librdkafka::{delete_topic, produce_librdkafka};
@@ -319,11 +319,7 @@ enum Input {
 fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch]) -> Result<Produced> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let runtime = Runtime::load(
-            &SharedEngine::new(&EngineOptions::default())?,
-            &component_path(),
-            &component_cache(),
-        )?;
+        let runtime = integration_tests::runtime();
         let mut allow = Allowlist::default();
         allow.allow_servers(&at.addr)?;
         let mut dst = runtime
