@@ -10,6 +10,7 @@ use super::backoff::Backoff;
 use super::cluster::{Cluster, TopicMeta, topic_name};
 use crate::error::{Error, Result};
 use crate::kafka::protocol::errors;
+use crate::log;
 
 /// The longest topic name Kafka takes.
 pub const MAX_NAME: usize = 249;
@@ -139,7 +140,14 @@ fn create_once(cluster: &mut Cluster, name: &str, spec: NewTopic, deadline: Inst
     if let Some(said) = answer.error_message.as_deref().filter(|m| !m.is_empty()) {
         context.push_str(&format!(" ({})", shown(said)));
     }
-    errors::check(answer.error_code, &context)
+    errors::check(answer.error_code, &context)?;
+    // The counts the broker chose are in answers from v5 on.
+    let counts = match (answer.num_partitions, answer.replication_factor) {
+        (p, r) if p > 0 && r > 0 => format!(": {p} partitions, replication factor {r}"),
+        _ => String::new(),
+    };
+    log::info(&format!("created topic \"{name}\"{counts}"));
+    Ok(())
 }
 
 /// The CreateTopics entry for `name` at `version`: the broker's defaults (-1) need v4.
