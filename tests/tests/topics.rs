@@ -145,8 +145,8 @@ async fn with_creation_off_a_missing_topic_is_an_error_naming_it_and_not_retriab
 
 #[tokio::test]
 async fn a_refused_creation_names_the_topic_and_the_brokers_reason() {
-    // nisshi takes at most 64 replicas (as many as Kafka's placer); Kafka refuses more
-    // replicas than brokers: both answer 38 INVALID_REPLICATION_FACTOR.
+    // nisshi takes at most 64 replicas whatever its number of brokers, Kafka no more than
+    // it has brokers: both answer 1000 with 38 INVALID_REPLICATION_FACTOR.
     let topic = unique_name("refused");
     let r = open_refused(&[("topic", &topic), ("topicReplicationFactor", "1000")]).await;
     assert_eq!(
