@@ -2,7 +2,7 @@
 //! the configured topic at open, a record's collection the first time it is named; and
 //! says plainly when it may not, or when the broker refuses.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use connector_host::Destination;
 use connector_host::wit::{self, Data};
@@ -24,7 +24,8 @@ fn cluster() -> Cluster {
 /// with a leader.
 fn partitions(topic: &str) -> Option<usize> {
     let mut cluster = cluster();
-    match cluster.topic_status(topic).expect("metadata") {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    match cluster.topic_status(topic, deadline).expect("metadata") {
         0 => {
             let leaders = &cluster.known(topic).expect("a known topic").leaders;
             assert!(leaders.iter().all(|l| *l >= 0), "{topic}: {leaders:?}");

@@ -106,15 +106,17 @@ impl Cluster {
 
     /// Fetches Metadata for `topics` (and the broker list) and updates the cache.
     pub fn refresh(&mut self, topics: &[&str]) -> Result<()> {
-        let resp = self.metadata(topics)?;
+        let resp = self.metadata(topics, self.deadline())?;
         self.apply(resp);
         Ok(())
     }
 
-    /// Fetches Metadata for one topic, updates the cache, and returns the topic's error
-    /// code in the answer (0: known; 3 UNKNOWN_TOPIC_OR_PARTITION when not named at all).
-    pub fn topic_status(&mut self, name: &str) -> Result<i16> {
-        let resp = self.metadata(&[name])?;
+    /// Fetches Metadata for one topic, answered by `deadline` at the latest, updates the
+    /// cache, and returns the topic's error code in the answer (0: known; 3
+    /// UNKNOWN_TOPIC_OR_PARTITION when not named at all).
+    pub fn topic_status(&mut self, name: &str, deadline: Instant) -> Result<i16> {
+        let deadline = deadline.min(self.deadline());
+        let resp = self.metadata(&[name], deadline)?;
         let code = resp
             .topics
             .iter()
@@ -124,8 +126,7 @@ impl Cluster {
         Ok(code)
     }
 
-    fn metadata(&mut self, topics: &[&str]) -> Result<MetadataResponse> {
-        let deadline = self.deadline();
+    fn metadata(&mut self, topics: &[&str], deadline: Instant) -> Result<MetadataResponse> {
         let conn = self.metadata_connection()?;
         let version = conn.version::<MetadataRequest>()?;
         let request_topics = topics

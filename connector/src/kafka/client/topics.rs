@@ -66,7 +66,7 @@ pub fn ensure(
     create: Option<NewTopic>,
     deadline: Instant,
 ) -> Result<Option<TopicMeta>> {
-    match status(cluster, name)? {
+    match status(cluster, name, deadline)? {
         Status::Ready(t) => return Ok(Some(t)),
         Status::Pending => {}
         Status::Missing => match create {
@@ -86,8 +86,8 @@ enum Status {
     Missing,
 }
 
-fn status(cluster: &mut Cluster, name: &str) -> Result<Status> {
-    match cluster.topic_status(name)? {
+fn status(cluster: &mut Cluster, name: &str, deadline: Instant) -> Result<Status> {
+    match cluster.topic_status(name, deadline)? {
         0 => Ok(match cluster.known(name) {
             Some(t) if !t.leaders.is_empty() => Status::Ready(t.clone()),
             _ => Status::Pending,
@@ -177,7 +177,7 @@ fn creatable(name: &str, spec: NewTopic, version: i16) -> Result<CreatableTopic>
 pub fn await_ready(cluster: &mut Cluster, name: &str, deadline: Instant) -> Result<TopicMeta> {
     let mut backoff = Backoff::default();
     loop {
-        let last = match status(cluster, name) {
+        let last = match status(cluster, name, deadline) {
             Ok(Status::Ready(t)) if t.leaders.iter().all(|l| *l >= 0) => return Ok(t),
             Ok(_) => Error::Timeout(format!(
                 "topic \"{name}\" was created, but not every partition of it had a leader in time"
