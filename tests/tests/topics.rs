@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use connector_host::Destination;
 use connector_host::wit::{self, Data};
+use integration_tests::faults::{PrivateBroker, api};
 use integration_tests::*;
 use kafka_connector::config::{ClientConfig, parse_server};
 use kafka_connector::kafka::client::cluster::Cluster;
@@ -231,4 +232,35 @@ async fn writers_racing_to_create_one_topic_all_succeed() {
 async fn write_one(dst: &mut Destination, rec: wit::Record) -> (u32, Option<String>) {
     let (n, err) = dst.write(&[rec]).await.expect("write");
     (n, err.map(|e| e.to_string()))
+}
+
+/// A created topic whose metadata does not come is waited for only until `deliveryTimeout`:
+/// a timeout (retriable), and the next attempt finds the topic the first one created.
+#[tokio::test]
+async fn the_wait_for_a_new_topics_leaders_ends_with_the_delivery_timeout() {
+    let b = PrivateBroker::start();
+    let servers = b.addr();
+    let topic = unique_name("unseen");
+    // Metadata at connect and the lookup that finds the topic missing pass; the looks for
+    // its leaders after CreateTopics get no answer.
+    b.proxy().hold_responses(api::METADATA, 2);
+    let mut dst = destination(&allow_servers(&servers)).await;
+    let cfg = config(&[
+        ("servers", &servers),
+        ("topic", &topic),
+        ("deliveryTimeout", "2s"),
+    ]);
+    let err = dst.open(&cfg).await.unwrap_err();
+    assert!(
+        matches!(guest_error(&err), wit::Error::Timeout(_)),
+        "{:?}",
+        guest_error(&err)
+    );
+    assert_eq!(b.proxy().responses(api::CREATE_TOPICS), 1);
+    b.proxy().release_responses();
+
+    let mut dst = open_destination_at(&servers, &[("topic", &topic)]).await;
+    assert_eq!(b.proxy().responses(api::CREATE_TOPICS), 1, "created once");
+    let (n, err) = dst.write(&[to("-", "after")]).await.unwrap();
+    assert_eq!((n, err.map(|e| e.to_string())), (1, None));
 }
