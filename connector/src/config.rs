@@ -9,6 +9,7 @@ use connector_format::duration;
 
 use crate::error::{Error, Result};
 use crate::kafka::client::ClientOptions;
+use crate::kafka::client::topics::{self, NewTopic};
 use crate::kafka::network::Security;
 use crate::kafka::protocol::compression::Compression;
 use crate::position::MAX_NAME;
@@ -82,6 +83,9 @@ pub const INSECURE_SKIP_VERIFY: &str = "insecureSkipVerify";
 pub const SASL_MECHANISM: &str = "saslMechanism";
 pub const SASL_USERNAME: &str = "saslUsername";
 pub const SASL_PASSWORD: &str = "saslPassword";
+pub const ALLOW_AUTO_TOPIC_CREATION: &str = "allowAutoTopicCreation";
+pub const TOPIC_PARTITIONS: &str = "topicPartitions";
+pub const TOPIC_REPLICATION_FACTOR: &str = "topicReplicationFactor";
 
 mod security;
 
@@ -348,6 +352,36 @@ pub const PARAMS: &[Param] = &[
         sensitive: false,
     },
     Param {
+        name: ALLOW_AUTO_TOPIC_CREATION,
+        description: "Create a topic that does not exist (the topic parameter at open, a record's opencdc.collection when first written to), with topicPartitions and topicReplicationFactor; false: a missing topic is an error.",
+        kind: ParamType::Bool,
+        default: Some("true"),
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+        sensitive: false,
+    },
+    Param {
+        name: TOPIC_PARTITIONS,
+        description: "Partitions of a topic the destination creates, at most 10000; -1: the broker's default (num.partitions).",
+        kind: ParamType::Int,
+        default: Some("-1"),
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+        sensitive: false,
+    },
+    Param {
+        name: TOPIC_REPLICATION_FACTOR,
+        description: "Replicas of each partition of a topic the destination creates; -1: the broker's default (default.replication.factor).",
+        kind: ParamType::Int,
+        default: Some("-1"),
+        required: false,
+        allowed: &[],
+        roles: DESTINATION,
+        sensitive: false,
+    },
+    Param {
         name: READ_FROM_BEGINNING,
         description: "With no position: true reads the topic from the beginning, false only new records.",
         kind: ParamType::Bool,
@@ -454,6 +488,8 @@ pub struct DestinationConfig {
     pub partitioner: Partitioner,
     pub value_format: ValueFormat,
     pub headers: HeaderSelection,
+    /// How a missing topic is created; None: it is an error.
+    pub topic_creation: Option<NewTopic>,
 }
 
 impl SourceConfig {
@@ -468,9 +504,8 @@ impl SourceConfig {
         if topics.is_empty() {
             return Err(Error::config(TOPIC, "topic missing"));
         }
-        if let Some(bad) = topics.iter().find(|t| !legal_topic(t)) {
-            let why = "is not a Kafka topic name (at most 249 of a-z, A-Z, 0-9, '.', '_', '-')";
-            return Err(Error::config(TOPIC, format!("{:?} {why}", shown(bad))));
+        if let Some(why) = topics.iter().find_map(|t| topics::name_problem(t)) {
+            return Err(Error::config(TOPIC, why));
         }
         let group_id = Some(v.string(GROUP_ID)?).filter(|g| !g.is_empty());
         if group_id.as_ref().is_some_and(|g| g.len() > MAX_NAME) {
@@ -509,6 +544,9 @@ impl DestinationConfig {
             _ => Acks::All,
         };
         let topic = Some(v.string(TOPIC)?).filter(|t| !t.is_empty());
+        if let Some(why) = topic.as_deref().and_then(topics::name_problem) {
+            return Err(Error::config(TOPIC, why));
+        }
         let compression = crate::kafka::protocol::compression::parse(&v.string(COMPRESSION)?)
             .ok_or_else(|| Error::config(COMPRESSION, "unknown codec"))?;
         let batch_bytes = v.int(BATCH_BYTES)?;
@@ -556,8 +594,39 @@ impl DestinationConfig {
             partitioner,
             value_format,
             headers,
+            topic_creation: topic_creation(&v)?,
         })
     }
+}
+
+/// `allowAutoTopicCreation` with its counts: each -1 (the broker's default) or a count
+/// Kafka takes; the counts only with creation on.
+fn topic_creation(v: &Values) -> Result<Option<NewTopic>> {
+    let counts = [TOPIC_PARTITIONS, TOPIC_REPLICATION_FACTOR];
+    if !v.bool(ALLOW_AUTO_TOPIC_CREATION)? {
+        return match counts.iter().find(|c| v.given_text(c).is_some()) {
+            Some(c) => Err(Error::config(
+                c,
+                format!("{c} is only used with {ALLOW_AUTO_TOPIC_CREATION}=true"),
+            )),
+            None => Ok(None),
+        };
+    }
+    let count = |name: &str, max: i64| {
+        let n = v.int(name)?;
+        match n {
+            -1 => Ok(n),
+            1.. if n <= max => Ok(n),
+            _ => Err(Error::config(
+                name,
+                format!("{n} is not a count from 1 to {max}, or -1 for the broker's default"),
+            )),
+        }
+    };
+    Ok(Some(NewTopic {
+        partitions: count(TOPIC_PARTITIONS, topics::MAX_PARTITIONS.into())? as i32,
+        replication_factor: count(TOPIC_REPLICATION_FACTOR, i16::MAX.into())? as i16,
+    }))
 }
 
 impl ClientConfig {
@@ -753,23 +822,6 @@ pub fn parse_server(s: &str) -> Result<Server> {
     })
 }
 
-/// Whether Kafka accepts `t` as a topic name.
-fn legal_topic(t: &str) -> bool {
-    (1..=249).contains(&t.len())
-        && t != "."
-        && t != ".."
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// The first 64 characters of a long value, for an error message.
-fn shown(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((at, _)) => format!("{}...", &s[..at]),
-        None => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -923,6 +975,64 @@ mod tests {
         assert_eq!(err_of(parse(&[("batchBytes", "0")])).0, "batchBytes");
         assert_eq!(err_of(parse(&[("batchBytes", "1k")])).0, "batchBytes");
         assert_eq!(err_of(parse(&[("compression", "brotli")])).0, "compression");
+    }
+
+    #[test]
+    fn missing_topics_are_created_with_the_brokers_defaults_unless_told_otherwise() {
+        let parse = |extra: &[(&str, &str)]| {
+            let mut c = cfg(&[("servers", "a:1")]);
+            c.extend(cfg(extra));
+            DestinationConfig::parse(&c)
+        };
+        let defaults = NewTopic {
+            partitions: -1,
+            replication_factor: -1,
+        };
+        assert_eq!(parse(&[]).unwrap().topic_creation, Some(defaults));
+        let given = parse(&[("topicPartitions", "6"), ("topicReplicationFactor", "3")]);
+        let six_by_three = NewTopic {
+            partitions: 6,
+            replication_factor: 3,
+        };
+        assert_eq!(given.unwrap().topic_creation, Some(six_by_three));
+        let off = parse(&[("allowAutoTopicCreation", "false")]).unwrap();
+        assert_eq!(off.topic_creation, None);
+        for (key, bad) in [
+            ("topicPartitions", "0"),
+            ("topicPartitions", "-2"),
+            ("topicPartitions", "10001"),
+            ("topicReplicationFactor", "0"),
+            ("topicReplicationFactor", "32768"),
+        ] {
+            let (p, m) = err_of(parse(&[(key, bad)]));
+            assert_eq!(p, key);
+            assert!(
+                m.contains(bad) && m.contains("-1 for the broker's default"),
+                "{m}"
+            );
+        }
+        assert!(parse(&[("topicPartitions", "10000"), ("topicReplicationFactor", "32767")]).is_ok());
+        let (p, m) = err_of(parse(&[
+            ("allowAutoTopicCreation", "false"),
+            ("topicPartitions", "3"),
+        ]));
+        assert_eq!(
+            (p.as_str(), m.as_str()),
+            (
+                "topicPartitions",
+                "topicPartitions is only used with allowAutoTopicCreation=true"
+            )
+        );
+    }
+
+    #[test]
+    fn a_destinations_topic_must_be_a_kafka_topic_name() {
+        let (p, m) = err_of(DestinationConfig::parse(&cfg(&[
+            ("servers", "a:1"),
+            ("topic", "a/b"),
+        ])));
+        assert_eq!(p, "topic");
+        assert!(m.contains("\"a/b\" is not a Kafka topic name"), "{m}");
     }
 
     #[test]

@@ -11,22 +11,29 @@
 //!   sequence numbers, before the next write; the broker either writes them or answers
 //!   that it already has them. Then their records join the ledger.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::records::Record as KafkaRecord;
 
-use crate::config::{Acks, DestinationConfig, Partitioner};
+use crate::config::{ALLOW_AUTO_TOPIC_CREATION, Acks, DestinationConfig, Partitioner};
 use crate::error::{Error, Result};
 use crate::kafka::client::cluster::{Cluster, TopicMeta};
 use crate::kafka::client::partitioner::{self, Sticky};
 use crate::kafka::client::producer::{self, Outcome, PartitionBatch};
+use crate::kafka::client::topics::{self, NewTopic};
 use crate::kafka::protocol::batch;
 use crate::kafka::protocol::compression::Compression;
 use crate::mapping;
 use crate::record::{COLLECTION, PARTITION, Record};
+
+/// The most topics one destination writes to when records name them (`opencdc.collection`):
+/// the names come from the records, so a tenant could otherwise make it look up, create
+/// and keep metadata for any number of them. Well above one topic per table of a large
+/// database; about 1 KiB each with a few partitions.
+pub const MAX_TOPICS: usize = 10_000;
 
 /// How a write ended: `written` records from the start are written; `error` is why the
 /// next one was not.
@@ -40,6 +47,8 @@ pub struct Destination {
     config: DestinationConfig,
     /// The configured topic, shared by every record that goes to it.
     topic: Option<Rc<str>>,
+    /// The topics records named and that exist, each name once (at most `MAX_TOPICS`).
+    collections: HashSet<Rc<str>>,
     cluster: Cluster,
     sticky: Sticky,
     idempotence: Option<Idempotence>,
@@ -89,11 +98,13 @@ enum Fate {
 }
 
 impl Destination {
-    /// Connects, checks the configured topic exists, and with acks=all gets a producer id.
+    /// Connects, makes sure the configured topic exists (creating it if allowed), and with
+    /// acks=all gets a producer id.
     pub fn open(config: DestinationConfig) -> Result<Self> {
+        let deadline = Instant::now() + config.delivery_timeout;
         let mut cluster = Cluster::connect(config.client.options(config.delivery_timeout))?;
         if let Some(topic) = &config.topic {
-            cluster.topic(topic)?;
+            existing(&mut cluster, topic, config.topic_creation, deadline)?;
         }
         let idempotence = match config.acks {
             Acks::All => Some(Idempotence::new(&mut cluster)?),
@@ -101,6 +112,7 @@ impl Destination {
         };
         Ok(Destination {
             topic: config.topic.as_deref().map(Rc::from),
+            collections: HashSet::new(),
             config,
             cluster,
             sticky: Sticky::default(),
@@ -120,7 +132,7 @@ impl Destination {
         let total = records.len();
         let mut fates = vec![Fate::NotWritten; total];
         let mut prints = vec![0u64; total];
-        let plan = self.plan(records, &mut fates, &mut prints);
+        let plan = self.plan(records, &mut fates, &mut prints, deadline);
         let mut failure = plan.failure;
         let sent = self.send(plan.batches, deadline, &mut fates, &mut failure);
         let written = fates.iter().position(|f| *f != Fate::Written).unwrap_or(total);
@@ -140,7 +152,13 @@ impl Destination {
     /// Maps and partitions records into batches, in order, stopping at the first record
     /// that cannot be sent (the error is returned with its index). Records the ledger
     /// says are written already are marked so and left out.
-    fn plan(&mut self, records: Vec<Record>, fates: &mut [Fate], prints: &mut [u64]) -> Plan {
+    fn plan(
+        &mut self,
+        records: Vec<Record>,
+        fates: &mut [Fate],
+        prints: &mut [u64],
+        deadline: Instant,
+    ) -> Plan {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -149,7 +167,7 @@ impl Destination {
         let mut sticky: HashMap<Rc<str>, i32> = HashMap::new();
         let mut old_ledger = std::mem::take(&mut self.ledger);
         for (i, rec) in records.into_iter().enumerate() {
-            let placed = self.place(rec, now_ms, &mut sticky);
+            let placed = self.place(rec, now_ms, &mut sticky, deadline);
             let (topic, partition, kafka) = match placed {
                 Ok(p) => p,
                 // The host sends the rest again: what the ledger still holds stays.
@@ -214,21 +232,27 @@ impl Destination {
         rec: Record,
         now_ms: i64,
         sticky: &mut HashMap<Rc<str>, i32>,
+        deadline: Instant,
     ) -> Result<(Rc<str>, i32, KafkaRecord)> {
-        let topic = match &self.topic {
-            Some(t) => t.clone(),
-            None => meta(&rec, COLLECTION).map(Rc::from).ok_or_else(|| {
-                Error::InvalidRecord(format!(
-                    "no topic is configured and the record has no {COLLECTION}"
-                ))
-            })?,
+        let (topic, t) = match self.topic.clone() {
+            Some(topic) => {
+                let t = self.topic_meta(&topic, deadline)?;
+                (topic, t)
+            }
+            None => {
+                let name = meta(&rec, COLLECTION).ok_or_else(|| {
+                    Error::InvalidRecord(format!(
+                        "no topic is configured and the record has no {COLLECTION}"
+                    ))
+                })?;
+                self.collection(name, deadline)?
+            }
         };
         let from_metadata = match self.config.partitioner {
             Partitioner::Metadata => meta(&rec, PARTITION).map(str::to_string),
             _ => None,
         };
         let kafka = mapping::to_kafka(rec, now_ms, &self.config.headers, self.config.value_format)?;
-        let t = self.cluster.topic(&topic)?;
         let partition = match (self.config.partitioner, from_metadata) {
             (Partitioner::Fixed(p), _) => check_partition(&t, p)?,
             (_, Some(p)) => check_partition(&t, p.parse().map_err(|_| bad_partition(&topic, &p))?)?,
@@ -240,6 +264,28 @@ impl Destination {
             },
         };
         Ok((topic, partition, kafka))
+    }
+
+    /// A record's collection as its topic: a name Kafka takes, among the first `MAX_TOPICS`
+    /// this destination writes to, existing or created.
+    fn collection(&mut self, name: &str, deadline: Instant) -> Result<(Rc<str>, TopicMeta)> {
+        if let Some(topic) = self.collections.get(name).cloned() {
+            let t = self.topic_meta(&topic, deadline)?;
+            return Ok((topic, t));
+        }
+        admit(&self.collections, name)?;
+        let t = self.topic_meta(name, deadline)?;
+        let topic: Rc<str> = Rc::from(name);
+        self.collections.insert(topic.clone());
+        Ok((topic, t))
+    }
+
+    /// The topic's partitions and leaders: as last seen, else looked up (and created).
+    fn topic_meta(&mut self, name: &str, deadline: Instant) -> Result<TopicMeta> {
+        match self.cluster.known(name) {
+            Some(t) => Ok(t.clone()),
+            None => existing(&mut self.cluster, name, self.config.topic_creation, deadline),
+        }
     }
 
     /// Encodes and sends the planned batches, each as soon as it is encoded. A partition's
@@ -459,6 +505,37 @@ fn encode(idem: Option<&Idempotence>, compression: Compression, p: &mut Planned)
     })
 }
 
+/// Whether a collection no record named before may be a topic of this destination, asked
+/// before the broker is: a name Kafka takes, and room for one more topic.
+fn admit(collections: &HashSet<Rc<str>>, name: &str) -> Result<()> {
+    if let Some(why) = topics::name_problem(name) {
+        return Err(Error::InvalidRecord(format!("{COLLECTION} {why}")));
+    }
+    if collections.len() >= MAX_TOPICS {
+        return Err(Error::InvalidRecord(format!(
+            "{COLLECTION} \"{name}\" names one more topic, and this destination already \
+             writes to {MAX_TOPICS} topics, the most it takes"
+        )));
+    }
+    Ok(())
+}
+
+/// The topic's partitions and leaders, the topic created first if it is missing and
+/// `create` says how. Missing and not to be created: an error naming it, not retriable.
+fn existing(
+    cluster: &mut Cluster,
+    name: &str,
+    create: Option<NewTopic>,
+    deadline: Instant,
+) -> Result<TopicMeta> {
+    topics::ensure(cluster, name, create, deadline)?.ok_or_else(|| Error::Kafka {
+        code: 3,
+        name: "UNKNOWN_TOPIC_OR_PARTITION".into(),
+        message: format!("topic \"{name}\" does not exist, and {ALLOW_AUTO_TOPIC_CREATION} is false"),
+        retriable: false,
+    })
+}
+
 fn meta<'a>(rec: &'a Record, key: &str) -> Option<&'a str> {
     rec.metadata
         .iter()
@@ -539,6 +616,30 @@ mod tests {
             .map(|e| (e.fingerprint, e.in_doubt))
             .collect();
         assert_eq!(entries, [(12, None), (13, Some(7)), (15, None)]);
+    }
+
+    #[test]
+    fn collections_must_be_topic_names_and_their_number_is_bounded() {
+        let mut seen: HashSet<Rc<str>> = HashSet::new();
+        let msg = |r: Result<()>| match r {
+            Err(Error::InvalidRecord(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let bad = msg(admit(&seen, "orders/2024"));
+        assert!(
+            bad.starts_with("opencdc.collection \"orders/2024\" is not a Kafka topic name"),
+            "{bad}"
+        );
+        let huge = msg(admit(&seen, &"z".repeat(1 << 20)));
+        assert!(huge.len() < 200, "a long name is cut short: {} bytes", huge.len());
+        seen.extend((0..MAX_TOPICS - 1).map(|i| Rc::from(format!("t{i}"))));
+        admit(&seen, "one-more").unwrap();
+        seen.insert(Rc::from("one-more"));
+        let full = msg(admit(&seen, "beyond"));
+        assert!(
+            full.contains("\"beyond\"") && full.contains("10000 topics"),
+            "{full}"
+        );
     }
 
     #[test]

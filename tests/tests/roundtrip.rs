@@ -172,7 +172,11 @@ async fn read_returns_when_its_wait_is_over() {
 async fn a_missing_topic_is_named_in_the_error() {
     let mut dst = destination(&allow_broker()).await;
     let err = dst
-        .open(&config(&[("servers", &broker()), ("topic", "no-such-topic")]))
+        .open(&config(&[
+            ("servers", &broker()),
+            ("topic", "no-such-topic"),
+            ("allowAutoTopicCreation", "false"),
+        ]))
         .await
         .unwrap_err();
     match guest_error(&err) {

@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
-    create_topics_request::CreatableTopic, metadata_request::MetadataRequestTopic,
+    BrokerId, MetadataRequest, MetadataResponse, TopicName, metadata_request::MetadataRequestTopic,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::ClientOptions;
+use super::{ClientOptions, topics};
 use crate::error::{Error, Result};
 use crate::kafka::network::connection::Connection;
 use crate::kafka::network::poll;
@@ -107,7 +106,27 @@ impl Cluster {
 
     /// Fetches Metadata for `topics` (and the broker list) and updates the cache.
     pub fn refresh(&mut self, topics: &[&str]) -> Result<()> {
-        let deadline = self.deadline();
+        let resp = self.metadata(topics, self.deadline())?;
+        self.apply(resp);
+        Ok(())
+    }
+
+    /// Fetches Metadata for one topic, answered by `deadline` at the latest, updates the
+    /// cache, and returns the topic's error code in the answer (0: known; 3
+    /// UNKNOWN_TOPIC_OR_PARTITION when not named at all).
+    pub fn topic_status(&mut self, name: &str, deadline: Instant) -> Result<i16> {
+        let deadline = deadline.min(self.deadline());
+        let resp = self.metadata(&[name], deadline)?;
+        let code = resp
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+            .map_or(ResponseError::UnknownTopicOrPartition.code(), |t| t.error_code);
+        self.apply(resp);
+        Ok(code)
+    }
+
+    fn metadata(&mut self, topics: &[&str], deadline: Instant) -> Result<MetadataResponse> {
         let conn = self.metadata_connection()?;
         let version = conn.version::<MetadataRequest>()?;
         let request_topics = topics
@@ -117,9 +136,7 @@ impl Cluster {
         let req = MetadataRequest::default()
             .with_topics(Some(request_topics))
             .with_allow_auto_topic_creation(false);
-        let resp = conn.request_at(&req, version, deadline)?;
-        self.apply(resp);
-        Ok(())
+        conn.request_at(&req, version, deadline)
     }
 
     fn apply(&mut self, resp: MetadataResponse) {
@@ -169,6 +186,11 @@ impl Cluster {
                 &format!("topic \"{name}\""),
             )
         })
+    }
+
+    /// The topic's partitions and leaders as last seen, without asking the cluster.
+    pub fn known(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
     }
 
     /// The connection to broker `node` as partition leader, opened on demand.
@@ -252,23 +274,16 @@ impl Cluster {
         self.conns.get(&key).and_then(Connection::throttled_until)
     }
 
-    /// Creates a topic (used by tooling and tests; connectors never create topics).
+    /// Creates a topic with `partitions` and the broker's default replication factor, and
+    /// waits until every partition has a leader (for tooling and tests).
     pub fn create_topic(&mut self, name: &str, partitions: i32) -> Result<()> {
         let deadline = self.deadline();
-        let timeout_ms = self.options.request_timeout.as_millis().min(i32::MAX as u128) as i32;
-        let req = CreateTopicsRequest::default()
-            .with_timeout_ms(timeout_ms)
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(topic_name(name))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(-1),
-            ]);
-        let resp = self.metadata_connection()?.request(&req, deadline)?;
-        for t in resp.topics {
-            errors::check(t.error_code, &format!("CreateTopics \"{name}\""))?;
-        }
-        self.refresh(&[name])
+        let spec = topics::NewTopic {
+            partitions,
+            replication_factor: topics::BROKER_DEFAULT as i16,
+        };
+        topics::create(self, name, spec, deadline)?;
+        topics::await_ready(self, name, deadline).map(drop)
     }
 
     /// Closes every connection.

@@ -1,7 +1,8 @@
 //! The client layer: what producers and consumers do with a cluster. `cluster` (bootstrap,
 //! Metadata, connections keyed by what they are for), `producer`, `fetcher` with `offsets`
 //! (where partitions start and end), `group` (consumer group membership, committed offsets)
-//! with its `assignor`s, `partitioner`, and `backoff`, the one retry policy.
+//! with its `assignor`s, `partitioner`, `topics` (names, creating missing ones), and
+//! `backoff`, the one retry policy.
 //!
 //! It talks to brokers through `kafka::network` and `kafka::protocol`, and imports nothing
 //! of the connector around it: the connector builds [`ClientOptions`] from its config.
@@ -14,6 +15,7 @@ pub mod group;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;
+pub mod topics;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
