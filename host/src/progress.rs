@@ -193,10 +193,11 @@ fn line(m: &PipelineMetrics, a: &Snapshot, b: &Snapshot) -> String {
     let mib = (b.bytes - a.bytes) as f64 / secs / (1 << 20) as f64;
     let lag = m.lag().map_or("-".to_string(), |l| l.to_string());
     format!(
-        "progress {}: {} {rate:.0} rec/s {mib:.2} MiB/s lag {lag} written {} errors {}",
+        "progress {}: {} {rate:.0} rec/s {mib:.2} MiB/s lag {lag} written {} errors {} restarts {}",
         m.id(),
         m.status().word(),
         b.written,
-        m.errors.load(Relaxed)
+        m.errors.load(Relaxed),
+        m.restarts.load(Relaxed)
     )
 }

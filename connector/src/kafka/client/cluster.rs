@@ -84,7 +84,7 @@ impl Cluster {
             .cloned()
             .chain(self.brokers.values().cloned())
             .collect();
-        let mut errors = Vec::new();
+        let (mut errors, mut refused) = (Vec::new(), Vec::new());
         for addr in candidates {
             match Connection::open(
                 &addr,
@@ -93,12 +93,19 @@ impl Cluster {
                 self.deadline(),
             ) {
                 Ok(conn) => return Ok(self.metadata.insert(conn)),
+                // The host refuses this address, not others: try them.
+                Err(Error::NotPermitted(m)) => refused.push(m),
                 // Refused credentials or certificates fail the same way at every broker
                 // and on every retry: said at once, not retried into a storm.
                 Err(e) if e.is_refusal() => return Err(e),
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        // Only refusals: no retry can reach a broker until the operator allows one.
+        if errors.is_empty() && !refused.is_empty() {
+            return Err(Error::NotPermitted(refused.join("; ")));
+        }
+        errors.extend(refused.into_iter().map(|m| format!("not permitted: {m}")));
         Err(Error::Connection(format!(
             "no broker reachable: {}",
             errors.join("; ")
@@ -231,7 +238,7 @@ impl Cluster {
         let mut interests: Vec<_> = busy.iter().map(|key| self.conns[key].interest()).collect();
         let wake = busy.iter().filter_map(|key| self.conns[key].wake_at()).min();
         let until = wake.map_or(deadline, |t| t.min(deadline));
-        poll::wait(&mut interests, until).map_err(|e| Error::Connection(format!("poll: {e}")))?;
+        poll::wait(&mut interests, until).map_err(|e| crate::error::io("poll", &e))?;
         for (key, ready) in busy.iter().zip(interests) {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.on_ready(ready);
