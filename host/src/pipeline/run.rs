@@ -431,6 +431,10 @@ pub(super) fn failure_text(p: &Running, e: &anyhow::Error) -> String {
 /// New ends for a restart: connector instances made and validated again, files opened
 /// again (a file source reads from its start).
 pub(super) async fn renew(p: &mut Running) -> Result<()> {
+    // The old instances go first, so a restart never holds two of a pipeline's slots in
+    // the instance pool.
+    p.source = SourceEnd::Lines(LinesIn::new(Box::new(tokio::io::empty()), "nothing", 0));
+    p.destination = DestEnd::Lines(Box::new(tokio::io::sink()));
     let r = &p.renewal;
     let (source, destination) = prepare_one(&p.pipeline, &r.runtimes, &r.kafka, None)
         .await
