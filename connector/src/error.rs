@@ -142,7 +142,10 @@ mod tests {
             Error::NotPermitted("cannot connect to 10.0.0.5:9092: the host does not permit it".into())
         );
         assert!(!e.is_retriable() && e.is_refusal());
-        assert!(e.to_string().starts_with("not permitted: cannot connect to 10.0.0.5:9092"));
+        assert!(
+            e.to_string()
+                .starts_with("not permitted: cannot connect to 10.0.0.5:9092")
+        );
     }
 
     #[test]
@@ -152,7 +155,10 @@ mod tests {
         let e = io("cannot connect to b:9092", &refused);
         assert!(e.is_retriable() && !e.is_refusal(), "{e:?}");
         let Error::Connection(m) = e else { panic!() };
-        assert!(m.starts_with("cannot connect to b:9092: ") && !m.contains("os error"), "{m}");
+        assert!(
+            m.starts_with("cannot connect to b:9092: ") && !m.contains("os error"),
+            "{m}"
+        );
         assert_eq!(io_reason(&IoError::other("plain")), "plain");
     }
 }

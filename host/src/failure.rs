@@ -56,7 +56,9 @@ pub fn of_guest(e: &wit::Error) -> Class {
         Remote(r) if r.retriable => Class::Retriable,
         // Authentication (58), authorization (29-31) and the other codes Kafka marks final.
         Remote(_) => Class::Permanent,
-        NotPermitted(_) | InvalidConfig(_) | Tls(_) | RecordTooLarge(_) | InvalidRecord(_) => Class::Permanent,
+        NotPermitted(_) | InvalidConfig(_) | Tls(_) | RecordTooLarge(_) | InvalidRecord(_) => {
+            Class::Permanent
+        }
         InvalidState(_) | Other(_) => Class::Permanent,
     }
 }

@@ -245,9 +245,17 @@ mod tests {
         let c = PipelineMetrics::new("acme", "fine");
         let text = prometheus_text(&vec![a, b, c]);
         assert!(text.contains("connector_pipeline_restarts_total{tenant=\"acme\",pipeline=\"orders\"} 2"));
-        assert!(text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"orders\"} 0"));
-        assert!(text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"refused\"} 1"));
-        assert!(!text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"fine\"}"));
+        assert!(
+            text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"orders\"} 0")
+        );
+        assert!(
+            text.contains(
+                "connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"refused\"} 1"
+            )
+        );
+        assert!(
+            !text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"fine\"}")
+        );
     }
 
     #[test]
@@ -262,7 +270,11 @@ mod tests {
         fine.set_status(Status::Finished);
         assert_eq!(exit_code(&vec![fine.clone()]), 0);
         assert_eq!(exit_code(&vec![fine.clone(), failed(Class::Retriable)]), 75);
-        let both = vec![failed(Class::Retriable), failed(Class::Permanent), failed(Class::Retriable)];
+        let both = vec![
+            failed(Class::Retriable),
+            failed(Class::Permanent),
+            failed(Class::Retriable),
+        ];
         assert_eq!(exit_code(&both), 1);
         // Restarted after a failure and finished: no failure to report.
         fine.failed_with(Class::Retriable);

@@ -223,6 +223,9 @@ mod tests {
         m.failed_with(Class::Permanent);
         m.set_status(Status::Failed("refused".into()));
         let shown = line(&m, &s, &s);
-        assert!(shown.starts_with("progress acme/orders: failed (permanent) "), "{shown}");
+        assert!(
+            shown.starts_with("progress acme/orders: failed (permanent) "),
+            "{shown}"
+        );
     }
 }

@@ -35,12 +35,17 @@ fn one_off(command: &str, servers: &str, settings: &[&str]) -> Command {
 fn assert_says_refused(stderr: &str, advertised: &str) {
     assert!(stderr.contains("not permitted"), "{stderr}");
     assert!(
-        stderr.contains(&format!("only an operator allow entry \"{advertised}\" permits it")),
+        stderr.contains(&format!(
+            "only an operator allow entry \"{advertised}\" permits it"
+        )),
         "the allow entry is named:\n{stderr}"
     );
     assert!(stderr.contains("permanent: restarting cannot help"), "{stderr}");
     assert!(!stderr.contains("os error"), "no errno in messages:\n{stderr}");
-    assert!(!stderr.contains("trying again"), "a refusal is not retried:\n{stderr}");
+    assert!(
+        !stderr.contains("trying again"),
+        "a refusal is not retried:\n{stderr}"
+    );
 }
 
 #[test]
@@ -50,7 +55,11 @@ fn read_and_write_fail_at_once_when_the_allowlist_refuses_the_advertised_broker(
     let topic = broker.new_topic("refused", 1);
     let (servers, advertised) = (broker.broker_addr().to_string(), broker.addr());
 
-    let mut read = one_off("read", &servers, &[&format!("topic={topic}"), "readFromBeginning=true"]);
+    let mut read = one_off(
+        "read",
+        &servers,
+        &[&format!("topic={topic}"), "readFromBeginning=true"],
+    );
     read.args(["--max", "1"]);
     let started = Instant::now();
     let out = output_within(&mut read, b"", LIMIT, "read to fail");
@@ -79,9 +88,15 @@ fn mirror(from: &str, to: &str, servers: &str, allow: &str, restart: &str) -> St
     );
     file += &kafka_end(
         "source",
-        &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\", commitOffsetsSize = 20"),
+        &format!(
+            "topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\", commitOffsetsSize = 20"
+        ),
     );
-    file += &kafka_end_at(servers, "destination", &format!("topic = \"{to}\", deliveryTimeout = \"1s\""));
+    file += &kafka_end_at(
+        servers,
+        "destination",
+        &format!("topic = \"{to}\", deliveryTimeout = \"1s\""),
+    );
     file
 }
 
@@ -120,13 +135,26 @@ async fn a_pipeline_whose_broker_goes_away_mid_stream_restarts_and_delivers_ever
     assert!(stderr.contains("after a retriable failure: "), "{stderr}");
     let restarts = stderr
         .lines()
-        .filter_map(|l| l.strip_prefix("progress acme/mirror: ")?.rsplit_once("restarts ")?.1.parse::<u32>().ok())
+        .filter_map(|l| {
+            l.strip_prefix("progress acme/mirror: ")?
+                .rsplit_once("restarts ")?
+                .1
+                .parse::<u32>()
+                .ok()
+        })
         .max();
-    assert!(restarts >= Some(2), "progress lines count the restarts:\n{stderr}");
+    assert!(
+        restarts >= Some(2),
+        "progress lines count the restarts:\n{stderr}"
+    );
     // At-least-once: every record arrived (those not acked before a failure came again).
     let got: BTreeSet<String> = topic_values_at(&dest.addr(), &to, N).await.into_iter().collect();
     let missing: Vec<_> = sent.difference(&got).collect();
-    assert!(missing.is_empty(), "{} records lost: {missing:?}\n{stderr}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} records lost: {missing:?}\n{stderr}",
+        missing.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,15 +173,24 @@ async fn a_refused_address_is_not_restarted_and_metrics_say_so() {
         "\n[[pipeline]]\nname = \"keeper\"\ntenant = \"acme\"\n{}{}\
          [pipeline.destination]\ntype = \"file\"\npath = \"kept.jsonl\"\n",
         allow_broker_line(),
-        kafka_end("source", &format!("topics = \"{from}\", groupID = \"{from}-keeper\"")),
+        kafka_end(
+            "source",
+            &format!("topics = \"{from}\", groupID = \"{from}-keeper\"")
+        ),
     );
     std::fs::write(&path, mirror(&from, &to, &servers, &servers, restart) + &keeper).unwrap();
 
     let metrics_port = free_port().to_string();
-    let mut host = Running::spawn(&mut run_host(&path, &["--metrics", &format!("127.0.0.1:{metrics_port}")]));
+    let mut host = Running::spawn(&mut run_host(
+        &path,
+        &["--metrics", &format!("127.0.0.1:{metrics_port}")],
+    ));
     let addr = metrics_addr(&mut host, LIMIT).await;
     let failed = "connector_pipeline_failed{tenant=\"acme\",pipeline=\"mirror\"} 1";
-    let text = wait_for(LIMIT, async || Some(scrape(&addr).await).filter(|t| t.contains(failed))).await;
+    let text = wait_for(LIMIT, async || {
+        Some(scrape(&addr).await).filter(|t| t.contains(failed))
+    })
+    .await;
     let text = text.expect("the pipeline fails");
     assert!(
         text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"mirror\"} 1"),

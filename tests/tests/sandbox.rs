@@ -51,7 +51,9 @@ async fn a_name_is_looked_up_only_when_a_rule_matches_it_and_only_the_operators_
     let err = by_address.open(&cfg).await.unwrap_err();
     // The refused lookup is as final as a refused connect (WASI's access-denied, EACCES).
     match guest_error(&err) {
-        wit::Error::NotPermitted(m) => assert!(m.contains(&format!("cannot resolve localhost:{port}")), "{m}"),
+        wit::Error::NotPermitted(m) => {
+            assert!(m.contains(&format!("cannot resolve localhost:{port}")), "{m}")
+        }
         other => panic!("{other:?}"),
     }
     let denied = by_address.instance().denied();

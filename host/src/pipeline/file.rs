@@ -593,7 +593,12 @@ path = "out.jsonl"
         let ps = parse(GOOD, "p.toml", Path::new("/etc/p")).unwrap();
         assert_eq!(ps[0].restart, RestartPolicy::default());
         let with = |policy: &str| GOOD.replace("max-records = 10", &format!("restart = {policy}"));
-        let ps = parse(&with(r#"{ attempts = 2, backoff = "250ms", max-backoff = "1m" }"#), "p.toml", Path::new("/")).unwrap();
+        let ps = parse(
+            &with(r#"{ attempts = 2, backoff = "250ms", max-backoff = "1m" }"#),
+            "p.toml",
+            Path::new("/"),
+        )
+        .unwrap();
         let expected = RestartPolicy {
             attempts: 2,
             backoff: Duration::from_millis(250),
@@ -602,9 +607,14 @@ path = "out.jsonl"
         assert_eq!(ps[0].restart, expected);
         let off = parse(&with("{ attempts = 0 }"), "p.toml", Path::new("/")).unwrap();
         assert_eq!(off[0].restart.attempts, 0);
-        assert!(problems(&with(r#"{ backoff = "0" }"#)).contains("p.toml:5: restart.backoff must be more than 0"));
+        assert!(
+            problems(&with(r#"{ backoff = "0" }"#)).contains("p.toml:5: restart.backoff must be more than 0")
+        );
         let inverted = problems(&with(r#"{ backoff = "10s", max-backoff = "1s" }"#));
-        assert!(inverted.contains("p.toml:5: restart.max-backoff must be at least"), "{inverted}");
+        assert!(
+            inverted.contains("p.toml:5: restart.max-backoff must be at least"),
+            "{inverted}"
+        );
         assert!(problems(&with(r#"{ backoff = "soon" }"#)).contains("p.toml:5"));
         assert!(problems(&with("{ tries = 3 }")).contains("unknown field `tries`"));
     }

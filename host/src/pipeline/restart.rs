@@ -95,7 +95,9 @@ pub(super) async fn supervise(mut p: Running, m: Arc<PipelineMetrics>, stop: wat
         ));
         m.set_status(Status::Restarting);
         if stopped_within(stop.clone(), pause).await {
-            return m.set_status(Status::Failed(format!("{why} (retriable; not restarted: stopping)")));
+            return m.set_status(Status::Failed(format!(
+                "{why} (retriable; not restarted: stopping)"
+            )));
         }
         m.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         fresh = false;
@@ -138,7 +140,15 @@ mod tests {
             attempts: 0,
             ..RestartPolicy::default()
         };
-        assert!(off.refusal(Class::Retriable, 0, &kafka).unwrap().contains("restarts are off"));
-        assert!(p.refusal(Class::Retriable, 0, &Endpoint::Stdio).unwrap().contains("stdin"));
+        assert!(
+            off.refusal(Class::Retriable, 0, &kafka)
+                .unwrap()
+                .contains("restarts are off")
+        );
+        assert!(
+            p.refusal(Class::Retriable, 0, &Endpoint::Stdio)
+                .unwrap()
+                .contains("stdin")
+        );
     }
 }

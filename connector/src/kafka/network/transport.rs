@@ -41,9 +41,7 @@ impl Transport {
             match TcpStream::connect_timeout(&sa, left) {
                 Ok(stream) => {
                     stream.set_nodelay(true).ok();
-                    stream
-                        .set_nonblocking(true)
-                        .map_err(|e| error::io(addr, &e))?;
+                    stream.set_nonblocking(true).map_err(|e| error::io(addr, &e))?;
                     return Ok(stream);
                 }
                 Err(e) => last = error::io(&format!("cannot connect to {addr}"), &e),
