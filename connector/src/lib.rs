@@ -217,6 +217,7 @@ mod glue {
                 wit::Error::InvalidConfig(wit::ConfigError { parameter, message })
             }
             Error::Connection(m) => wit::Error::Connection(m),
+            Error::NotPermitted(m) => wit::Error::NotPermitted(m),
             Error::Tls(m) => wit::Error::Tls(m),
             Error::Kafka {
                 code,

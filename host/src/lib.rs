@@ -2,7 +2,8 @@
 //! own sandbox, many tenants in one process. `engine` owns the shared wasmtime engine
 //! (instance pool, epoch ticker), `runtime` instances and calls, `sandbox` what an
 //! instance may touch (egress, name lookups, sockets, logs), `limits` what it may consume,
-//! `escape` guest text made safe to show, `cache` compiled components on disk, `batch`
+//! `escape` guest text made safe to show, `failure` whether a failure is permanent or
+//! retriable, `cache` compiled components on disk, `batch`
 //! a batch of records as it crosses the boundary (the formats themselves, shared with the
 //! guest, are `connector_format`'s). `pipeline`
 //! reads pipeline files and runs them; `metrics` counts what they do, `progress` shows it
@@ -12,6 +13,7 @@ pub mod batch;
 pub mod cache;
 pub mod engine;
 pub mod escape;
+pub mod failure;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;

@@ -270,6 +270,7 @@ fn cli_pipeline(c: &Common, name: &str, source: Endpoint, destination: Endpoint)
         source,
         start: None,
         destination,
+        restart: Default::default(),
     })
 }
 
@@ -292,7 +293,6 @@ async fn run_pipelines(
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(stop_on_signals(stop_tx));
     progress::report(&reg, c.progress_every, run::run_all(prepared, &reg, stop, drain)).await;
-    let mut code = 0;
     for m in reg.iter() {
         let (read, written, errors) = (
             m.read.load(Relaxed),
@@ -302,13 +302,12 @@ async fn run_pipelines(
         let counts = format!("{read} read, {written} written, {errors} errors");
         match m.status() {
             Status::Failed(why) => {
-                code = 1;
                 progress::log(&format!("pipeline {} failed ({counts}): {why}", m.id()));
             }
             s => progress::log(&format!("pipeline {} {} ({counts})", m.id(), s.word())),
         }
     }
-    Ok(code)
+    Ok(connector_host::metrics::exit_code(&reg))
 }
 
 /// The host's sockets are bounded per instance and in all; when the per-instance limits

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+
+use crate::failure::Class;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -16,6 +18,8 @@ use tokio::net::TcpListener;
 pub enum Status {
     Starting,
     Running,
+    /// Failed with a retriable cause; waiting to start again (see `pipeline::restart`).
+    Restarting,
     /// Stopping on a signal: finishing the batch in hand, committing, tearing down.
     Draining,
     /// Drained after a signal; a restart continues where it stopped.
@@ -30,6 +34,7 @@ impl Status {
         match self {
             Status::Starting => "starting",
             Status::Running => "running",
+            Status::Restarting => "restarting",
             Status::Draining => "draining",
             Status::Stopped => "stopped",
             Status::Finished => "finished",
@@ -47,7 +52,11 @@ pub struct PipelineMetrics {
     pub errors: AtomicU64,
     /// Records the source has not delivered yet, as it last reported; -1: unknown.
     pub lag: AtomicI64,
+    /// Times the pipeline was started again after a failure.
+    pub restarts: AtomicU64,
     status: Mutex<Status>,
+    /// The class of its last failure, if it failed.
+    last_failure: Mutex<Option<Class>>,
 }
 
 impl PipelineMetrics {
@@ -60,7 +69,9 @@ impl PipelineMetrics {
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
+            restarts: AtomicU64::new(0),
             status: Mutex::new(Status::Starting),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -79,6 +90,25 @@ impl PipelineMetrics {
     pub fn lag(&self) -> Option<u64> {
         u64::try_from(self.lag.load(Relaxed)).ok()
     }
+
+    /// Notes a failure of the pipeline, of `class` (it may still be restarted).
+    pub fn failed_with(&self, class: Class) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(class);
+    }
+
+    pub fn last_failure(&self) -> Option<Class> {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The exit code of a run: 0 when no pipeline failed, 75 (`EX_TEMPFAIL`: try again later)
+/// when every failure had a retriable cause, else 1.
+pub fn exit_code(reg: &Registry) -> i32 {
+    let failed = reg.iter().filter(|m| matches!(m.status(), Status::Failed(_)));
+    failed.fold(0, |code, m| match (code, m.last_failure()) {
+        (0 | 75, Some(Class::Retriable)) => 75,
+        _ => 1,
+    })
 }
 
 /// Every pipeline of the process.
@@ -87,7 +117,7 @@ pub type Registry = Vec<Arc<PipelineMetrics>>;
 /// The registry in the Prometheus text exposition format (version 0.0.4).
 pub fn prometheus_text(reg: &Registry) -> String {
     type Get = fn(&PipelineMetrics) -> Option<u64>;
-    let families: [(&str, &str, &str, Get); 7] = [
+    let families: [(&str, &str, &str, Get); 9] = [
         (
             "records_read_total",
             "counter",
@@ -121,6 +151,18 @@ pub fn prometheus_text(reg: &Registry) -> String {
         ("pipeline_failed", "gauge", "1 once the pipeline failed.", |m| {
             Some(matches!(m.status(), Status::Failed(_)) as u64)
         }),
+        (
+            "pipeline_restarts_total",
+            "counter",
+            "Times the pipeline was started again after a retriable failure.",
+            |m| Some(m.restarts.load(Relaxed)),
+        ),
+        (
+            "pipeline_last_failure_permanent",
+            "gauge",
+            "Whether the pipeline's last failure was permanent (1: restarting cannot help) or retriable (0); absent before its first.",
+            |m| m.last_failure().map(|c| (c == Class::Permanent) as u64),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, get) in families {
@@ -191,5 +233,51 @@ mod tests {
         assert!(text.contains("connector_pipeline_running{tenant=\"acme\",pipeline=\"orders\"} 1"));
         assert!(text.contains("connector_consumer_lag_records{tenant=\"t\\\"x\",pipeline=\"p\"} 7"));
         assert!(!text.contains("connector_consumer_lag_records{tenant=\"acme\""));
+    }
+
+    #[test]
+    fn restarts_and_the_last_failures_class_are_exported() {
+        let a = PipelineMetrics::new("acme", "orders");
+        a.restarts.store(2, Relaxed);
+        a.failed_with(Class::Retriable);
+        let b = PipelineMetrics::new("acme", "refused");
+        b.failed_with(Class::Permanent);
+        let c = PipelineMetrics::new("acme", "fine");
+        let text = prometheus_text(&vec![a, b, c]);
+        assert!(text.contains("connector_pipeline_restarts_total{tenant=\"acme\",pipeline=\"orders\"} 2"));
+        assert!(
+            text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"orders\"} 0")
+        );
+        assert!(
+            text.contains(
+                "connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"refused\"} 1"
+            )
+        );
+        assert!(
+            !text.contains("connector_pipeline_last_failure_permanent{tenant=\"acme\",pipeline=\"fine\"}")
+        );
+    }
+
+    #[test]
+    fn the_exit_code_says_whether_trying_again_may_help() {
+        let failed = |class| {
+            let m = PipelineMetrics::new("t", "p");
+            m.failed_with(class);
+            m.set_status(Status::Failed("x".into()));
+            m
+        };
+        let fine = PipelineMetrics::new("t", "ok");
+        fine.set_status(Status::Finished);
+        assert_eq!(exit_code(&vec![fine.clone()]), 0);
+        assert_eq!(exit_code(&vec![fine.clone(), failed(Class::Retriable)]), 75);
+        let both = vec![
+            failed(Class::Retriable),
+            failed(Class::Permanent),
+            failed(Class::Retriable),
+        ];
+        assert_eq!(exit_code(&both), 1);
+        // Restarted after a failure and finished: no failure to report.
+        fine.failed_with(Class::Retriable);
+        assert_eq!(exit_code(&vec![fine]), 0);
     }
 }

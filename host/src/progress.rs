@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{PipelineMetrics, Registry};
+use crate::metrics::{PipelineMetrics, Registry, Status};
 
 struct Console {
     live: bool,
@@ -192,11 +192,40 @@ fn line(m: &PipelineMetrics, a: &Snapshot, b: &Snapshot) -> String {
     let rate = (b.written - a.written) as f64 / secs;
     let mib = (b.bytes - a.bytes) as f64 / secs / (1 << 20) as f64;
     let lag = m.lag().map_or("-".to_string(), |l| l.to_string());
+    // A failed pipeline says whether running it again could help.
+    let status = match (m.status(), m.last_failure()) {
+        (Status::Failed(_), Some(class)) => format!("failed ({class})"),
+        (s, _) => s.word().to_string(),
+    };
     format!(
-        "progress {}: {} {rate:.0} rec/s {mib:.2} MiB/s lag {lag} written {} errors {}",
+        "progress {}: {status} {rate:.0} rec/s {mib:.2} MiB/s lag {lag} written {} errors {} restarts {}",
         m.id(),
-        m.status().word(),
         b.written,
-        m.errors.load(Relaxed)
+        m.errors.load(Relaxed),
+        m.restarts.load(Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::Class;
+
+    #[test]
+    fn a_progress_line_counts_restarts_and_says_a_failures_class() {
+        let m = PipelineMetrics::new("acme", "orders");
+        m.restarts.store(2, Relaxed);
+        m.set_status(Status::Restarting);
+        let s = Snapshot::of(&m);
+        let shown = line(&m, &s, &s);
+        assert!(shown.starts_with("progress acme/orders: restarting "), "{shown}");
+        assert!(shown.ends_with(" restarts 2"), "{shown}");
+        m.failed_with(Class::Permanent);
+        m.set_status(Status::Failed("refused".into()));
+        let shown = line(&m, &s, &s);
+        assert!(
+            shown.starts_with("progress acme/orders: failed (permanent) "),
+            "{shown}"
+        );
+    }
 }

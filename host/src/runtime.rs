@@ -13,6 +13,7 @@ use crate::batch::{Bounds, RecordBatch};
 use crate::cache;
 use crate::engine::SharedEngine;
 use crate::escape::shown;
+use crate::failure::{Class, Stopped};
 use crate::limits::Limits;
 use crate::sandbox::log::{Verdict, cut};
 use crate::sandbox::{Allowlist, HostState};
@@ -75,6 +76,7 @@ impl fmt::Display for GuestError {
                 said(&c.message)
             ),
             Connection(m) => write!(f, "connection error: {}", said(m)),
+            NotPermitted(m) => write!(f, "not permitted: {}", said(m)),
             Tls(m) => write!(f, "tls error: {}", said(m)),
             Remote(r) => write!(
                 f,
@@ -179,7 +181,7 @@ pub struct Instance {
     bindings: Connector,
     tag: String,
     /// Why the instance stopped (a trap, a limit, a deadline); no call enters it afterwards.
-    stopped: Option<String>,
+    stopped: Option<Stopped>,
 }
 
 /// The calls into an instance, by the deadline that bounds them.
@@ -251,8 +253,8 @@ macro_rules! guest_call {
 impl Instance {
     /// Before a call: refuses a stopped instance, starts the meters afresh; the deadline.
     fn enter(&mut self, call: Call) -> Result<Duration> {
-        if let Some(why) = &self.stopped {
-            return Err(anyhow::anyhow!("{why}"));
+        if let Some(stopped) = &self.stopped {
+            return Err(stopped.clone().into());
         }
         let meters = &mut self.store.data_mut().meters;
         meters.begin_call();
@@ -269,11 +271,15 @@ impl Instance {
     ) -> Result<T> {
         match r {
             Ok(r) => self.trap(r),
-            Err(_) => Err(self.refuse(format_args!(
-                "deadline: {} did not return within {}",
-                call.name(),
-                connector_format::duration::show(deadline)
-            ))),
+            // A remote system that hangs may answer next time.
+            Err(_) => Err(self.refuse(
+                format_args!(
+                    "deadline: {} did not return within {}",
+                    call.name(),
+                    connector_format::duration::show(deadline)
+                ),
+                Class::Retriable,
+            )),
         }
     }
 
@@ -313,20 +319,23 @@ impl Instance {
                 (None, Some(trap)) => format!("trapped: {trap}"),
                 (None, None) => format!("failed: {}", shown(&e.root_cause().to_string())),
             };
-            self.refuse(cause)
+            // A limit hit or a trap comes back the same on a new instance with the same
+            // settings and limits; restarting it would only spend the host's resources.
+            self.refuse(cause, Class::Permanent)
         })
     }
 
     /// Stops the instance for `why` (a trap, a limit, a deadline, or something it returned
-    /// the host refuses), with what it wrote to stderr (a panic message).
-    fn refuse(&mut self, why: impl fmt::Display) -> anyhow::Error {
+    /// the host refuses), of `class`, with what it wrote to stderr (a panic message).
+    fn refuse(&mut self, why: impl fmt::Display, class: Class) -> anyhow::Error {
         let mut why = format!("connector {} stopped: {why}", self.tag);
         let stderr = self.store.data().stderr.take();
         if !stderr.is_empty() {
             why.push_str(&format!("; guest stderr: {stderr}"));
         }
-        self.stopped = Some(why.clone());
-        anyhow::anyhow!(why)
+        let stopped = Stopped { why, class };
+        self.stopped = Some(stopped.clone());
+        stopped.into()
     }
 
     /// Checks `config` as the settings of `role`.
@@ -402,7 +411,8 @@ impl Source {
             records: max as usize,
             bytes: self.0.limits().memory,
         };
-        RecordBatch::new(batch, &bounds).map_err(|e| self.0.refuse(format!("read-batch: {e}")))
+        RecordBatch::new(batch, &bounds)
+            .map_err(|e| self.0.refuse(format!("read-batch: {e}"), Class::Permanent))
     }
 
     pub async fn ack(&mut self, positions: &[Vec<u8>]) -> Result<()> {

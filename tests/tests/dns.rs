@@ -8,10 +8,11 @@ use std::time::Duration;
 use integration_tests::pipelines::*;
 use integration_tests::*;
 
-/// A pipeline of the hostile guest looking up `<secret>-<i>.<domain>`, with `extra` lines.
+/// A pipeline of the hostile guest looking up `<secret>-<i>.<domain>`, with `extra` lines;
+/// not restarted (its failure says what was refused, once).
 fn lookups(name: &str, domain: &str, extra: &str) -> String {
     format!(
-        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\n{extra}\
+        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\nrestart = {{ attempts = 0 }}\n{extra}\
          [pipeline.source]\ntype = \"component\"\ncomponent = \"hostile_guest.wasm\"\n\
          settings = {{ mode = \"dns\", domain = \"{domain}\", secret = \"s3cret\" }}\n\
          [pipeline.destination]\ntype = \"file\"\npath = \"{name}.jsonl\"\n\n"

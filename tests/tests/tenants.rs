@@ -16,10 +16,11 @@ fn hostile(name: &str, settings: &str, limits: &str) -> String {
     hostile_with(name, settings, &format!("limits = {{ {limits} }}\n"))
 }
 
-/// `hostile`, with `extra` lines in its pipeline table (limits, deadlines).
+/// `hostile`, with `extra` lines in its pipeline table (limits, deadlines). Not restarted:
+/// the test is about each failure, not about trying again.
 fn hostile_with(name: &str, settings: &str, extra: &str) -> String {
     format!(
-        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\n{extra}\
+        "[[pipeline]]\nname = \"{name}\"\ntenant = \"evil\"\nrestart = {{ attempts = 0 }}\n{extra}\
          [pipeline.source]\ntype = \"component\"\ncomponent = \"hostile_guest.wasm\"\nsettings = {{ {settings} }}\n\
          [pipeline.destination]\ntype = \"file\"\npath = \"{name}.jsonl\"\n\n"
     )

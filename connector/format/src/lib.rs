@@ -1,9 +1,11 @@
 //! What the connector (guest) and its host both read and write, defined once: the
 //! OpenCDC record (`record`), the packed `record-batch` of the WIT contract
-//! (`record_batch`), OpenCDC JSON (`opencdc_json`) and durations (`duration`). It builds
+//! (`record_batch`), OpenCDC JSON (`opencdc_json`), durations (`duration`) and the pauses
+//! between attempts (`backoff`: the connector's retries, the host's restarts). It builds
 //! natively and for `wasm32-wasip2`, and depends on no WIT bindings: each side converts
 //! its own bindings' types at its edge.
 
+pub mod backoff;
 pub mod duration;
 pub mod opencdc_json;
 pub mod record;

@@ -154,11 +154,11 @@ pub enum DestEnd {
 
 impl DestEnd {
     /// Writes `records` in order: how many were written, and why the next was not.
-    pub async fn write(&mut self, records: &RecordBatch) -> Result<(usize, Option<String>)> {
+    pub async fn write(&mut self, records: &RecordBatch) -> Result<(usize, Option<anyhow::Error>)> {
         match self {
             DestEnd::Connector(d) => {
                 let (n, err) = d.write_batch(records).await?;
-                Ok((n as usize, err.map(|e| e.to_string())))
+                Ok((n as usize, err.map(anyhow::Error::new)))
             }
             DestEnd::Lines(out) => {
                 // Written a piece at a time: what a batch becomes as JSON is never held whole.
@@ -167,7 +167,7 @@ impl DestEnd {
                     if let Err(e) = opencdc_json::write_line(&r, &mut buf) {
                         out.write_all(&buf).await?;
                         out.flush().await?;
-                        return Ok((i, Some(format!("{e:#}"))));
+                        return Ok((i, Some(anyhow::Error::new(e))));
                     }
                     if buf.len() >= WRITE_PIECE {
                         out.write_all(&buf).await?;

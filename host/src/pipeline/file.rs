@@ -12,6 +12,8 @@
 //! batch = 1000                  # optional: records per read
 //! limits = { memory = "128MiB", cpu = "5s", handles = 500, sockets = 50, log-lines = 100 }
 //! deadlines = { open = "2m", write = "5m" }   # optional: validate, open, read, write, ack, teardown
+//! restart = { attempts = 5, backoff = "1s", max-backoff = "30s" }  # optional (these are the
+//!                               # defaults): restarts after a retriable failure; 0 attempts: none
 //!
 //! [pipeline.source]
 //! type = "kafka"                # kafka | component | file | stdin
@@ -33,6 +35,7 @@ use toml::Spanned;
 use std::os::unix::fs::MetadataExt;
 
 use super::paths::Confined;
+use super::restart::RestartPolicy;
 use super::{DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
 use crate::limits::{Deadlines, Limits};
 use crate::sandbox::Allowlist;
@@ -54,6 +57,7 @@ struct PipelineDoc {
     limits: LimitsDoc,
     #[serde(default)]
     deadlines: DeadlinesDoc,
+    restart: Option<Spanned<RestartDoc>>,
     max_records: Option<u64>,
     idle_exit: Option<Text<Duration>>,
     batch: Option<Spanned<u32>>,
@@ -69,6 +73,34 @@ struct LimitsDoc {
     handles: Option<usize>,
     sockets: Option<usize>,
     log_lines: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RestartDoc {
+    attempts: Option<u32>,
+    backoff: Option<Text<Duration>>,
+    max_backoff: Option<Text<Duration>>,
+}
+
+impl RestartDoc {
+    fn policy(self) -> Result<RestartPolicy, String> {
+        let d = RestartPolicy::default();
+        let backoff = self.backoff.map_or(d.backoff, |t| t.0);
+        let policy = RestartPolicy {
+            attempts: self.attempts.unwrap_or(d.attempts),
+            backoff,
+            // A first pause above the default cap raises the cap with it.
+            max_backoff: self.max_backoff.map_or(d.max_backoff.max(backoff), |t| t.0),
+        };
+        if policy.backoff.is_zero() {
+            return Err("restart.backoff must be more than 0".into());
+        }
+        if policy.max_backoff < policy.backoff {
+            return Err("restart.max-backoff must be at least restart.backoff".into());
+        }
+        Ok(policy)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -297,6 +329,14 @@ impl Checker<'_> {
         {
             self.problem(b.span(), format!("batch must be from 1 to {MAX_BATCH}"));
         }
+        let restart = match p.restart.map(|r| (r.span(), r.into_inner().policy())) {
+            None => RestartPolicy::default(),
+            Some((_, Ok(policy))) => policy,
+            Some((span, Err(why))) => {
+                self.problem(span, why);
+                RestartPolicy::default()
+            }
+        };
         if self.problems.len() > before {
             return None;
         }
@@ -312,6 +352,7 @@ impl Checker<'_> {
             source: source?,
             start: None,
             destination: destination?,
+            restart,
         })
     }
 
@@ -545,6 +586,37 @@ path = "out.jsonl"
             matches!(&p.destination, Endpoint::File(Confined { base, path, .. })
             if base == Path::new("/etc/p") && path == Path::new("/etc/p/out.jsonl"))
         );
+    }
+
+    #[test]
+    fn a_restart_policy_has_defaults_and_is_checked_at_its_line() {
+        let ps = parse(GOOD, "p.toml", Path::new("/etc/p")).unwrap();
+        assert_eq!(ps[0].restart, RestartPolicy::default());
+        let with = |policy: &str| GOOD.replace("max-records = 10", &format!("restart = {policy}"));
+        let ps = parse(
+            &with(r#"{ attempts = 2, backoff = "250ms", max-backoff = "1m" }"#),
+            "p.toml",
+            Path::new("/"),
+        )
+        .unwrap();
+        let expected = RestartPolicy {
+            attempts: 2,
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(60),
+        };
+        assert_eq!(ps[0].restart, expected);
+        let off = parse(&with("{ attempts = 0 }"), "p.toml", Path::new("/")).unwrap();
+        assert_eq!(off[0].restart.attempts, 0);
+        assert!(
+            problems(&with(r#"{ backoff = "0" }"#)).contains("p.toml:5: restart.backoff must be more than 0")
+        );
+        let inverted = problems(&with(r#"{ backoff = "10s", max-backoff = "1s" }"#));
+        assert!(
+            inverted.contains("p.toml:5: restart.max-backoff must be at least"),
+            "{inverted}"
+        );
+        assert!(problems(&with(r#"{ backoff = "soon" }"#)).contains("p.toml:5"));
+        assert!(problems(&with("{ tries = 3 }")).contains("unknown field `tries`"));
     }
 
     fn problems(text: &str) -> String {

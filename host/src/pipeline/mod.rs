@@ -1,6 +1,7 @@
 //! Pipelines: a source and a destination, run together for one tenant. `file` reads a
 //! pipeline file (TOML) into validated `Pipeline`s, `ends` adapts connector instances and
-//! JSON Lines files to one read/write/ack shape, `run` drives them all concurrently.
+//! JSON Lines files to one read/write/ack shape, `run` drives them all concurrently,
+//! `restart` starts a pipeline again after a retriable failure.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use crate::sandbox::Allowlist;
 pub mod ends;
 pub mod file;
 pub mod paths;
+pub mod restart;
 pub mod run;
 
 /// One validated pipeline, ready to run.
@@ -32,6 +34,8 @@ pub struct Pipeline {
     /// Where the source starts (a position it produced before); none: its own default.
     pub start: Option<Vec<u8>>,
     pub destination: Endpoint,
+    /// How it is restarted after a retriable failure.
+    pub restart: restart::RestartPolicy,
 }
 
 impl Pipeline {

@@ -21,9 +21,10 @@ use tokio::task::JoinSet;
 
 use super::ends::{DestEnd, LinesIn, SourceEnd, record_bytes};
 use super::paths::Confined;
-use super::{Endpoint, Pipeline};
+use super::{Endpoint, Pipeline, restart};
 use crate::engine::SharedEngine;
 use crate::escape::shown_error;
+use crate::failure::{Class, classify};
 use crate::limits::Limits;
 use crate::metrics::{PipelineMetrics, Registry, Status};
 use crate::runtime::{GuestError, Instance, Role, Runtime};
@@ -48,7 +49,15 @@ pub struct Runner {
 /// cannot run (a runtime failure while preparing it).
 pub struct Prepared {
     pipeline: Pipeline,
-    ends: Result<(SourceEnd, DestEnd), String>,
+    ends: Result<(SourceEnd, DestEnd), (String, Class)>,
+    renewal: Renewal,
+}
+
+/// What a pipeline's ends are made from again when it restarts.
+#[derive(Clone)]
+struct Renewal {
+    runtimes: Arc<HashMap<PathBuf, Runtime>>,
+    kafka: PathBuf,
 }
 
 /// Why a pipeline could not be prepared.
@@ -115,6 +124,10 @@ impl Runner {
             done.push(joined.context("preparing a pipeline")?);
         }
         done.sort_by_key(|(i, ..)| *i);
+        let renewal = Renewal {
+            runtimes,
+            kafka: self.kafka_component.clone(),
+        };
         let mut ready = Vec::new();
         let mut problems = Vec::new();
         for (_, pipeline, ends) in done {
@@ -124,9 +137,13 @@ impl Runner {
                     problems.push(shown_error(&e));
                     continue;
                 }
-                Err(Unready::Runtime(e)) => Err(shown_error(&e)),
+                Err(Unready::Runtime(e)) => Err((shown_error(&e), classify(&e))),
             };
-            ready.push(Prepared { pipeline, ends });
+            ready.push(Prepared {
+                pipeline,
+                ends,
+                renewal: renewal.clone(),
+            });
         }
         match problems.is_empty() {
             true => Ok(ready),
@@ -297,8 +314,9 @@ pub fn registry(prepared: &[Prepared]) -> Registry {
         .iter()
         .map(|p| {
             let m = PipelineMetrics::new(&p.pipeline.tenant, &p.pipeline.name);
-            if let Err(why) = &p.ends {
-                m.set_status(Status::Failed(why.clone()));
+            if let Err((why, class)) = &p.ends {
+                m.failed_with(*class);
+                m.set_status(Status::Failed(format!("{why} ({class}; never started)")));
             }
             m
         })
@@ -323,8 +341,10 @@ pub async fn run_all(
                 pipeline: p.pipeline,
                 source,
                 destination,
+                renewal: p.renewal,
             };
-            Some((Some(tokio::spawn(drive(running, m.clone(), stop.clone()))), m))
+            let supervised = restart::supervise(running, m.clone(), stop.clone());
+            Some((Some(tokio::spawn(supervised)), m))
         })
         .collect();
     let all = async {
@@ -369,39 +389,58 @@ fn noted(ended: Result<(), tokio::task::JoinError>, m: &PipelineMetrics, drain: 
 }
 
 /// A prepared pipeline whose ends are ready.
-struct Running {
-    pipeline: Pipeline,
+pub(super) struct Running {
+    pub(super) pipeline: Pipeline,
     source: SourceEnd,
     destination: DestEnd,
+    renewal: Renewal,
 }
 
-async fn drive(mut p: Running, m: Arc<PipelineMetrics>, stop: watch::Receiver<bool>) {
-    let pumped = match open(&mut p).await {
+/// Runs a pipeline once: opens, pumps, tears down. Ended well, its status says how;
+/// failed, the error (the restart policy decides what follows).
+pub(super) async fn drive(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>) -> Result<()> {
+    let pumped = match open(p).await {
         Ok(()) => {
             m.set_status(Status::Running);
-            pump(&mut p, &m, stop).await
+            pump(p, m, stop).await
         }
         Err(e) => Err(e),
     };
     let src_down = p.source.teardown().await.context("source teardown");
     let dst_down = p.destination.teardown().await.context("destination teardown");
-    match pumped.and(src_down).and(dst_down) {
-        Ok(()) if m.status() == Status::Draining => m.set_status(Status::Stopped),
-        Ok(()) => m.set_status(Status::Finished),
-        Err(e) => {
-            let denied = [p.source.instance(), p.destination.instance()]
-                .into_iter()
-                .flatten()
-                .map(Instance::denied)
-                .filter(|d| !d.is_empty())
-                .map(|d| format!("; {d}"));
-            m.set_status(Status::Failed(format!(
-                "{}{}",
-                shown_error(&e),
-                denied.collect::<String>()
-            )));
-        }
+    pumped.and(src_down).and(dst_down)?;
+    match m.status() {
+        Status::Draining => m.set_status(Status::Stopped),
+        _ => m.set_status(Status::Finished),
     }
+    Ok(())
+}
+
+/// A failure as the pipeline's status says it: the error, and what the sandbox refused
+/// its instances (the address and the allow entry that would permit it).
+pub(super) fn failure_text(p: &Running, e: &anyhow::Error) -> String {
+    let denied = [p.source.instance(), p.destination.instance()]
+        .into_iter()
+        .flatten()
+        .map(Instance::denied)
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("; {d}"));
+    format!("{}{}", shown_error(e), denied.collect::<String>())
+}
+
+/// New ends for a restart: connector instances made and validated again, files opened
+/// again (a file source reads from its start).
+pub(super) async fn renew(p: &mut Running) -> Result<()> {
+    // The old instances go first, so a restart never holds two of a pipeline's slots in
+    // the instance pool.
+    p.source = SourceEnd::Lines(LinesIn::new(Box::new(tokio::io::empty()), "nothing", 0));
+    p.destination = DestEnd::Lines(Box::new(tokio::io::sink()));
+    let r = &p.renewal;
+    let (source, destination) = prepare_one(&p.pipeline, &r.runtimes, &r.kafka, None)
+        .await
+        .map_err(|(Unready::Config(e) | Unready::Runtime(e))| e)?;
+    (p.source, p.destination) = (source, destination);
+    Ok(())
 }
 
 async fn open(p: &mut Running) -> Result<()> {
@@ -477,7 +516,7 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
                     "destination write: reported {n} of {total} records written"
                 ));
             }
-            (std::cmp::Ordering::Less, None) => Some("the destination gave no reason".to_string()),
+            (std::cmp::Ordering::Less, None) => Some(anyhow!("the destination gave no reason")),
             (_, failed) => failed,
         };
         m.written.fetch_add(n as u64, Relaxed);
@@ -491,9 +530,10 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
         }
         if let Some(e) = failed {
             m.errors.fetch_add(1, Relaxed);
-            return Err(anyhow!(
-                "destination wrote {n} of {total} records; the next failed: {e}"
-            ));
+            // The cause stays an error of its own: its class decides about restarts.
+            return Err(e.context(format!(
+                "destination wrote {n} of {total} records; the next failed"
+            )));
         }
     }
 }

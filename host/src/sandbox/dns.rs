@@ -82,7 +82,9 @@ async fn lookup(store: &mut StoreContextMut<'_, HostState>, name: &str) -> Resul
         state
             .denied
             .record(&state.tag, &format!("name lookup {name}: {why}"));
-        return Err(ErrorCode::PermanentResolverFailure);
+        // As a refused connect: the guest sees EACCES (a final refusal), not a resolver
+        // failure it would take for the network's.
+        return Err(ErrorCode::AccessDenied);
     }
     let ips = match state.names.cached(name) {
         Some(ips) => ips,

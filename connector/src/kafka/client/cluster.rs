@@ -43,6 +43,9 @@ pub struct Cluster {
     /// Coordinator addresses by node id, from FindCoordinator.
     coordinators: BTreeMap<i32, String>,
     topics: HashMap<String, TopicMeta>,
+    /// The error code Metadata last gave for a topic it did not describe: an unknown topic
+    /// (retriable) is not one the client may not see (29 TOPIC_AUTHORIZATION_FAILED, final).
+    topic_errors: HashMap<String, i16>,
     conns: BTreeMap<ConnKey, Connection>,
     /// The connection for cluster-wide requests (Metadata, FindCoordinator...): to a
     /// bootstrap server at first.
@@ -52,16 +55,21 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to the first reachable bootstrap server and learns the brokers.
     pub fn connect(options: ClientOptions) -> Result<Self> {
-        let mut cluster = Cluster {
+        let mut cluster = Cluster::new(options);
+        cluster.refresh(&[])?;
+        Ok(cluster)
+    }
+
+    fn new(options: ClientOptions) -> Self {
+        Cluster {
             options,
             brokers: BTreeMap::new(),
             coordinators: BTreeMap::new(),
             topics: HashMap::new(),
+            topic_errors: HashMap::new(),
             conns: BTreeMap::new(),
             metadata: None,
-        };
-        cluster.refresh(&[])?;
-        Ok(cluster)
+        }
     }
 
     /// When a request sent now should have its answer.
@@ -83,7 +91,7 @@ impl Cluster {
             .cloned()
             .chain(self.brokers.values().cloned())
             .collect();
-        let mut errors = Vec::new();
+        let (mut errors, mut refused) = (Vec::new(), Vec::new());
         for addr in candidates {
             match Connection::open(
                 &addr,
@@ -92,12 +100,19 @@ impl Cluster {
                 self.deadline(),
             ) {
                 Ok(conn) => return Ok(self.metadata.insert(conn)),
+                // The host refuses this address, not others: try them.
+                Err(Error::NotPermitted(m)) => refused.push(m),
                 // Refused credentials or certificates fail the same way at every broker
                 // and on every retry: said at once, not retried into a storm.
                 Err(e) if e.is_refusal() => return Err(e),
                 Err(e) => errors.push(e.to_string()),
             }
         }
+        // Only refusals: no retry can reach a broker until the operator allows one.
+        if errors.is_empty() && !refused.is_empty() {
+            return Err(Error::NotPermitted(refused.join("; ")));
+        }
+        errors.extend(refused.into_iter().map(|m| format!("not permitted: {m}")));
         Err(Error::Connection(format!(
             "no broker reachable: {}",
             errors.join("; ")
@@ -155,8 +170,10 @@ impl Cluster {
             };
             if t.error_code != 0 {
                 self.topics.remove(&name);
+                self.topic_errors.insert(name, t.error_code);
                 continue;
             }
+            self.topic_errors.remove(&name);
             let count = t
                 .partitions
                 .iter()
@@ -180,12 +197,21 @@ impl Cluster {
             return Ok(t.clone());
         }
         self.refresh(&[name])?;
-        self.topics.get(name).cloned().ok_or_else(|| {
-            errors::kafka_error(
-                ResponseError::UnknownTopicOrPartition,
-                &format!("topic \"{name}\""),
-            )
-        })
+        self.topics.get(name).cloned().ok_or_else(|| self.missing(name))
+    }
+
+    /// Why Metadata did not describe `name`: the code it gave (an authorization failure is
+    /// final), else an unknown topic.
+    fn missing(&self, name: &str) -> Error {
+        let context = format!("topic \"{name}\"");
+        match self
+            .topic_errors
+            .get(name)
+            .and_then(|c| ResponseError::try_from_code(*c))
+        {
+            Some(e) => errors::kafka_error(e, &context),
+            None => errors::kafka_error(ResponseError::UnknownTopicOrPartition, &context),
+        }
     }
 
     /// The topic's partitions and leaders as last seen, without asking the cluster.
@@ -253,7 +279,7 @@ impl Cluster {
         let mut interests: Vec<_> = busy.iter().map(|key| self.conns[key].interest()).collect();
         let wake = busy.iter().filter_map(|key| self.conns[key].wake_at()).min();
         let until = wake.map_or(deadline, |t| t.min(deadline));
-        poll::wait(&mut interests, until).map_err(|e| Error::Connection(format!("poll: {e}")))?;
+        poll::wait(&mut interests, until).map_err(|e| crate::error::io("poll", &e))?;
         for (key, ready) in busy.iter().zip(interests) {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.on_ready(ready);
@@ -327,4 +353,55 @@ fn broker_addr(host: &StrBytes, port: i32) -> String {
 
 pub fn broker_id(node: i32) -> BrokerId {
     BrokerId(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+
+    use super::*;
+
+    #[test]
+    fn a_topic_the_client_may_not_see_is_a_final_error_not_an_unknown_topic() {
+        let mut cluster = Cluster::new(ClientOptions {
+            bootstrap: vec![],
+            client_id: "t".into(),
+            request_timeout: std::time::Duration::from_secs(1),
+            security: Default::default(),
+        });
+        let topic = |name: &str, code: i16| {
+            MetadataResponseTopic::default()
+                .with_name(Some(topic_name(name)))
+                .with_error_code(code)
+        };
+        let denied = ResponseError::TopicAuthorizationFailed.code();
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        cluster.apply(
+            MetadataResponse::default().with_topics(vec![topic("secret", denied), topic("gone", unknown)]),
+        );
+        match cluster.missing("secret") {
+            Error::Kafka {
+                code: 29,
+                retriable: false,
+                message,
+                ..
+            } => assert!(message.contains("topic \"secret\""), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            cluster.missing("gone"),
+            Error::Kafka {
+                code: 3,
+                retriable: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            cluster.missing("never-asked"),
+            Error::Kafka { code: 3, .. }
+        ));
+        // Described later: the old error is forgotten.
+        cluster.apply(MetadataResponse::default().with_topics(vec![topic("secret", 0)]));
+        assert!(matches!(cluster.missing("secret"), Error::Kafka { code: 3, .. }));
+    }
 }

@@ -21,7 +21,7 @@ use super::poll::{self, Interest};
 use super::sasl;
 use super::tls::TlsFailure;
 use super::transport::Transport;
-use crate::error::{Error, Result};
+use crate::error::{self, Error, Result};
 use crate::kafka::protocol::errors;
 use crate::kafka::protocol::jitter::random_up_to;
 use crate::kafka::protocol::sasl::Credentials;
@@ -471,7 +471,7 @@ impl Connection {
     fn io_error(&self, e: io::Error) -> Error {
         match e.get_ref().and_then(|inner| inner.downcast_ref::<TlsFailure>()) {
             Some(TlsFailure(tls)) => tls.clone(),
-            None => Error::Connection(format!("{}: {e}", self.addr)),
+            None => error::io(&self.addr, &e),
         }
     }
 

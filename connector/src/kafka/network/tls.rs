@@ -317,8 +317,9 @@ impl TlsStream {
     /// that to a TLS hello, and a restarting broker too (so it stays retriable).
     fn handshake_io_error(&self, e: io::Error) -> Error {
         Error::Connection(format!(
-            "{}: the connection ended during the TLS handshake ({e}); is the listener plaintext? (then set tls.enabled=false)",
-            self.addr
+            "{}: the connection ended during the TLS handshake ({}); is the listener plaintext? (then set tls.enabled=false)",
+            self.addr,
+            crate::error::io_reason(&e)
         ))
     }
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use super::tls::{TlsSettings, TlsStream};
-use crate::error::{Error, Result};
+use crate::error::{self, Error, Result};
 
 /// A connected, non-blocking byte stream to one broker.
 pub enum Transport {
@@ -30,7 +30,7 @@ impl Transport {
     fn tcp(addr: &str, deadline: Instant) -> Result<TcpStream> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
-            .map_err(|e| Error::Connection(format!("cannot resolve {addr}: {e}")))?
+            .map_err(|e| error::io(&format!("cannot resolve {addr}"), &e))?
             .collect();
         let mut last = Error::Connection(format!("{addr} resolved to no address"));
         for sa in addrs {
@@ -41,12 +41,10 @@ impl Transport {
             match TcpStream::connect_timeout(&sa, left) {
                 Ok(stream) => {
                     stream.set_nodelay(true).ok();
-                    stream
-                        .set_nonblocking(true)
-                        .map_err(|e| Error::Connection(format!("{addr}: {e}")))?;
+                    stream.set_nonblocking(true).map_err(|e| error::io(addr, &e))?;
                     return Ok(stream);
                 }
-                Err(e) => last = Error::Connection(format!("cannot connect to {addr}: {e}")),
+                Err(e) => last = error::io(&format!("cannot connect to {addr}"), &e),
             }
         }
         Err(last)
