@@ -8,6 +8,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
     create_topics_request::CreatableTopic, metadata_request::MetadataRequestTopic,
+    metadata_response::MetadataResponseTopic,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -118,11 +119,23 @@ impl Cluster {
             .with_topics(Some(request_topics))
             .with_allow_auto_topic_creation(false);
         let resp = conn.request_at(&req, version, deadline)?;
-        self.apply(resp);
-        Ok(())
+        self.apply(resp)
     }
 
-    fn apply(&mut self, resp: MetadataResponse) {
+    fn apply(&mut self, resp: MetadataResponse) -> Result<()> {
+        // Checked before anything changes: a bad answer leaves the cache as it was.
+        let mut topics = Vec::new();
+        for t in &resp.topics {
+            let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
+                continue;
+            };
+            let leaders = if t.error_code == 0 {
+                Some(leaders(&name, t)?)
+            } else {
+                None
+            };
+            topics.push((name, leaders));
+        }
         self.brokers = resp
             .brokers
             .iter()
@@ -132,28 +145,13 @@ impl Cluster {
         let (brokers, coordinators) = (&self.brokers, &self.coordinators);
         self.conns
             .retain(|key, c| addr(brokers, coordinators, *key).is_some_and(|a| a == c.addr()));
-        for t in resp.topics {
-            let Some(name) = t.name.map(|n| n.0.to_string()) else {
-                continue;
-            };
-            if t.error_code != 0 {
-                self.topics.remove(&name);
-                continue;
+        for (name, leaders) in topics {
+            match leaders {
+                Some(leaders) => drop(self.topics.insert(name.clone(), TopicMeta { name, leaders })),
+                None => drop(self.topics.remove(&name)),
             }
-            let count = t
-                .partitions
-                .iter()
-                .map(|p| p.partition_index + 1)
-                .max()
-                .unwrap_or(0);
-            let mut leaders = vec![-1; count.max(0) as usize];
-            for p in &t.partitions {
-                if p.partition_index >= 0 {
-                    leaders[p.partition_index as usize] = p.leader_id.0;
-                }
-            }
-            self.topics.insert(name.clone(), TopicMeta { name, leaders });
         }
+        Ok(())
     }
 
     /// The topic's partitions and leaders, fetching Metadata if it is not known yet.
@@ -291,6 +289,27 @@ fn addr<'a>(
     }
 }
 
+/// Each partition's leader, by index. Indices come from the broker: each must be one of
+/// the partitions it lists (0 up to their count), or the vector they size could take
+/// gigabytes.
+fn leaders(name: &str, t: &MetadataResponseTopic) -> Result<Vec<i32>> {
+    let mut leaders = vec![-1; t.partitions.len()];
+    for p in &t.partitions {
+        let slot = usize::try_from(p.partition_index)
+            .ok()
+            .and_then(|i| leaders.get_mut(i));
+        let Some(slot) = slot else {
+            return Err(Error::CorruptData(format!(
+                "Metadata lists partition {} of topic \"{name}\", which has {} partitions",
+                p.partition_index,
+                t.partitions.len()
+            )));
+        };
+        *slot = p.leader_id.0;
+    }
+    Ok(leaders)
+}
+
 fn no_address(key: ConnKey) -> Error {
     Error::Connection(match key {
         ConnKey::Broker(node) => format!("broker {node} is not in the cluster metadata"),
@@ -312,4 +331,58 @@ fn broker_addr(host: &StrBytes, port: i32) -> String {
 
 pub fn broker_id(node: i32) -> BrokerId {
     BrokerId(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
+
+    use super::*;
+    use crate::kafka::network::Security;
+    use crate::kafka::network::scripted::{self, respond};
+
+    /// A broker whose Metadata lists `topic` with partitions of these indices.
+    fn listing(indices: &'static [i32]) -> String {
+        scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
+            let partitions = indices
+                .iter()
+                .map(|&i| MetadataResponsePartition::default().with_partition_index(i))
+                .collect();
+            let topic = MetadataResponseTopic::default()
+                .with_name(Some(topic_name("topic")))
+                .with_partitions(partitions);
+            respond(s, asked, &MetadataResponse::default().with_topics(vec![topic]))
+        })
+    }
+
+    fn connect(addr: String) -> Result<Cluster> {
+        Cluster::connect(ClientOptions {
+            bootstrap: vec![addr],
+            client_id: "test".into(),
+            request_timeout: Duration::from_secs(10),
+            security: Security::default(),
+        })
+    }
+
+    #[test]
+    fn partition_indices_beyond_the_listed_count_are_refused_naming_the_topic() {
+        for indices in [&[0, i32::MAX][..], &[0, 2], &[-1, 0], &[i32::MAX - 1]] {
+            let Err(err) = connect(listing(indices)) else {
+                panic!("{indices:?} accepted");
+            };
+            assert!(
+                matches!(&err, Error::CorruptData(m) if m.contains("\"topic\"")),
+                "{indices:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_listed_in_any_order_get_their_leaders() {
+        let mut cluster = connect(listing(&[2, 0, 1])).unwrap();
+        assert_eq!(cluster.topic("topic").unwrap().leaders, [0, 0, 0]);
+    }
 }
