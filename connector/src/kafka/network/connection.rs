@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -37,13 +38,28 @@ const READ_CHUNK: usize = 64 * 1024;
 const MIN_SESSION: Duration = Duration::from_secs(1);
 
 /// A request sent and not yet answered, typed by its request so its response decodes
-/// with the right message type and version.
+/// with the right message type and version. Dropping it gives the answer up: the
+/// connection drops the answer when it comes (or has come), so answers nobody takes any
+/// more (a caller past its deadline) never pile up.
 #[derive(Debug)]
 pub struct Pending<R> {
     corr: i32,
     version: i16,
+    dropped: Dropped,
     _request: PhantomData<fn() -> R>,
 }
+
+impl<R> Drop for Pending<R> {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.dropped.lock() {
+            d.push(self.corr);
+        }
+    }
+}
+
+/// Correlation ids of `Pending`s dropped since the connection last looked: taken ones
+/// too, which it ignores.
+type Dropped = Arc<Mutex<Vec<i32>>>;
 
 impl<R> Pending<R> {
     pub fn version(&self) -> i16 {
@@ -54,6 +70,8 @@ impl<R> Pending<R> {
 struct InFlight {
     corr: i32,
     response_header_version: i16,
+    /// Its `Pending` was dropped: the answer is read and dropped.
+    abandoned: bool,
 }
 
 pub struct Connection {
@@ -68,6 +86,7 @@ pub struct Connection {
     inbuf: Vec<u8>,
     in_flight: VecDeque<InFlight>,
     ready: HashMap<i32, Bytes>,
+    dropped: Dropped,
     broken: Option<Error>,
     /// Until when the broker asked not to be sent to (see `protocol::throttle`): queued
     /// requests stay in `out` until then.
@@ -101,6 +120,7 @@ impl Connection {
             inbuf: Vec::new(),
             in_flight: VecDeque::new(),
             ready: HashMap::new(),
+            dropped: Dropped::default(),
             broken: None,
             throttled_until: None,
             sasl: security.sasl.clone(),
@@ -182,10 +202,12 @@ impl Connection {
         self.in_flight.push_back(InFlight {
             corr,
             response_header_version: R::Response::header_version(version),
+            abandoned: false,
         });
         Ok(Pending {
             corr,
             version,
+            dropped: self.dropped.clone(),
             _request: PhantomData,
         })
     }
@@ -202,6 +224,8 @@ impl Connection {
         if R::KEY != SaslHandshakeRequest::KEY && R::KEY != SaslAuthenticateRequest::KEY {
             self.reauthenticate_if_due()?;
         }
+        // Before a correlation id is reused (they wrap), answers given up on are gone.
+        self.forget_dropped();
         let corr = self.next_corr;
         self.next_corr = self.next_corr.wrapping_add(1).max(1);
         let header = RequestHeader::default()
@@ -368,6 +392,7 @@ impl Connection {
                 .read_to_end(&mut self.inbuf);
             let got = self.inbuf.len() - before;
             if got > 0 {
+                self.forget_dropped();
                 self.split_frames();
             }
             match read {
@@ -427,6 +452,21 @@ impl Connection {
         }
     }
 
+    /// Drops the answers of dropped `Pending`s that came, and marks those still in flight
+    /// so theirs are dropped when they come.
+    fn forget_dropped(&mut self) {
+        let Ok(mut dropped) = self.dropped.lock() else {
+            return;
+        };
+        for corr in dropped.drain(..) {
+            if self.ready.remove(&corr).is_none()
+                && let Some(f) = self.in_flight.iter_mut().find(|f| f.corr == corr)
+            {
+                f.abandoned = true;
+            }
+        }
+    }
+
     fn file_response(&mut self, mut frame: Bytes) -> Result<()> {
         let Some(expected) = self.in_flight.pop_front() else {
             return Err(Error::CorruptData(format!(
@@ -442,8 +482,10 @@ impl Connection {
                 self.addr, header.correlation_id, expected.corr
             )));
         }
-        self.ready.insert(expected.corr, frame);
         self.answered += 1;
+        if !expected.abandoned {
+            self.ready.insert(expected.corr, frame);
+        }
         Ok(())
     }
 
@@ -512,6 +554,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::kafka::network::scripted;
     use crate::kafka::network::tls::{TlsPem, TlsSettings};
     use crate::kafka::protocol::sasl::{Mechanism, Secret};
 
@@ -705,6 +748,34 @@ mod tests {
             3,
             "ApiVersions, SaslHandshake, one SaslAuthenticate"
         );
+    }
+
+    /// A broker that answers each Metadata request after the next one arrived, so the
+    /// first answer comes late, after its caller gave up.
+    fn late_broker() -> String {
+        let mut held = None;
+        scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
+            if let Some(earlier) = held.replace(asked) {
+                scripted::respond(s, earlier, &MetadataResponse::default())?;
+                scripted::respond(s, asked, &MetadataResponse::default())?;
+                held = None;
+            }
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn an_answer_nobody_waits_for_any_more_is_dropped_not_kept() {
+        let addr = late_broker();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
+        for _ in 0..3 {
+            // The caller gives up on the first request (a deadline passed elsewhere).
+            drop(conn.send(&MetadataRequest::default(), 12).unwrap());
+            conn.request(&MetadataRequest::default(), deadline).unwrap();
+        }
+        assert_eq!(conn.ready.len(), 0, "answers kept for no one");
+        assert_eq!(conn.in_flight(), 0);
     }
 
     /// Shrinks a socket's kernel buffer (`SO_RCVBUF` or `SO_SNDBUF`) to its minimum.
