@@ -103,6 +103,14 @@ pub struct Connection {
     answered: u64,
 }
 
+/// Decodes the body of a response to `R` (after its header) at `version`; `from` names
+/// the broker for errors. The body is untrusted: every length in it is checked against
+/// the bytes left before anything is allocated for it (see vendor/kafka-protocol).
+pub fn decode<R: Request>(mut body: Bytes, version: i16, from: &str) -> Result<R::Response> {
+    R::Response::decode(&mut body, version)
+        .map_err(|e| Error::CorruptData(format!("undecodable response from {from}: {e}")))
+}
+
 impl Connection {
     /// Connects to `addr` (`host:port`) with `security`'s TLS, negotiates API versions and
     /// authenticates with its SASL credentials.
@@ -254,11 +262,10 @@ impl Connection {
     where
         R::Response: ThrottleTime,
     {
-        let Some(mut body) = self.ready.remove(&pending.corr) else {
+        let Some(body) = self.ready.remove(&pending.corr) else {
             return self.broken.clone().map(Err);
         };
-        let resp = R::Response::decode(&mut body, pending.version)
-            .map_err(|e| Error::CorruptData(format!("undecodable response from {}: {e}", self.addr)));
+        let resp = decode::<R>(body, pending.version, &self.addr);
         if let Ok(r) = &resp {
             self.throttle(r.throttled_until(pending.version, Instant::now()));
         }
@@ -554,6 +561,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::alloc_meter::peak_during;
     use crate::kafka::network::scripted;
     use crate::kafka::network::tls::{TlsPem, TlsSettings};
     use crate::kafka::protocol::sasl::{Mechanism, Secret};
@@ -776,6 +784,20 @@ mod tests {
         }
         assert_eq!(conn.ready.len(), 0, "answers kept for no one");
         assert_eq!(conn.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_array_longer_than_the_bytes_left_is_refused_before_allocating() {
+        // Metadata v12: throttle time, then the brokers' compact array, claiming 10^7
+        // brokers (its length is a varint of the count plus one) in 64 bytes.
+        let mut body = vec![0, 0, 0, 0, 0x81, 0xad, 0xe2, 0x04];
+        body.extend([0; 64]);
+        let (decoded, peak) = peak_during(|| decode::<MetadataRequest>(Bytes::from(body), 12, "broker 1"));
+        assert!(
+            matches!(&decoded, Err(Error::CorruptData(m)) if m.contains("broker 1")),
+            "{decoded:?}"
+        );
+        assert!(peak < 4096, "{peak} bytes allocated to decode 72");
     }
 
     /// Shrinks a socket's kernel buffer (`SO_RCVBUF` or `SO_SNDBUF`) to its minimum.

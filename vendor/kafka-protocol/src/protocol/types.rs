@@ -10,6 +10,26 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+// Patched (see PATCHED.md at the crate's root): lengths read from the wire are checked
+// against the bytes left before anything is allocated for them.
+
+/// Refuses a length that the bytes left cannot hold (every string or bytes byte, and
+/// every array element, takes at least one byte on the wire; Kafka's Java client makes
+/// the same check).
+fn check_len<B: ByteBuf>(buf: &B, n: usize, what: &str) -> Result<()> {
+    if n > buf.remaining() {
+        bail!("{what} length {n} exceeds the {} bytes left", buf.remaining());
+    }
+    Ok(())
+}
+
+/// A vector for `n` elements whose first allocation takes at most as many bytes as are
+/// left: an element may take more memory than wire bytes, so a large array grows as its
+/// elements really decode.
+fn with_capacity_for<T, B: ByteBuf>(buf: &B, n: usize) -> Vec<T> {
+    Vec::with_capacity(n.min(buf.remaining() / std::mem::size_of::<T>().max(1)))
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -359,6 +379,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                check_len(buf, n as usize, "String")?;
                 let mut strbuf = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -511,6 +532,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                check_len(buf, (n - 1) as usize, "CompactString")?;
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +677,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                check_len(buf, n as usize, "Bytes")?;
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +827,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                check_len(buf, (n - 1) as usize, "CompactBytes")?;
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -985,7 +1009,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                check_len(buf, n as usize, "Array")?;
+                let mut result = with_capacity_for(buf, n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1118,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                check_len(buf, (n - 1) as usize, "CompactArray")?;
+                let mut result = with_capacity_for(buf, (n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
