@@ -292,7 +292,7 @@ fn addr<'a>(
 /// Each partition's leader, by index. Indices come from the broker: each must be one of
 /// the partitions it lists (0 up to their count), or the vector they size could take
 /// gigabytes.
-fn leaders(name: &str, t: &MetadataResponseTopic) -> Result<Vec<i32>> {
+pub fn leaders(name: &str, t: &MetadataResponseTopic) -> Result<Vec<i32>> {
     let mut leaders = vec![-1; t.partitions.len()];
     for p in &t.partitions {
         let slot = usize::try_from(p.partition_index)
