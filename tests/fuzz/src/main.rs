@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         report.decoded
     );
     println!(
-        "fuzz: peak allocation of one decode {} bytes (case {}, {}); at most {:.1} bytes allocated per input byte (inputs of 1 KiB or more); bound {} per byte + {} MiB (+ {} MiB where batches decompress), {:.0}% of it at most",
+        "fuzz: peak allocation of one decode {} bytes (case {}, {}); at most {:.1} bytes per input byte (messages of 256 bytes or more, no codec); bound {} per byte + {} MiB (+ {} MiB where batches decompress), {:.0}% of it at most",
         report.max_peak,
         report.max_peak_case.0,
         report.max_peak_case.1,
