@@ -32,6 +32,9 @@ use crate::kafka::protocol::versions::{Versions, our_versions};
 /// Responses larger than this are taken as a corrupt length prefix, not a real response.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Room made for a frame at once from its length prefix: more than a Fetch answer
+/// (`FETCH_MAX_BYTES`, 4 MiB), so those still arrive in one buffer of their size.
+const FRAME_ROOM: usize = 8 * 1024 * 1024;
 /// The shortest time between two logins on a connection, whatever session the broker
 /// grants: a broker granting 1 ms would otherwise have every request wait for a SCRAM
 /// exchange (up to 100,000 PBKDF2 rounds). Kafka's sessions are minutes to hours.
@@ -389,7 +392,11 @@ impl Connection {
                 Some(len) => 4 + len - self.inbuf.len(),
                 None => READ_CHUNK,
             };
-            self.inbuf.reserve_exact(want);
+            // A frame's length is the broker's word: room for more than `FRAME_ROOM` is
+            // made only as bytes come (at most doubling what is in), so a length prefix
+            // alone never takes `MAX_RESPONSE_BYTES`.
+            self.inbuf
+                .reserve_exact(want.min(FRAME_ROOM.max(self.inbuf.len())));
             let before = self.inbuf.len();
             // `read_to_end` reads into the spare capacity without zero-filling it first
             // (std tracks what is initialized), and keeps what it read when it stops on an
@@ -798,6 +805,23 @@ mod tests {
             "{decoded:?}"
         );
         assert!(peak < 4096, "{peak} bytes allocated to decode 72");
+    }
+
+    #[test]
+    fn a_frame_length_is_not_taken_on_trust() {
+        // The broker claims a 200 MiB answer and sends 1 MiB of it.
+        let addr = scripted::broker(&[ApiKey::Metadata], 12, |s, _| {
+            s.write_all(&(200u32 << 20).to_be_bytes())?;
+            s.write_all(&[0; 1 << 20])?;
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
+        let soon = Instant::now() + Duration::from_millis(500);
+        let (answer, peak) = peak_during(|| conn.request(&MetadataRequest::default(), soon));
+        assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
+        assert!(peak < 2 * FRAME_ROOM, "{peak} bytes allocated for 1 MiB received");
     }
 
     /// Shrinks a socket's kernel buffer (`SO_RCVBUF` or `SO_SNDBUF`) to its minimum.
