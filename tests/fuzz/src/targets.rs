@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_connector::error::{Error, Result};
 use kafka_connector::kafka::client::cluster;
 use kafka_connector::kafka::network::connection::decode;
-use kafka_connector::kafka::protocol::batch::{self, MAX_DECOMPRESSED_BATCH};
+use kafka_connector::kafka::protocol::batch::{self, MAX_DECOMPRESSED_BATCH, MAX_DECOMPRESSED_FETCH};
 use kafka_connector::kafka::protocol::compression::Compression;
 use kafka_connector::kafka::protocol::consumer;
 use kafka_connector::kafka::protocol::versions::our_versions;
@@ -51,10 +51,10 @@ impl Target {
     }
 }
 
-/// What decompressing a batch may take whatever its size: its output (up to
-/// `MAX_DECOMPRESSED_BATCH`, the limit the connector decompresses to) and a zstd window of
-/// the same size, which the decoder reserves up front.
-const DECOMPRESSION: usize = 2 * MAX_DECOMPRESSED_BATCH;
+/// What decompressing may take whatever the input's size: an answer's output (up to
+/// `MAX_DECOMPRESSED_FETCH`, then one more batch of up to `MAX_DECOMPRESSED_BATCH`) and a
+/// zstd window as large as a batch, which the decoder reserves up front.
+const DECOMPRESSION: usize = MAX_DECOMPRESSED_FETCH + 2 * MAX_DECOMPRESSED_BATCH;
 
 pub fn all() -> Vec<Target> {
     let mut targets = vec![
@@ -93,7 +93,7 @@ pub fn all() -> Vec<Target> {
             kind: Kind::Batch,
             fixed_allowance: DECOMPRESSION,
             seeds: batches(),
-            decode: Box::new(|b, _| read_batches(b)),
+            decode: Box::new(|b, _| read_batches(b, &mut MAX_DECOMPRESSED_FETCH)),
         },
     ];
     // A Fetch answer carries record batches, compressed ones too.
@@ -157,18 +157,19 @@ fn sync_group_assignment(resp: SyncGroupResponse) -> Result<()> {
 /// As the fetcher and the source read a Fetch answer: each partition's batches, then
 /// every record and header.
 fn fetch_records(resp: FetchResponse) -> Result<()> {
+    let mut budget = MAX_DECOMPRESSED_FETCH;
     for t in resp.responses {
         for p in t.partitions {
             if let Some(records) = p.records {
-                read_batches(records)?;
+                read_batches(records, &mut budget)?;
             }
         }
     }
     Ok(())
 }
 
-fn read_batches(data: Bytes) -> Result<()> {
-    for mut b in batch::decode_batches(data, 0, "fuzz-0")?.batches {
+fn read_batches(data: Bytes, budget: &mut usize) -> Result<()> {
+    for mut b in batch::decode_batches(data, 0, "fuzz-0", budget)?.batches {
         while let Some(r) = b.next_record()? {
             std::hint::black_box(r.headers().count());
         }

@@ -281,6 +281,7 @@ impl Fetcher {
         out: &mut Vec<(TopicPartition, Batch)>,
     ) -> Result<()> {
         errors::check(resp.error_code, "Fetch")?;
+        let mut budget = batch::MAX_DECOMPRESSED_FETCH;
         for topic in resp.responses {
             let name = topic.topic.0.to_string();
             for part in topic.partitions {
@@ -309,7 +310,7 @@ impl Fetcher {
                 }
                 self.high_watermarks.insert(tp.clone(), part.high_watermark);
                 let Some(data) = part.records else { continue };
-                let fetched = batch::decode_batches(data, from, &what)?;
+                let fetched = batch::decode_batches(data, from, &what, &mut budget)?;
                 self.offsets.insert(tp.clone(), fetched.next_offset);
                 out.extend(fetched.batches.into_iter().map(|b| (tp.clone(), b)));
             }
