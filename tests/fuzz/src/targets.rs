@@ -93,7 +93,7 @@ pub fn all() -> Vec<Target> {
             kind: Kind::Batch,
             fixed_allowance: DECOMPRESSION,
             seeds: batches(),
-            decode: Box::new(|b, _| read_batches(b, &mut MAX_DECOMPRESSED_FETCH)),
+            decode: Box::new(|b, _| read_batches(b, &mut { MAX_DECOMPRESSED_FETCH })),
         },
     ];
     // A Fetch answer carries record batches, compressed ones too.
@@ -107,9 +107,9 @@ pub fn all() -> Vec<Target> {
 
 /// A target decoding the response to `R` at every version the connector speaks, then
 /// reading it as the connector does (`read`).
-fn response<R: Request>(name: &'static str, value: R::Response, read: fn(R::Response) -> Result<()>) -> Target
+fn response<R>(name: &'static str, value: R::Response, read: fn(R::Response) -> Result<()>) -> Target
 where
-    R: 'static,
+    R: Request + 'static,
     R::Response: Default + 'static,
 {
     let seeds = our_versions::<R>()

@@ -393,7 +393,8 @@ mod tests {
     }
 
     fn decode(data: Bytes, from: i64, what: &str) -> Result<Decoded> {
-        let fetched = decode_batches(data, from, what, &mut MAX_DECOMPRESSED_FETCH)?;
+        let mut budget = MAX_DECOMPRESSED_FETCH;
+        let fetched = decode_batches(data, from, what, &mut budget)?;
         let mut records = Vec::new();
         for mut b in fetched.batches {
             while let Some(r) = b.next_record()? {
