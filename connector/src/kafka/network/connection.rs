@@ -555,7 +555,7 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpListener;
     use std::os::fd::RawFd;
     use std::sync::mpsc;
     use std::time::Duration;
@@ -569,56 +569,23 @@ mod tests {
 
     use super::*;
     use crate::alloc_meter::peak_during;
-    use crate::kafka::network::scripted;
+    use crate::kafka::network::scripted::{self, respond};
     use crate::kafka::network::tls::{TlsPem, TlsSettings};
     use crate::kafka::protocol::sasl::{Mechanism, Secret};
-
-    /// Reads one request frame: its API version and correlation id (every request header
-    /// starts with key, version, correlation id).
-    fn read_request(s: &mut TcpStream) -> io::Result<(i16, i32)> {
-        let mut len = [0; 4];
-        s.read_exact(&mut len)?;
-        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut frame)?;
-        let version = i16::from_be_bytes([frame[2], frame[3]]);
-        Ok((version, i32::from_be_bytes(frame[4..8].try_into().unwrap())))
-    }
-
-    fn respond<M: Encodable + HeaderVersion>(s: &mut TcpStream, (version, corr): (i16, i32), resp: &M) {
-        let mut buf = BytesMut::new();
-        let header = ResponseHeader::default().with_correlation_id(corr);
-        header.encode(&mut buf, M::header_version(version)).unwrap();
-        resp.encode(&mut buf, version).unwrap();
-        s.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
-        s.write_all(&buf).unwrap();
-    }
 
     /// A broker that throttles its first Metadata answer by `throttle_ms` and reports how
     /// long after that answer the next request arrived.
     fn throttling_broker(throttle_ms: i32) -> (String, mpsc::Receiver<Duration>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let keys = [ApiKey::ApiVersions, ApiKey::Metadata]
-                .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(12));
-            let versions = ApiVersionsResponse::default().with_api_keys(keys.to_vec());
-            let asked = read_request(&mut s).unwrap();
-            respond(&mut s, asked, &versions);
-            let first = read_request(&mut s).unwrap();
-            let answered = Instant::now();
-            respond(
-                &mut s,
-                first,
-                &MetadataResponse::default().with_throttle_time_ms(throttle_ms),
-            );
-            // An error when the client gave up first.
-            let Ok(second) = read_request(&mut s) else {
-                return;
+        let mut answered: Option<Instant> = None;
+        let addr = scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
+            let Some(first) = answered else {
+                answered = Some(Instant::now());
+                let throttled = MetadataResponse::default().with_throttle_time_ms(throttle_ms);
+                return respond(s, asked, &throttled);
             };
-            tx.send(answered.elapsed()).unwrap();
-            respond(&mut s, second, &MetadataResponse::default());
+            tx.send(first.elapsed()).map_err(io::Error::other)?;
+            respond(s, asked, &MetadataResponse::default())
         });
         (addr, rx)
     }
@@ -656,62 +623,26 @@ mod tests {
         assert!(Instant::now() < soon + Duration::from_secs(1));
     }
 
-    /// Reads one request frame's API key.
-    fn read_keyed(s: &mut TcpStream) -> io::Result<(i16, (i16, i32))> {
-        let mut len = [0; 4];
-        s.read_exact(&mut len)?;
-        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut frame)?;
-        let key = i16::from_be_bytes([frame[0], frame[1]]);
-        let version = i16::from_be_bytes([frame[2], frame[3]]);
-        Ok((
-            key,
-            (version, i32::from_be_bytes(frame[4..8].try_into().unwrap())),
-        ))
-    }
-
     /// A broker that takes PLAIN logins (or refuses them) for sessions of `lifetime_ms`,
-    /// answers Metadata, and reports the API key of each request it gets.
+    /// answers Metadata, and reports the API key of each request after ApiVersions.
     fn sasl_broker(lifetime_ms: i64, accept: bool) -> (String, mpsc::Receiver<i16>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            while let Ok((key, asked)) = read_keyed(&mut s) {
-                tx.send(key).unwrap();
-                match ApiKey::try_from(key).unwrap() {
-                    ApiKey::ApiVersions => {
-                        let keys = [
-                            ApiKey::ApiVersions,
-                            ApiKey::Metadata,
-                            ApiKey::SaslHandshake,
-                            ApiKey::SaslAuthenticate,
-                        ]
-                        .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(3));
-                        respond(
-                            &mut s,
-                            asked,
-                            &ApiVersionsResponse::default().with_api_keys(keys.to_vec()),
-                        );
-                    }
-                    ApiKey::SaslHandshake => {
-                        let plain = vec![StrBytes::from_static_str("PLAIN")];
-                        respond(
-                            &mut s,
-                            asked,
-                            &SaslHandshakeResponse::default().with_mechanisms(plain),
-                        );
-                    }
-                    ApiKey::SaslAuthenticate => {
-                        let resp = SaslAuthenticateResponse::default()
-                            .with_error_code(if accept { 0 } else { 58 })
-                            .with_error_message((!accept).then(|| StrBytes::from_static_str("bad password")))
-                            .with_session_lifetime_ms(lifetime_ms);
-                        respond(&mut s, asked, &resp);
-                    }
-                    _ => respond(&mut s, asked, &MetadataResponse::default()),
+        let keys = [ApiKey::Metadata, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+        let addr = scripted::broker(&keys, 3, move |s, asked| {
+            tx.send(asked.key).map_err(io::Error::other)?;
+            match ApiKey::try_from(asked.key) {
+                Ok(ApiKey::SaslHandshake) => {
+                    let plain = vec![StrBytes::from_static_str("PLAIN")];
+                    respond(s, asked, &SaslHandshakeResponse::default().with_mechanisms(plain))
                 }
+                Ok(ApiKey::SaslAuthenticate) => {
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_error_code(if accept { 0 } else { 58 })
+                        .with_error_message((!accept).then(|| StrBytes::from_static_str("bad password")))
+                        .with_session_lifetime_ms(lifetime_ms);
+                    respond(s, asked, &resp)
+                }
+                _ => respond(s, asked, &MetadataResponse::default()),
             }
         });
         (addr, rx)
@@ -745,7 +676,7 @@ mod tests {
             ApiKey::SaslAuthenticate as i16,
             ApiKey::Metadata as i16,
         );
-        assert_eq!(seen, [ApiKey::ApiVersions as i16, hs, auth, meta, hs, auth, meta]);
+        assert_eq!(seen, [hs, auth, meta, hs, auth, meta]);
     }
 
     #[test]
@@ -758,11 +689,7 @@ mod tests {
         assert!(matches!(&err, Error::Kafka { code: 58, .. }), "{err}");
         assert!(!err.is_retriable() && err.to_string().contains(&addr), "{err}");
         assert!(!err.to_string().contains("pencil"), "{err}");
-        assert_eq!(
-            keys.try_iter().count(),
-            3,
-            "ApiVersions, SaslHandshake, one SaslAuthenticate"
-        );
+        assert_eq!(keys.try_iter().count(), 2, "SaslHandshake, one SaslAuthenticate");
     }
 
     /// A broker that answers each Metadata request after the next one arrived, so the
@@ -771,8 +698,8 @@ mod tests {
         let mut held = None;
         scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
             if let Some(earlier) = held.replace(asked) {
-                scripted::respond(s, earlier, &MetadataResponse::default())?;
-                scripted::respond(s, asked, &MetadataResponse::default())?;
+                respond(s, earlier, &MetadataResponse::default())?;
+                respond(s, asked, &MetadataResponse::default())?;
                 held = None;
             }
             Ok(())
