@@ -265,6 +265,12 @@ impl Connection {
     where
         R::Response: ThrottleTime,
     {
+        // Correlation ids start again on a new connection: a request sent on the one this
+        // replaced (its `dropped` list is that connection's) lost its answer with it.
+        if !Arc::ptr_eq(&pending.dropped, &self.dropped) {
+            let lost = format!("connection to {} lost before the answer came", self.addr);
+            return Some(Err(Error::Connection(lost)));
+        }
         let Some(body) = self.ready.remove(&pending.corr) else {
             return self.broken.clone().map(Err);
         };
@@ -718,6 +724,30 @@ mod tests {
         }
         assert_eq!(conn.ready.len(), 0, "answers kept for no one");
         assert_eq!(conn.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_request_of_another_connection_never_takes_this_ones_answer() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let silent = scripted::broker(&[ApiKey::Metadata], 12, |_, _| Ok(()));
+        let mut old = Connection::open(&silent, "test", &Security::default(), deadline).unwrap();
+        // Sent on a connection since replaced (it broke): the same correlation id comes
+        // again on the new one.
+        let lost = old.send(&MetadataRequest::default(), 12).unwrap();
+        old.fail(Error::Connection("cut".into()));
+        let answering = scripted::broker(&[ApiKey::Metadata], 12, |s, asked| {
+            respond(s, asked, &MetadataResponse::default())
+        });
+        let mut new = Connection::open(&answering, "test", &Security::default(), deadline).unwrap();
+        let mine = new.send(&MetadataRequest::default(), 12).unwrap();
+        assert_eq!(mine.corr, lost.corr);
+        while !new.ready.contains_key(&mine.corr) {
+            let mut interest = [new.interest()];
+            poll::wait(&mut interest, deadline).unwrap();
+            new.on_ready(interest[0]);
+        }
+        assert!(matches!(new.take(&lost), Some(Err(Error::Connection(_)))));
+        assert!(matches!(new.take(&mine), Some(Ok(_))));
     }
 
     #[test]
