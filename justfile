@@ -24,9 +24,15 @@ bench *ARGS:
 
 # Unit tests (natively), then integration tests through the host against a fresh broker.
 test: build
-    cargo test -p connector-format -p kafka-connector -p connector-host
+    cargo test -p connector-format -p kafka-connector -p connector-host -p connector-fuzz
     scripts/interop-setup.sh
     scripts/broker.sh run cargo test -p integration-tests --no-fail-fast
+
+# Fuzz what the connector reads from brokers (every response, record batches of every codec):
+# 1,000,000 mutated cases by default; prints cases/s, the seed and the peak allocation per input
+# byte. `just fuzz --seed S --case I` runs one case again; `--cases N` sets how many.
+fuzz *ARGS:
+    cargo run --release -p connector-fuzz -- {{ARGS}}
 
 # The main job: a local broker, records written through the destination, read back through the source.
 demo: build

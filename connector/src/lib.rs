@@ -2,6 +2,11 @@
 //! calls of the `opencdc:connector` world into calls of `Source` and `Destination`, and
 //! their values into WIT values. Everything else is plain Rust, tested natively.
 
+#[cfg(any(test, feature = "alloc-meter"))]
+pub mod alloc_meter;
+#[cfg(test)]
+#[global_allocator]
+static METER: alloc_meter::Meter = alloc_meter::Meter;
 pub mod commits;
 pub mod config;
 pub mod destination;

@@ -151,7 +151,7 @@ mod tests {
             &batch::encode(&mut [k], -1, kafka_protocol::records::Compression::None).unwrap()[..],
         );
         bytes[0..8].copy_from_slice(&offset.to_be_bytes());
-        let mut fetched = batch::decode_batches(bytes.freeze(), 0, "t-3").unwrap();
+        let mut fetched = batch::decode_batches(bytes.freeze(), 0, "t-3", &mut { usize::MAX }).unwrap();
         let r = fetched.batches[0].next_record().unwrap().unwrap();
         from_kafka(&SourcePartition::new("g", "t", 3), &r, "7")
     }

@@ -238,7 +238,7 @@ mod tests {
         ];
         let (mut plain, mut packed) = (Vec::new(), Packed::with_capacity(1));
         for (i, part) in parts.iter().enumerate() {
-            let mut fetched = batch::decode_batches(data.clone(), 0, "t-3").unwrap();
+            let mut fetched = batch::decode_batches(data.clone(), 0, "t-3", &mut { usize::MAX }).unwrap();
             while let Some(r) = fetched.batches[0].next_record().unwrap() {
                 Sink::push(&mut plain, part, &r, &format!("7{i}"));
                 Sink::push(&mut packed, part, &r, "70");

@@ -116,7 +116,9 @@ impl Source {
     /// Records in the assigned partitions not handed out yet: fetched and buffered, or not
     /// fetched yet (up to the high watermark the last fetch saw). None before any answer.
     pub fn lag(&self) -> Option<u64> {
-        self.fetcher.unfetched().map(|u| u + self.buffered() as u64)
+        self.fetcher
+            .unfetched()
+            .map(|u| u.saturating_add(self.buffered() as u64))
     }
 
     fn buffered(&self) -> usize {

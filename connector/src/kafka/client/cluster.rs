@@ -7,6 +7,7 @@ use std::time::Instant;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     BrokerId, MetadataRequest, MetadataResponse, TopicName, metadata_request::MetadataRequestTopic,
+    metadata_response::MetadataResponseTopic,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -122,8 +123,7 @@ impl Cluster {
     /// Fetches Metadata for `topics` (and the broker list) and updates the cache.
     pub fn refresh(&mut self, topics: &[&str]) -> Result<()> {
         let resp = self.metadata(topics, self.deadline())?;
-        self.apply(resp);
-        Ok(())
+        self.apply(resp)
     }
 
     /// Fetches Metadata for one topic, answered by `deadline` at the latest, updates the
@@ -137,7 +137,7 @@ impl Cluster {
             .iter()
             .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
             .map_or(ResponseError::UnknownTopicOrPartition.code(), |t| t.error_code);
-        self.apply(resp);
+        self.apply(resp)?;
         Ok(code)
     }
 
@@ -154,7 +154,20 @@ impl Cluster {
         conn.request_at(&req, version, deadline)
     }
 
-    fn apply(&mut self, resp: MetadataResponse) {
+    fn apply(&mut self, resp: MetadataResponse) -> Result<()> {
+        // Checked before anything changes: a bad answer leaves the cache as it was.
+        let mut topics = Vec::new();
+        for t in &resp.topics {
+            let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
+                continue;
+            };
+            let leaders = if t.error_code == 0 {
+                Some(leaders(&name, t)?)
+            } else {
+                None
+            };
+            topics.push((name, leaders, t.error_code));
+        }
         self.brokers = resp
             .brokers
             .iter()
@@ -164,30 +177,19 @@ impl Cluster {
         let (brokers, coordinators) = (&self.brokers, &self.coordinators);
         self.conns
             .retain(|key, c| addr(brokers, coordinators, *key).is_some_and(|a| a == c.addr()));
-        for t in resp.topics {
-            let Some(name) = t.name.map(|n| n.0.to_string()) else {
-                continue;
-            };
-            if t.error_code != 0 {
-                self.topics.remove(&name);
-                self.topic_errors.insert(name, t.error_code);
-                continue;
-            }
-            self.topic_errors.remove(&name);
-            let count = t
-                .partitions
-                .iter()
-                .map(|p| p.partition_index + 1)
-                .max()
-                .unwrap_or(0);
-            let mut leaders = vec![-1; count.max(0) as usize];
-            for p in &t.partitions {
-                if p.partition_index >= 0 {
-                    leaders[p.partition_index as usize] = p.leader_id.0;
+        for (name, leaders, code) in topics {
+            match leaders {
+                Some(leaders) => {
+                    self.topic_errors.remove(&name);
+                    self.topics.insert(name.clone(), TopicMeta { name, leaders });
+                }
+                None => {
+                    self.topics.remove(&name);
+                    self.topic_errors.insert(name, code);
                 }
             }
-            self.topics.insert(name.clone(), TopicMeta { name, leaders });
         }
+        Ok(())
     }
 
     /// The topic's partitions and leaders, fetching Metadata if it is not known yet.
@@ -332,6 +334,27 @@ fn addr<'a>(
     }
 }
 
+/// Each partition's leader, by index. Indices come from the broker: each must be one of
+/// the partitions it lists (0 up to their count), or the vector they size could take
+/// gigabytes.
+pub fn leaders(name: &str, t: &MetadataResponseTopic) -> Result<Vec<i32>> {
+    let mut leaders = vec![-1; t.partitions.len()];
+    for p in &t.partitions {
+        let slot = usize::try_from(p.partition_index)
+            .ok()
+            .and_then(|i| leaders.get_mut(i));
+        let Some(slot) = slot else {
+            return Err(Error::CorruptData(format!(
+                "Metadata lists partition {} of topic \"{name}\", which has {} partitions",
+                p.partition_index,
+                t.partitions.len()
+            )));
+        };
+        *slot = p.leader_id.0;
+    }
+    Ok(leaders)
+}
+
 fn no_address(key: ConnKey) -> Error {
     Error::Connection(match key {
         ConnKey::Broker(node) => format!("broker {node} is not in the cluster metadata"),
@@ -357,9 +380,56 @@ pub fn broker_id(node: i32) -> BrokerId {
 
 #[cfg(test)]
 mod tests {
-    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use std::time::Duration;
+
+    use kafka_protocol::messages::ApiKey;
+    use kafka_protocol::messages::metadata_response::MetadataResponsePartition;
 
     use super::*;
+    use crate::kafka::network::Security;
+    use crate::kafka::network::scripted::{self, respond};
+
+    /// A broker whose Metadata lists `topic` with partitions of these indices.
+    fn listing(indices: &'static [i32]) -> String {
+        scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
+            let partitions = indices
+                .iter()
+                .map(|&i| MetadataResponsePartition::default().with_partition_index(i))
+                .collect();
+            let topic = MetadataResponseTopic::default()
+                .with_name(Some(topic_name("topic")))
+                .with_partitions(partitions);
+            respond(s, asked, &MetadataResponse::default().with_topics(vec![topic]))
+        })
+    }
+
+    fn connect(addr: String) -> Result<Cluster> {
+        Cluster::connect(ClientOptions {
+            bootstrap: vec![addr],
+            client_id: "test".into(),
+            request_timeout: Duration::from_secs(10),
+            security: Security::default(),
+        })
+    }
+
+    #[test]
+    fn partition_indices_beyond_the_listed_count_are_refused_naming_the_topic() {
+        for indices in [&[0, i32::MAX][..], &[0, 2], &[-1, 0], &[i32::MAX - 1]] {
+            let Err(err) = connect(listing(indices)) else {
+                panic!("{indices:?} accepted");
+            };
+            assert!(
+                matches!(&err, Error::CorruptData(m) if m.contains("\"topic\"")),
+                "{indices:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_listed_in_any_order_get_their_leaders() {
+        let mut cluster = connect(listing(&[2, 0, 1])).unwrap();
+        assert_eq!(cluster.topic("topic").unwrap().leaders, [0, 0, 0]);
+    }
 
     #[test]
     fn a_topic_the_client_may_not_see_is_a_final_error_not_an_unknown_topic() {
@@ -376,9 +446,12 @@ mod tests {
         };
         let denied = ResponseError::TopicAuthorizationFailed.code();
         let unknown = ResponseError::UnknownTopicOrPartition.code();
-        cluster.apply(
-            MetadataResponse::default().with_topics(vec![topic("secret", denied), topic("gone", unknown)]),
-        );
+        cluster
+            .apply(
+                MetadataResponse::default()
+                    .with_topics(vec![topic("secret", denied), topic("gone", unknown)]),
+            )
+            .unwrap();
         match cluster.missing("secret") {
             Error::Kafka {
                 code: 29,
@@ -401,7 +474,9 @@ mod tests {
             Error::Kafka { code: 3, .. }
         ));
         // Described later: the old error is forgotten.
-        cluster.apply(MetadataResponse::default().with_topics(vec![topic("secret", 0)]));
+        cluster
+            .apply(MetadataResponse::default().with_topics(vec![topic("secret", 0)]))
+            .unwrap();
         assert!(matches!(cluster.missing("secret"), Error::Kafka { code: 3, .. }));
     }
 }

@@ -281,6 +281,7 @@ impl Fetcher {
         out: &mut Vec<(TopicPartition, Batch)>,
     ) -> Result<()> {
         errors::check(resp.error_code, "Fetch")?;
+        let mut budget = batch::MAX_DECOMPRESSED_FETCH;
         for topic in resp.responses {
             let name = topic.topic.0.to_string();
             for part in topic.partitions {
@@ -309,7 +310,7 @@ impl Fetcher {
                 }
                 self.high_watermarks.insert(tp.clone(), part.high_watermark);
                 let Some(data) = part.records else { continue };
-                let fetched = batch::decode_batches(data, from, &what)?;
+                let fetched = batch::decode_batches(data, from, &what, &mut budget)?;
                 self.offsets.insert(tp.clone(), fetched.next_offset);
                 out.extend(fetched.batches.into_iter().map(|b| (tp.clone(), b)));
             }
@@ -344,11 +345,16 @@ impl LeaderParts<'_> {
     }
 }
 
+/// Both numbers come from brokers (a high watermark, a committed or listed offset), so
+/// any pair is possible: a partition's lag is their exact difference, 0 when the offset is
+/// past the high watermark (nothing to fetch there as far as this client knows), and the
+/// sum saturates.
 fn unfetched(offsets: &BTreeMap<TopicPartition, i64>, hws: &HashMap<TopicPartition, i64>) -> Option<u64> {
+    let lag = |hw: i64, next: i64| u64::try_from(i128::from(hw) - i128::from(next)).unwrap_or(0);
     let known = offsets
         .iter()
-        .filter_map(|(tp, next)| Some((hws.get(tp)? - next).max(0) as u64));
-    known.fold(None, |sum, n| Some(sum.unwrap_or(0) + n))
+        .filter_map(|(tp, next)| Some(lag(*hws.get(tp)?, *next)));
+    known.fold(None, |sum, n| Some(sum.unwrap_or(0).saturating_add(n)))
 }
 
 #[cfg(test)]
@@ -391,5 +397,21 @@ mod tests {
         // is not owned any more; partition 2's high watermark is not known yet.
         let hws = HashMap::from([(tp(0), 25), (tp(1), 40), (tp(3), 1000)]);
         assert_eq!(unfetched(&offsets, &hws), Some(15));
+    }
+
+    #[test]
+    fn lag_from_extreme_offsets_saturates_instead_of_overflowing() {
+        let tp = |p: i32| ("t".to_string(), p);
+        // A broker's high watermark far above a negative next offset, and far below one.
+        let offsets = BTreeMap::from([(tp(0), -5), (tp(1), i64::MAX), (tp(2), 0), (tp(3), 0)]);
+        let hws = HashMap::from([
+            (tp(0), i64::MAX),
+            (tp(1), i64::MIN),
+            (tp(2), i64::MAX),
+            (tp(3), i64::MAX),
+        ]);
+        assert_eq!(unfetched(&offsets, &hws), Some(u64::MAX));
+        let behind = HashMap::from([(tp(1), i64::MIN)]);
+        assert_eq!(unfetched(&offsets, &behind), Some(0));
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -31,19 +32,37 @@ use crate::kafka::protocol::versions::{Versions, our_versions};
 /// Responses larger than this are taken as a corrupt length prefix, not a real response.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Room made for a frame at once from its length prefix: more than a Fetch answer
+/// (`FETCH_MAX_BYTES`, 4 MiB), so those still arrive in one buffer of their size.
+const FRAME_ROOM: usize = 8 * 1024 * 1024;
 /// The shortest time between two logins on a connection, whatever session the broker
 /// grants: a broker granting 1 ms would otherwise have every request wait for a SCRAM
 /// exchange (up to 100,000 PBKDF2 rounds). Kafka's sessions are minutes to hours.
 const MIN_SESSION: Duration = Duration::from_secs(1);
 
 /// A request sent and not yet answered, typed by its request so its response decodes
-/// with the right message type and version.
+/// with the right message type and version. Dropping it gives the answer up: the
+/// connection drops the answer when it comes (or has come), so answers nobody takes any
+/// more (a caller past its deadline) never pile up.
 #[derive(Debug)]
 pub struct Pending<R> {
     corr: i32,
     version: i16,
+    dropped: Dropped,
     _request: PhantomData<fn() -> R>,
 }
+
+impl<R> Drop for Pending<R> {
+    fn drop(&mut self) {
+        if let Ok(mut d) = self.dropped.lock() {
+            d.push(self.corr);
+        }
+    }
+}
+
+/// Correlation ids of `Pending`s dropped since the connection last looked: taken ones
+/// too, which it ignores.
+type Dropped = Arc<Mutex<Vec<i32>>>;
 
 impl<R> Pending<R> {
     pub fn version(&self) -> i16 {
@@ -54,6 +73,8 @@ impl<R> Pending<R> {
 struct InFlight {
     corr: i32,
     response_header_version: i16,
+    /// Its `Pending` was dropped: the answer is read and dropped.
+    abandoned: bool,
 }
 
 pub struct Connection {
@@ -68,6 +89,7 @@ pub struct Connection {
     inbuf: Vec<u8>,
     in_flight: VecDeque<InFlight>,
     ready: HashMap<i32, Bytes>,
+    dropped: Dropped,
     broken: Option<Error>,
     /// Until when the broker asked not to be sent to (see `protocol::throttle`): queued
     /// requests stay in `out` until then.
@@ -82,6 +104,14 @@ pub struct Connection {
     timeout: Duration,
     /// Responses received so far.
     answered: u64,
+}
+
+/// Decodes the body of a response to `R` (after its header) at `version`; `from` names
+/// the broker for errors. The body is untrusted: every length in it is checked against
+/// the bytes left before anything is allocated for it (see vendor/kafka-protocol).
+pub fn decode<R: Request>(mut body: Bytes, version: i16, from: &str) -> Result<R::Response> {
+    R::Response::decode(&mut body, version)
+        .map_err(|e| Error::CorruptData(format!("undecodable response from {from}: {e}")))
 }
 
 impl Connection {
@@ -101,6 +131,7 @@ impl Connection {
             inbuf: Vec::new(),
             in_flight: VecDeque::new(),
             ready: HashMap::new(),
+            dropped: Dropped::default(),
             broken: None,
             throttled_until: None,
             sasl: security.sasl.clone(),
@@ -182,10 +213,12 @@ impl Connection {
         self.in_flight.push_back(InFlight {
             corr,
             response_header_version: R::Response::header_version(version),
+            abandoned: false,
         });
         Ok(Pending {
             corr,
             version,
+            dropped: self.dropped.clone(),
             _request: PhantomData,
         })
     }
@@ -202,6 +235,8 @@ impl Connection {
         if R::KEY != SaslHandshakeRequest::KEY && R::KEY != SaslAuthenticateRequest::KEY {
             self.reauthenticate_if_due()?;
         }
+        // Before a correlation id is reused (they wrap), answers given up on are gone.
+        self.forget_dropped();
         let corr = self.next_corr;
         self.next_corr = self.next_corr.wrapping_add(1).max(1);
         let header = RequestHeader::default()
@@ -230,11 +265,16 @@ impl Connection {
     where
         R::Response: ThrottleTime,
     {
-        let Some(mut body) = self.ready.remove(&pending.corr) else {
+        // Correlation ids start again on a new connection: a request sent on the one this
+        // replaced (its `dropped` list is that connection's) lost its answer with it.
+        if !Arc::ptr_eq(&pending.dropped, &self.dropped) {
+            let lost = format!("connection to {} lost before the answer came", self.addr);
+            return Some(Err(Error::Connection(lost)));
+        }
+        let Some(body) = self.ready.remove(&pending.corr) else {
             return self.broken.clone().map(Err);
         };
-        let resp = R::Response::decode(&mut body, pending.version)
-            .map_err(|e| Error::CorruptData(format!("undecodable response from {}: {e}", self.addr)));
+        let resp = decode::<R>(body, pending.version, &self.addr);
         if let Ok(r) = &resp {
             self.throttle(r.throttled_until(pending.version, Instant::now()));
         }
@@ -358,7 +398,11 @@ impl Connection {
                 Some(len) => 4 + len - self.inbuf.len(),
                 None => READ_CHUNK,
             };
-            self.inbuf.reserve_exact(want);
+            // A frame's length is the broker's word: room for more than `FRAME_ROOM` is
+            // made only as bytes come (at most doubling what is in), so a length prefix
+            // alone never takes `MAX_RESPONSE_BYTES`.
+            self.inbuf
+                .reserve_exact(want.min(FRAME_ROOM.max(self.inbuf.len())));
             let before = self.inbuf.len();
             // `read_to_end` reads into the spare capacity without zero-filling it first
             // (std tracks what is initialized), and keeps what it read when it stops on an
@@ -368,6 +412,7 @@ impl Connection {
                 .read_to_end(&mut self.inbuf);
             let got = self.inbuf.len() - before;
             if got > 0 {
+                self.forget_dropped();
                 self.split_frames();
             }
             match read {
@@ -427,6 +472,21 @@ impl Connection {
         }
     }
 
+    /// Drops the answers of dropped `Pending`s that came, and marks those still in flight
+    /// so theirs are dropped when they come.
+    fn forget_dropped(&mut self) {
+        let Ok(mut dropped) = self.dropped.lock() else {
+            return;
+        };
+        for corr in dropped.drain(..) {
+            if self.ready.remove(&corr).is_none()
+                && let Some(f) = self.in_flight.iter_mut().find(|f| f.corr == corr)
+            {
+                f.abandoned = true;
+            }
+        }
+    }
+
     fn file_response(&mut self, mut frame: Bytes) -> Result<()> {
         let Some(expected) = self.in_flight.pop_front() else {
             return Err(Error::CorruptData(format!(
@@ -442,8 +502,10 @@ impl Connection {
                 self.addr, header.correlation_id, expected.corr
             )));
         }
-        self.ready.insert(expected.corr, frame);
         self.answered += 1;
+        if !expected.abandoned {
+            self.ready.insert(expected.corr, frame);
+        }
         Ok(())
     }
 
@@ -499,7 +561,7 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpListener;
     use std::os::fd::RawFd;
     use std::sync::mpsc;
     use std::time::Duration;
@@ -512,55 +574,24 @@ mod tests {
     };
 
     use super::*;
+    use crate::alloc_meter::peak_during;
+    use crate::kafka::network::scripted::{self, respond};
     use crate::kafka::network::tls::{TlsPem, TlsSettings};
     use crate::kafka::protocol::sasl::{Mechanism, Secret};
-
-    /// Reads one request frame: its API version and correlation id (every request header
-    /// starts with key, version, correlation id).
-    fn read_request(s: &mut TcpStream) -> io::Result<(i16, i32)> {
-        let mut len = [0; 4];
-        s.read_exact(&mut len)?;
-        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut frame)?;
-        let version = i16::from_be_bytes([frame[2], frame[3]]);
-        Ok((version, i32::from_be_bytes(frame[4..8].try_into().unwrap())))
-    }
-
-    fn respond<M: Encodable + HeaderVersion>(s: &mut TcpStream, (version, corr): (i16, i32), resp: &M) {
-        let mut buf = BytesMut::new();
-        let header = ResponseHeader::default().with_correlation_id(corr);
-        header.encode(&mut buf, M::header_version(version)).unwrap();
-        resp.encode(&mut buf, version).unwrap();
-        s.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
-        s.write_all(&buf).unwrap();
-    }
 
     /// A broker that throttles its first Metadata answer by `throttle_ms` and reports how
     /// long after that answer the next request arrived.
     fn throttling_broker(throttle_ms: i32) -> (String, mpsc::Receiver<Duration>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let keys = [ApiKey::ApiVersions, ApiKey::Metadata]
-                .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(12));
-            let versions = ApiVersionsResponse::default().with_api_keys(keys.to_vec());
-            let asked = read_request(&mut s).unwrap();
-            respond(&mut s, asked, &versions);
-            let first = read_request(&mut s).unwrap();
-            let answered = Instant::now();
-            respond(
-                &mut s,
-                first,
-                &MetadataResponse::default().with_throttle_time_ms(throttle_ms),
-            );
-            // An error when the client gave up first.
-            let Ok(second) = read_request(&mut s) else {
-                return;
+        let mut answered: Option<Instant> = None;
+        let addr = scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
+            let Some(first) = answered else {
+                answered = Some(Instant::now());
+                let throttled = MetadataResponse::default().with_throttle_time_ms(throttle_ms);
+                return respond(s, asked, &throttled);
             };
-            tx.send(answered.elapsed()).unwrap();
-            respond(&mut s, second, &MetadataResponse::default());
+            tx.send(first.elapsed()).map_err(io::Error::other)?;
+            respond(s, asked, &MetadataResponse::default())
         });
         (addr, rx)
     }
@@ -598,62 +629,26 @@ mod tests {
         assert!(Instant::now() < soon + Duration::from_secs(1));
     }
 
-    /// Reads one request frame's API key.
-    fn read_keyed(s: &mut TcpStream) -> io::Result<(i16, (i16, i32))> {
-        let mut len = [0; 4];
-        s.read_exact(&mut len)?;
-        let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut frame)?;
-        let key = i16::from_be_bytes([frame[0], frame[1]]);
-        let version = i16::from_be_bytes([frame[2], frame[3]]);
-        Ok((
-            key,
-            (version, i32::from_be_bytes(frame[4..8].try_into().unwrap())),
-        ))
-    }
-
     /// A broker that takes PLAIN logins (or refuses them) for sessions of `lifetime_ms`,
-    /// answers Metadata, and reports the API key of each request it gets.
+    /// answers Metadata, and reports the API key of each request after ApiVersions.
     fn sasl_broker(lifetime_ms: i64, accept: bool) -> (String, mpsc::Receiver<i16>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            while let Ok((key, asked)) = read_keyed(&mut s) {
-                tx.send(key).unwrap();
-                match ApiKey::try_from(key).unwrap() {
-                    ApiKey::ApiVersions => {
-                        let keys = [
-                            ApiKey::ApiVersions,
-                            ApiKey::Metadata,
-                            ApiKey::SaslHandshake,
-                            ApiKey::SaslAuthenticate,
-                        ]
-                        .map(|k| ApiVersion::default().with_api_key(k as i16).with_max_version(3));
-                        respond(
-                            &mut s,
-                            asked,
-                            &ApiVersionsResponse::default().with_api_keys(keys.to_vec()),
-                        );
-                    }
-                    ApiKey::SaslHandshake => {
-                        let plain = vec![StrBytes::from_static_str("PLAIN")];
-                        respond(
-                            &mut s,
-                            asked,
-                            &SaslHandshakeResponse::default().with_mechanisms(plain),
-                        );
-                    }
-                    ApiKey::SaslAuthenticate => {
-                        let resp = SaslAuthenticateResponse::default()
-                            .with_error_code(if accept { 0 } else { 58 })
-                            .with_error_message((!accept).then(|| StrBytes::from_static_str("bad password")))
-                            .with_session_lifetime_ms(lifetime_ms);
-                        respond(&mut s, asked, &resp);
-                    }
-                    _ => respond(&mut s, asked, &MetadataResponse::default()),
+        let keys = [ApiKey::Metadata, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+        let addr = scripted::broker(&keys, 3, move |s, asked| {
+            tx.send(asked.key).map_err(io::Error::other)?;
+            match ApiKey::try_from(asked.key) {
+                Ok(ApiKey::SaslHandshake) => {
+                    let plain = vec![StrBytes::from_static_str("PLAIN")];
+                    respond(s, asked, &SaslHandshakeResponse::default().with_mechanisms(plain))
                 }
+                Ok(ApiKey::SaslAuthenticate) => {
+                    let resp = SaslAuthenticateResponse::default()
+                        .with_error_code(if accept { 0 } else { 58 })
+                        .with_error_message((!accept).then(|| StrBytes::from_static_str("bad password")))
+                        .with_session_lifetime_ms(lifetime_ms);
+                    respond(s, asked, &resp)
+                }
+                _ => respond(s, asked, &MetadataResponse::default()),
             }
         });
         (addr, rx)
@@ -687,7 +682,7 @@ mod tests {
             ApiKey::SaslAuthenticate as i16,
             ApiKey::Metadata as i16,
         );
-        assert_eq!(seen, [ApiKey::ApiVersions as i16, hs, auth, meta, hs, auth, meta]);
+        assert_eq!(seen, [hs, auth, meta, hs, auth, meta]);
     }
 
     #[test]
@@ -700,11 +695,90 @@ mod tests {
         assert!(matches!(&err, Error::Kafka { code: 58, .. }), "{err}");
         assert!(!err.is_retriable() && err.to_string().contains(&addr), "{err}");
         assert!(!err.to_string().contains("pencil"), "{err}");
-        assert_eq!(
-            keys.try_iter().count(),
-            3,
-            "ApiVersions, SaslHandshake, one SaslAuthenticate"
+        assert_eq!(keys.try_iter().count(), 2, "SaslHandshake, one SaslAuthenticate");
+    }
+
+    /// A broker that answers each Metadata request after the next one arrived, so the
+    /// first answer comes late, after its caller gave up.
+    fn late_broker() -> String {
+        let mut held = None;
+        scripted::broker(&[ApiKey::Metadata], 12, move |s, asked| {
+            if let Some(earlier) = held.replace(asked) {
+                respond(s, earlier, &MetadataResponse::default())?;
+                respond(s, asked, &MetadataResponse::default())?;
+                held = None;
+            }
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn an_answer_nobody_waits_for_any_more_is_dropped_not_kept() {
+        let addr = late_broker();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
+        for _ in 0..3 {
+            // The caller gives up on the first request (a deadline passed elsewhere).
+            drop(conn.send(&MetadataRequest::default(), 12).unwrap());
+            conn.request(&MetadataRequest::default(), deadline).unwrap();
+        }
+        assert_eq!(conn.ready.len(), 0, "answers kept for no one");
+        assert_eq!(conn.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_request_of_another_connection_never_takes_this_ones_answer() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let silent = scripted::broker(&[ApiKey::Metadata], 12, |_, _| Ok(()));
+        let mut old = Connection::open(&silent, "test", &Security::default(), deadline).unwrap();
+        // Sent on a connection since replaced (it broke): the same correlation id comes
+        // again on the new one.
+        let lost = old.send(&MetadataRequest::default(), 12).unwrap();
+        old.fail(Error::Connection("cut".into()));
+        let answering = scripted::broker(&[ApiKey::Metadata], 12, |s, asked| {
+            respond(s, asked, &MetadataResponse::default())
+        });
+        let mut new = Connection::open(&answering, "test", &Security::default(), deadline).unwrap();
+        let mine = new.send(&MetadataRequest::default(), 12).unwrap();
+        assert_eq!(mine.corr, lost.corr);
+        while !new.ready.contains_key(&mine.corr) {
+            let mut interest = [new.interest()];
+            poll::wait(&mut interest, deadline).unwrap();
+            new.on_ready(interest[0]);
+        }
+        assert!(matches!(new.take(&lost), Some(Err(Error::Connection(_)))));
+        assert!(matches!(new.take(&mine), Some(Ok(_))));
+    }
+
+    #[test]
+    fn an_array_longer_than_the_bytes_left_is_refused_before_allocating() {
+        // Metadata v12: throttle time, then the brokers' compact array, claiming 10^7
+        // brokers (its length is a varint of the count plus one) in 64 bytes.
+        let mut body = vec![0, 0, 0, 0, 0x81, 0xad, 0xe2, 0x04];
+        body.extend([0; 64]);
+        let (decoded, peak) = peak_during(|| decode::<MetadataRequest>(Bytes::from(body), 12, "broker 1"));
+        assert!(
+            matches!(&decoded, Err(Error::CorruptData(m)) if m.contains("broker 1")),
+            "{decoded:?}"
         );
+        assert!(peak < 4096, "{peak} bytes allocated to decode 72");
+    }
+
+    #[test]
+    fn a_frame_length_is_not_taken_on_trust() {
+        // The broker claims a 200 MiB answer and sends 1 MiB of it.
+        let addr = scripted::broker(&[ApiKey::Metadata], 12, |s, _| {
+            s.write_all(&(200u32 << 20).to_be_bytes())?;
+            s.write_all(&[0; 1 << 20])?;
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
+        let soon = Instant::now() + Duration::from_millis(500);
+        let (answer, peak) = peak_during(|| conn.request(&MetadataRequest::default(), soon));
+        assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
+        assert!(peak < 2 * FRAME_ROOM, "{peak} bytes allocated for 1 MiB received");
     }
 
     /// Shrinks a socket's kernel buffer (`SO_RCVBUF` or `SO_SNDBUF`) to its minimum.

@@ -11,6 +11,8 @@
 pub mod connection;
 pub mod poll;
 pub mod sasl;
+#[cfg(test)]
+pub mod scripted;
 pub mod tls;
 pub mod transport;
 

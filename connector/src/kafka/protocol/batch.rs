@@ -30,6 +30,11 @@ const MIN_RECORD: usize = 7;
 /// The most one batch's records may take once decompressed. Brokers cap a batch at
 /// `message.max.bytes` (1 MiB by default) compressed, so more is corrupt or hostile.
 pub const MAX_DECOMPRESSED_BATCH: usize = 64 << 20;
+/// The decompressed bytes one fetch answer may bring over all its partitions, before the
+/// rest is left for the next fetch: a 4 MiB answer of small bombs (batches each
+/// decompressing to the limit) would otherwise take gigabytes. Any answer's first batch is
+/// taken whatever its size, so a fetch always progresses; real answers stay far below.
+pub const MAX_DECOMPRESSED_FETCH: usize = 64 << 20;
 
 /// Encodes `records` into one v2 batch compressed with `compression`. Offsets are
 /// numbered 0..n (the broker assigns real ones) and sequences follow `base_sequence` (-1
@@ -78,8 +83,10 @@ const CONTROL: i16 = 1 << 5;
 /// and its records decompressed here, but records are parsed only as they are taken
 /// (`Batch::next`), straight from the decompressed bytes. Control batches and records
 /// before `from` (a fetch may start in the middle of a batch) are dropped. `what` names
-/// the partition for errors.
-pub fn decode_batches(mut data: Bytes, from: i64, what: &str) -> Result<Fetched> {
+/// the partition for errors. `budget` is what may still be decompressed for the answer
+/// these bytes came in (`MAX_DECOMPRESSED_FETCH` for its first partition): once it is
+/// spent, the batches left are not taken (`next_offset` stops before them).
+pub fn decode_batches(mut data: Bytes, from: i64, what: &str, budget: &mut usize) -> Result<Fetched> {
     let mut out = Fetched {
         batches: Vec::new(),
         next_offset: from,
@@ -104,8 +111,8 @@ pub fn decode_batches(mut data: Bytes, from: i64, what: &str) -> Result<Fetched>
             return Err(corrupt(format!("negative record count {count}")));
         }
         let next = base.saturating_add(last_delta as i64 + 1);
-        out.next_offset = out.next_offset.max(next);
         if attributes & CONTROL != 0 || next <= from || count == 0 {
+            out.next_offset = out.next_offset.max(next);
             continue;
         }
         let compression = match attributes & COMPRESSION_MASK {
@@ -116,8 +123,15 @@ pub fn decode_batches(mut data: Bytes, from: i64, what: &str) -> Result<Fetched>
             4 => Compression::Zstd,
             c => return Err(corrupt(format!("Unknown compression algorithm used: {c}"))),
         };
+        if compression != Compression::None && *budget == 0 {
+            break;
+        }
+        out.next_offset = out.next_offset.max(next);
         let records =
             decompress_records(&batch.slice(BATCH_HEADER..), compression, count).map_err(corrupt)?;
+        if compression != Compression::None {
+            *budget = budget.saturating_sub(records.len());
+        }
         out.batches.push(Batch {
             records,
             at: 0,
@@ -379,7 +393,8 @@ mod tests {
     }
 
     fn decode(data: Bytes, from: i64, what: &str) -> Result<Decoded> {
-        let fetched = decode_batches(data, from, what)?;
+        let mut budget = MAX_DECOMPRESSED_FETCH;
+        let fetched = decode_batches(data, from, what, &mut budget)?;
         let mut records = Vec::new();
         for mut b in fetched.batches {
             while let Some(r) = b.next_record()? {
@@ -566,6 +581,24 @@ mod tests {
             matches!(&err, Error::CorruptData(m) if m.contains("cannot fit")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn batches_past_an_answers_decompression_budget_are_left_for_the_next_fetch() {
+        let zeros = "\0".repeat(100_000);
+        let batch_at = |base: i64| {
+            let mut b = BytesMut::from(&encode(&mut [record(0, &zeros)], -1, Compression::Gzip).unwrap()[..]);
+            b[0..8].copy_from_slice(&base.to_be_bytes());
+            b.freeze()
+        };
+        let data: Bytes = [batch_at(0), batch_at(1), batch_at(2)].concat().into();
+        let mut budget = 150_000;
+        let first = decode_batches(data.clone(), 0, "t-0", &mut budget).unwrap();
+        assert_eq!((first.batches.len(), first.next_offset, budget), (2, 2, 0));
+        // The next answer has a budget of its own; the first batch is taken whatever it is.
+        let mut budget = 1;
+        let rest = decode_batches(data, 2, "t-0", &mut budget).unwrap();
+        assert_eq!((rest.batches.len(), rest.next_offset), (1, 3));
     }
 
     #[test]

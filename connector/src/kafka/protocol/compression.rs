@@ -28,6 +28,10 @@ const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 const XERIAL_HEADER: usize = 16;
 /// snappy-java's default block size, so our blocks look like the Java client's.
 const XERIAL_BLOCK: usize = 32 * 1024;
+/// The most a snappy block can expand: its longest copy (64 bytes) takes a 3-byte tag,
+/// and literals do not expand. A declared length beyond this is refused before the output
+/// is allocated: a few bytes could claim the whole limit.
+const SNAPPY_MAX_RATIO: usize = 22;
 /// Smallest zstd window accepted whatever the limit: level 19, streaming without a known
 /// size, declares 8 MiB. Larger windows are accepted only up to the limit, since the
 /// decoder reserves the whole window up front.
@@ -221,6 +225,9 @@ fn snappy_block(
     let len = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
     if len > limit - out.len() {
         return Err(over_limit(limit));
+    }
+    if len / SNAPPY_MAX_RATIO > block.len() {
+        return Err(format!("a block of {} bytes cannot hold {len}", block.len()));
     }
     let start = out.len();
     out.resize(start + len, 0);
@@ -473,6 +480,21 @@ mod tests {
             }
             assert_eq!(decompress(c, &packed, zeros.len()).unwrap().len(), zeros.len());
         }
+    }
+
+    #[test]
+    fn a_snappy_length_its_block_cannot_hold_is_refused_before_allocating() {
+        // A raw block claiming 60 MiB (its length varint) and holding one literal byte.
+        let mut block = vec![0x80, 0x80, 0x80, 0x1e];
+        block.extend([0x00, b'a']);
+        let (out, peak) =
+            crate::alloc_meter::peak_during(|| decompress(Compression::Snappy, &block, 64 << 20));
+        assert!(matches!(out, Err(Error::CorruptData(_))), "{out:?}");
+        assert!(
+            peak < 4096,
+            "{peak} bytes allocated for a {}-byte block",
+            block.len()
+        );
     }
 
     #[test]
