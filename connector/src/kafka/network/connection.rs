@@ -108,7 +108,7 @@ pub struct Connection {
 
 /// Decodes the body of a response to `R` (after its header) at `version`; `from` names
 /// the broker for errors. The body is untrusted: every length in it is checked against
-/// the bytes left before anything is allocated for it (see vendor/kafka-protocol).
+/// the bytes left before anything is allocated for it (see connector/vendor/kafka-protocol).
 pub fn decode<R: Request>(mut body: Bytes, version: i16, from: &str) -> Result<R::Response> {
     R::Response::decode(&mut body, version)
         .map_err(|e| Error::CorruptData(format!("undecodable response from {from}: {e}")))
