@@ -400,9 +400,13 @@ impl Connection {
             };
             // A frame's length is the broker's word: room for more than `FRAME_ROOM` is
             // made only as bytes come (at most doubling what is in), so a length prefix
-            // alone never takes `MAX_RESPONSE_BYTES`.
-            self.inbuf
-                .reserve_exact(want.min(FRAME_ROOM.max(self.inbuf.len())));
+            // alone never takes `MAX_RESPONSE_BYTES`. Only when the room left runs short:
+            // growing on every partial read would move the buffer each time.
+            let spare = self.inbuf.capacity() - self.inbuf.len();
+            if spare < want.min(READ_CHUNK) {
+                self.inbuf
+                    .reserve_exact(want.min(FRAME_ROOM.max(self.inbuf.len())));
+            }
             let before = self.inbuf.len();
             // `read_to_end` reads into the spare capacity without zero-filling it first
             // (std tracks what is initialized), and keeps what it read when it stops on an
@@ -766,16 +770,20 @@ mod tests {
 
     #[test]
     fn a_frame_length_is_not_taken_on_trust() {
-        // The broker claims a 200 MiB answer and sends 1 MiB of it.
+        // The broker claims a 200 MiB answer and sends 1 MiB of it, in pieces: room is
+        // not made again for each.
         let addr = scripted::broker(&[ApiKey::Metadata], 12, |s, _| {
             s.write_all(&(200u32 << 20).to_be_bytes())?;
-            s.write_all(&[0; 1 << 20])?;
+            for _ in 0..16 {
+                s.write_all(&[0; 1 << 16])?;
+                std::thread::sleep(Duration::from_millis(10));
+            }
             std::thread::sleep(Duration::from_secs(5));
             Ok(())
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut conn = Connection::open(&addr, "test", &Security::default(), deadline).unwrap();
-        let soon = Instant::now() + Duration::from_millis(500);
+        let soon = Instant::now() + Duration::from_millis(1500);
         let (answer, peak) = peak_during(|| conn.request(&MetadataRequest::default(), soon));
         assert!(matches!(answer, Err(Error::Timeout(_))), "{answer:?}");
         assert!(peak < 2 * FRAME_ROOM, "{peak} bytes allocated for 1 MiB received");
