@@ -528,12 +528,8 @@ fn existing(
     create: Option<NewTopic>,
     deadline: Instant,
 ) -> Result<TopicMeta> {
-    topics::ensure(cluster, name, create, deadline)?.ok_or_else(|| Error::Kafka {
-        code: 3,
-        name: "UNKNOWN_TOPIC_OR_PARTITION".into(),
-        message: format!("topic \"{name}\" does not exist, and {ALLOW_AUTO_TOPIC_CREATION} is false"),
-        retriable: false,
-    })
+    topics::ensure(cluster, name, create, deadline)?
+        .ok_or_else(|| topics::missing(name, &format!("{ALLOW_AUTO_TOPIC_CREATION} is false")))
 }
 
 fn meta<'a>(rec: &'a Record, key: &str) -> Option<&'a str> {

@@ -14,6 +14,7 @@ use crate::kafka::client::TopicPartition;
 use crate::kafka::client::cluster::Cluster;
 use crate::kafka::client::fetcher::Fetcher;
 use crate::kafka::client::group::{GroupSettings, Membership, Pulse};
+use crate::kafka::client::topics;
 use crate::kafka::protocol::batch::Batch;
 use crate::log;
 use crate::mapping::SourcePartition;
@@ -22,6 +23,10 @@ use crate::position::{Position, PositionRef, same_bytes};
 use crate::record::Record;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `open` waits for a topic to appear (one a producer elsewhere is creating)
+/// before its absence is final.
+const TOPIC_WAIT: Duration = Duration::from_secs(5);
 /// Records buffered for one partition before it stops being fetched (back-pressure).
 const MAX_BUFFERED_PER_PARTITION: usize = 10_000;
 
@@ -66,8 +71,9 @@ impl Source {
             (None, None) => new_group_id(),
         };
         let mut cluster = Cluster::connect(config.client.options(REQUEST_TIMEOUT))?;
+        let topics_by = Instant::now() + TOPIC_WAIT;
         for t in &config.topics {
-            cluster.topic(t)?;
+            topics::wait_for(&mut cluster, t, topics_by)?;
         }
         let heartbeat_interval =
             (config.session_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(3));

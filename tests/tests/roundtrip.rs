@@ -194,7 +194,14 @@ async fn a_missing_topic_is_named_in_the_error() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(guest_error(&err), wit::Error::Remote(r) if r.code == 3));
+    // A topic that stays unknown is final: restarting the source cannot help.
+    match guest_error(&err) {
+        wit::Error::Remote(r) => {
+            assert_eq!((r.code, r.retriable), (3, false), "{}", r.message);
+            assert!(r.message.contains("\"no-such-topic\" does not exist"), "{}", r.message);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -172,6 +172,30 @@ fn creatable(name: &str, spec: NewTopic, version: i16) -> Result<CreatableTopic>
         .with_replication_factor(spec.replication_factor))
 }
 
+/// A topic to read from, waited for until `deadline` (one another client is creating
+/// shows up within moments). Still missing then, it is final: nothing here creates it.
+pub fn wait_for(cluster: &mut Cluster, name: &str, deadline: Instant) -> Result<TopicMeta> {
+    let mut backoff = Backoff::default();
+    loop {
+        if let Some(t) = ensure(cluster, name, None, deadline)? {
+            return Ok(t);
+        }
+        if !backoff.sleep(None, deadline) {
+            return Err(missing(name, "a source does not create topics"));
+        }
+    }
+}
+
+/// A topic that does not exist and will not be created, and `why`: not retriable.
+pub fn missing(name: &str, why: &str) -> Error {
+    Error::Kafka {
+        code: ResponseError::UnknownTopicOrPartition.code(),
+        name: "UNKNOWN_TOPIC_OR_PARTITION".into(),
+        message: format!("topic \"{name}\" does not exist, and {why}"),
+        retriable: false,
+    }
+}
+
 /// Waits until Metadata shows the topic with partitions, each with a leader: a broker takes
 /// a moment after CreateTopics before it can take writes to a new topic.
 pub fn await_ready(cluster: &mut Cluster, name: &str, deadline: Instant) -> Result<TopicMeta> {
