@@ -313,9 +313,9 @@ pub(crate) fn consume_librdkafka(at: &Endpoint, topic: &str, count: usize) -> Re
 /// librdkafka's mirror: a consumer in `group` hands batches of up to `batch` records to a
 /// producer (the yardstick's settings, each record's key, value and timestamp); once the
 /// producer reports the whole batch delivered, the batch's offsets are committed
-/// (asynchronously, as ours commits in the background): at-least-once, like the pipeline
+/// (asynchronously: librdkafka's way; ours waits for its commit): at-least-once, like the pipeline
 /// runner. Like a pipeline's read, a batch is what arrived within `wait` of asking, up to
-/// `batch`. Stops after `max` records (never, without one); the records it moved.
+/// `batch`. The producer does not linger. Stops after `max` records (never, without one); the records it moved.
 pub(crate) fn mirror_librdkafka(
     at: &Endpoint,
     from: &str,
@@ -334,7 +334,9 @@ pub(crate) fn mirror_librdkafka(
         .set("fetch.queue.backoff.ms", LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS)
         .create()
         .context("cannot create the librdkafka consumer")?;
-    let producer = producer(at)?;
+    // Each batch is handed over whole and its delivery awaited: lingering (librdkafka's
+    // default 5 ms) would only delay it. Ours sends a write's records at once too.
+    let producer = producer_with(at, &[("linger.ms", "0")])?;
     consumer.subscribe(&[from])?;
     let mut moved = 0u64;
     let mut last = Instant::now();

@@ -53,10 +53,17 @@
 //! ratio is printed too. The in-memory variants of one part share their rounds (ours over
 //! plaintext runs once per round for the plaintext comparison and the TLS breakdown).
 //!
-//! `bench [produce] [consume] [plaintext] [tls] [--count N] [--rounds N] [--sqlite-count N]`:
-//! which parts and transports (default all; `bench tls` is the TLS part alone, with ours over
-//! plaintext as its baseline); `--count N` overrides the records per run (1,000,000), for both
-//! parts; `--sqlite-count N` those on the sqlite brokers (a tenth of `--count`).
+//! Then, on the plaintext broker: [`mirror`], Kafka to Kafka through `connector-host pipe`
+//! and `run` next to a librdkafka mirror; [`latency`], end to end under a paced load, at a
+//! steady rate and a low one; [`sandbox`], the connector built natively against the
+//! component, CPU per record.
+//!
+//! `bench [produce] [consume] [mirror] [latency] [sandbox] [plaintext] [tls] [--count N]
+//! [--rounds N] [--sqlite-count N] [--rate N] [--seconds N] [--low-rate N] [--low-seconds N]
+//! [--latency-rounds N]`: which parts and transports (default all; `bench tls` is the TLS
+//! part alone, with ours over plaintext as its baseline); `--count N` overrides the records
+//! per run (1,000,000), for every part but latency; `--sqlite-count N` those on the sqlite
+//! brokers (a tenth of `--count`); the others shape the latency part.
 //!
 //! Here: the command line, the plan and the brokers; [`producer`] and [`consumer`], each
 //! part's parent (the tables) and child (ours measured); [`librdkafka`], the yardstick's side

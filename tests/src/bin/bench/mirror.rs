@@ -78,12 +78,12 @@ pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<()> {
         "Kafka to Kafka: {count} records of {SIZE} B from one {PARTITIONS}-partition topic to a fresh one per run, fresh group, acks=all, snappy"
     );
     println!(
-        "  ours: {} through {} (pipe, run) or this binary (in-process); {DEFAULT_BATCH} records per read, waiting {READ_WAIT_MS} ms at most; every batch written, then acked (commits in the background)",
+        "  ours: {} through {} (pipe, run) or this binary (in-process); {DEFAULT_BATCH} records per read, waiting {READ_WAIT_MS} ms at most; every batch written, then acked (the source commits once commitOffsetsSize=1000 were acked: every batch here)",
         component_path().display(),
         host.display()
     );
     println!(
-        "  librdkafka {}: a consumer (group, no auto commit) handing batches of {DEFAULT_BATCH} to a producer (idempotent, murmur2, the record's timestamp kept); commit after the batch's delivery",
+        "  librdkafka {}: a consumer (group, no auto commit) handing batches of {DEFAULT_BATCH} to a producer (idempotent, murmur2, linger.ms=0, the record's timestamp kept); commit after the batch's delivery",
         rdkafka::util::get_rdkafka_version().1
     );
     println!(
