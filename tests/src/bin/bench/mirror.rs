@@ -62,13 +62,6 @@ impl std::ops::Deref for Moved {
     }
 }
 
-fn variant(side: &'static str) -> Variant {
-    Variant {
-        side,
-        transport: Transport::Plaintext,
-    }
-}
-
 pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<()> {
     let broker = brokers.get(Transport::Plaintext);
     let at = &broker.endpoint;
@@ -101,7 +94,7 @@ pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<()> {
     );
 
     let exe = std::env::current_exe()?;
-    let rounds = Rounds::run(plan.rounds, SIDES.map(variant).to_vec(), |v| {
+    let rounds = Rounds::run(plan.rounds, SIDES.map(Variant::plaintext).to_vec(), |v| {
         let to = broker.topic(&format!("bench-mirror-{}", v.side))?;
         let group = fresh_group(&format!("bench-mirror-{}", v.side));
         eprintln!("bench: {} moves {count} records from {from} to {to} ...", v.side);
@@ -172,12 +165,12 @@ fn breakdown(f: &Finished) -> Result<[f64; 5]> {
 }
 
 fn print(rounds: &Rounds<Moved>, count: usize) {
-    let reference = variant("librdkafka");
+    let reference = Variant::plaintext("librdkafka");
     println!();
     println!("| side | records/s | ratio to librdkafka (rounds) | start s | end s | wall s | CPU s |");
     println!("|---|---|---|---|---|---|---|");
     for side in SIDES {
-        let v = variant(side);
+        let v = Variant::plaintext(side);
         let m = rounds.median(v);
         let ratio = if v == reference {
             String::new()
@@ -198,7 +191,7 @@ fn print(rounds: &Rounds<Moved>, count: usize) {
         "medians of {} runs per side (each side's median run by records/s); every run moved exactly {count} records (the destination's watermarks)",
         rounds.runs(reference).len()
     );
-    let inproc = rounds.runs(variant("in-process"));
+    let inproc = rounds.runs(Variant::plaintext("in-process"));
     let part = |i: usize| {
         Spread::of(
             &inproc
@@ -216,7 +209,9 @@ fn print(rounds: &Rounds<Moved>, count: usize) {
         part(4).show(3, "")
     );
     let overhead = |side| {
-        let d = rounds.round_differences(variant(side), variant("in-process"), |m| m.wall_s);
+        let d = rounds.round_differences(Variant::plaintext(side), Variant::plaintext("in-process"), |m| {
+            m.wall_s
+        });
         Spread::of(&d).show(2, " s")
     };
     println!(
@@ -226,7 +221,7 @@ fn print(rounds: &Rounds<Moved>, count: usize) {
     );
     println!("targets (reported, never failing the run):");
     for side in ["pipe", "run"] {
-        let ratio = rounds.ratio(variant(side), reference);
+        let ratio = rounds.ratio(Variant::plaintext(side), reference);
         println!(
             "  Kafka to Kafka through {side} >= {TARGET_RATIO:.1}x librdkafka: {ratio:.2}x  {}",
             met(ratio >= TARGET_RATIO)

@@ -46,13 +46,6 @@ impl std::ops::Deref for Spent {
     }
 }
 
-fn variant(side: &'static str) -> Variant {
-    Variant {
-        side,
-        transport: Transport::Plaintext,
-    }
-}
-
 pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<()> {
     let broker = brokers.get(Transport::Plaintext);
     let count = plan.count;
@@ -66,7 +59,7 @@ pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<()> {
         "  CPU = user + system time of the side's process (all threads; getrusage) from opening the destination to the source's teardown; records generated before"
     );
     let exe = std::env::current_exe()?;
-    let rounds = Rounds::run(plan.rounds, SIDES.map(variant).to_vec(), |v| {
+    let rounds = Rounds::run(plan.rounds, SIDES.map(Variant::plaintext).to_vec(), |v| {
         let topic = broker.topic(&format!("bench-sandbox-{}", v.side))?;
         eprintln!("bench: {}: {count} records through {topic} ...", v.side);
         let what = format!("the {} sandbox run", v.side);
@@ -87,7 +80,7 @@ pub(crate) fn parent(plan: &Plan, brokers: &Brokers) -> Result<()> {
             wall: number(&v, "wall")?,
         })
     })?;
-    let [component, native] = SIDES.map(variant);
+    let [component, native] = SIDES.map(Variant::plaintext);
     let per = |s: f64| s * 1e6 / count as f64;
     println!();
     println!("| side | CPU µs/record: write | read | both | wall s | component/native CPU (rounds) |");
