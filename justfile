@@ -12,13 +12,17 @@ build:
     cargo build -p connector-host
 
 # Producer and consumer throughput and memory next to librdkafka on a fresh broker, over
-# plaintext and over TLS (and SASL, on brokers of its own), where TLS's time goes, then what an
-# idle instance costs (ratios and targets, never pass/fail). librdkafka is built with OpenSSL.
+# plaintext and over TLS (and SASL, on brokers of its own), where TLS's time goes; Kafka to
+# Kafka through `connector-host pipe`/`run` next to a librdkafka mirror, end-to-end latency,
+# the sandbox's CPU cost against the same code built natively; then what an idle instance
+# costs (ratios and targets, never pass/fail). librdkafka is built with OpenSSL.
+# `just bench mirror latency sandbox --count 100000 --rounds 1 --seconds 5` is a quick run.
 bench *ARGS:
     scripts/clang.sh
     scripts/libssl.sh
     rustup toolchain install
     cargo build -p kafka-connector --target wasm32-wasip2 --release
+    cargo build --release -p connector-host
     scripts/broker.sh run cargo run --release -p integration-tests --features bench --bin bench -- {{ARGS}}
     cargo run --release -p integration-tests --bin instances
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use connector_host::{Allowlist, DataRef, Limits};
+use connector_host::{Allowlist, DataRef, Limits, RecordBatch};
 use integration_tests::component_path;
 
 use crate::endpoint::{Endpoint, Transport};
@@ -16,9 +16,9 @@ use crate::stats::{Rounds, Run, Variant, met, number};
 use crate::{Brokers, DISTINCT_KEYS, PARTITIONS, Plan, TARGET_RATIO, TLS_GOAL, TLS_TARGET};
 
 /// Value size of the records the consumer benchmark reads.
-const CONSUME_SIZE: usize = 100;
+pub(crate) const CONSUME_SIZE: usize = 100;
 /// `source.read-batch(max, wait-ms)` as the benchmark calls it.
-const READ_MAX: u32 = 10_000;
+pub(crate) const READ_MAX: u32 = 10_000;
 pub(crate) const READ_WAIT_MS: u32 = 1_000;
 /// librdkafka's `fetch.queue.backoff.ms` in the consumer benchmark (its default is 1000).
 pub(crate) const LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS: &str = "10";
@@ -324,6 +324,22 @@ impl Tally {
         self.value_bytes += value_len as u64;
         Ok(())
     }
+
+    /// Adds every record of a batch of ours, by its `kafka.partition` and `kafka.offset`.
+    pub(crate) fn add_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        for r in batch.iter() {
+            let len = match r.after() {
+                Some(DataRef::Raw(v)) => v.len(),
+                _ => bail!("ours: a record without a raw value"),
+            };
+            self.add(
+                metadata_num(r.metadata_value("kafka.partition"), "kafka.partition")?,
+                metadata_num(r.metadata_value("kafka.offset"), "kafka.offset")?,
+                len,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn fresh_group(prefix: &str) -> String {
@@ -340,7 +356,7 @@ fn metadata_num<T: std::str::FromStr>(value: Option<&str>, key: &str) -> Result<
         .with_context(|| format!("a record without a numeric {key}"))
 }
 
-fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
+pub(crate) fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let runtime = integration_tests::runtime();
@@ -396,21 +412,9 @@ fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
                 cpu_end = process_cpu()?;
                 after = traffic_to(&at.addr)?;
             }
-            let mut positions = Vec::with_capacity(batch.len());
-            for r in batch.iter() {
-                let len = match r.after() {
-                    Some(DataRef::Raw(v)) => v.len(),
-                    _ => bail!("ours: a record without a raw value"),
-                };
-                tally.add(
-                    metadata_num(r.metadata_value("kafka.partition"), "kafka.partition")?,
-                    metadata_num(r.metadata_value("kafka.offset"), "kafka.offset")?,
-                    len,
-                )?;
-                positions.push(r.position());
-            }
+            tally.add_batch(&batch)?;
             let t = Instant::now();
-            src.ack_batch(positions).await?;
+            src.ack_batch(batch.iter().map(|r| r.position())).await?;
             in_ack += t.elapsed();
         }
         let elapsed = last - start;

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use connector_host::wit;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Message};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::PARTITIONS;
 use crate::consumer::{Consumed, LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS, READ_WAIT_MS, STALL, Tally, fresh_group};
@@ -26,7 +26,7 @@ use crate::records::raw;
 
 /// Counts delivery reports; the run fails if any record failed.
 #[derive(Default)]
-struct Deliveries {
+pub(crate) struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -57,46 +57,64 @@ impl ProducerContext for Deliveries {
     }
 }
 
-/// Writes `records` to `topic` at `at` with librdkafka (acks=all, idempotence, snappy,
-/// murmur2): the time from the first send to `flush()` returning, every record delivered.
-pub(crate) fn produce_librdkafka(at: &Endpoint, topic: &str, records: &[wit::Record]) -> Result<Produced> {
-    let producer: BaseProducer<Deliveries> = at
-        .librdkafka()
+/// librdkafka's producer as both benchmarks' yardstick sets it up: acks=all, idempotence,
+/// snappy, and the Java client's (and the connector's) partitioner, murmur2, so both sides
+/// fill the same partitions.
+pub(crate) fn producer(at: &Endpoint) -> Result<BaseProducer<Deliveries>> {
+    producer_with(at, &[])
+}
+
+/// [`producer`] with `extra` settings.
+pub(crate) fn producer_with(at: &Endpoint, extra: &[(&str, &str)]) -> Result<BaseProducer<Deliveries>> {
+    let mut config = at.librdkafka();
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config
         .set("client.id", "bench-librdkafka")
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.codec", "snappy")
-        // The Java client's (and the connector's) partitioner, so both sides fill the same partitions.
         .set("partitioner", "murmur2_random")
         .create_with_context(Deliveries::default())
-        .context("cannot create the librdkafka producer")?;
+        .context("cannot create the librdkafka producer")
+}
 
-    let before = traffic_to(&at.addr)?;
-    let start = Instant::now();
-    for (i, r) in records.iter().enumerate() {
-        let mut record = BaseRecord::to(topic)
-            .key(raw(&r.key))
-            .payload(raw(&r.payload.after));
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(1));
-                }
-                Err((e, _)) => bail!("librdkafka refused record {i}: {e}"),
+/// Hands `record` to `producer`, serving its delivery reports while its queue is full.
+pub(crate) fn send(
+    producer: &BaseProducer<Deliveries>,
+    mut record: BaseRecord<'_, [u8], [u8]>,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(1));
             }
-        }
-        if i % 1000 == 0 {
-            producer.poll(Duration::ZERO);
+            Err((e, _)) => bail!("librdkafka refused a record: {e}"),
         }
     }
-    producer
-        .flush(Duration::from_secs(300))
-        .context("librdkafka flush")?;
-    let elapsed = start.elapsed();
-    let after = traffic_to(&at.addr)?;
+}
 
+/// Serves `producer`'s delivery reports until `expected` records were reported, then
+/// [`delivered`]. (rdkafka's `flush` looks at the queue in 100 ms steps: a wait per batch.)
+pub(crate) fn await_deliveries(producer: &BaseProducer<Deliveries>, expected: u64) -> Result<()> {
+    let ctx = producer.context();
+    let start = Instant::now();
+    while ctx.delivered.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < expected {
+        ensure!(
+            start.elapsed() < STALL,
+            "librdkafka: no delivery report for {STALL:?}"
+        );
+        // Returns as soon as a report is served.
+        producer.poll(Duration::from_millis(10));
+    }
+    delivered(producer, expected)
+}
+
+/// Fails if any record failed, or fewer than `expected` were reported delivered.
+pub(crate) fn delivered(producer: &BaseProducer<Deliveries>, expected: u64) -> Result<()> {
     let ctx = producer.context();
     let failed = ctx.failed.load(Ordering::Relaxed);
     let delivered = ctx.delivered.load(Ordering::Relaxed);
@@ -107,16 +125,67 @@ pub(crate) fn produce_librdkafka(at: &Endpoint, topic: &str, records: &[wit::Rec
         );
     }
     ensure!(
-        delivered == records.len() as u64,
-        "librdkafka: {delivered} of {} records reported delivered",
-        records.len()
+        delivered == expected,
+        "librdkafka: {delivered} of {expected} records reported delivered"
     );
+    Ok(())
+}
+
+/// Writes `records` to `topic` at `at` with librdkafka (acks=all, idempotence, snappy,
+/// murmur2): the time from the first send to `flush()` returning, every record delivered.
+pub(crate) fn produce_librdkafka(at: &Endpoint, topic: &str, records: &[wit::Record]) -> Result<Produced> {
+    let producer = producer(at)?;
+    let before = traffic_to(&at.addr)?;
+    let start = Instant::now();
+    for (i, r) in records.iter().enumerate() {
+        let record = BaseRecord::to(topic)
+            .key(raw(&r.key))
+            .payload(raw(&r.payload.after));
+        send(&producer, record).with_context(|| format!("record {i}"))?;
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .context("librdkafka flush")?;
+    let elapsed = start.elapsed();
+    let after = traffic_to(&at.addr)?;
+    delivered(&producer, records.len() as u64)?;
     Ok(Produced::new(elapsed, before, after))
 }
 
 /// Deletes `topic` at `at`: a producer run's records would otherwise stay in the in-memory
 /// broker's memory (gigabytes per run at 1 KiB) until the bench ends.
 pub(crate) fn delete_topic(at: &Endpoint, topic: &str) -> Result<()> {
+    let results = admin(at, async |admin, options| {
+        admin.delete_topics(&[topic], options).await
+    })?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow!("cannot delete {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Creates `topic` at `at` with `PARTITIONS` partitions whose records carry the broker's
+/// time of storing them (`message.timestamp.type=LogAppendTime`).
+pub(crate) fn create_log_append_topic(at: &Endpoint, topic: &str) -> Result<()> {
+    let new = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))
+        .set("message.timestamp.type", "LogAppendTime");
+    let results = admin(at, async |admin, options| {
+        admin.create_topics([&new], options).await
+    })?;
+    for r in results {
+        r.map_err(|(t, e)| anyhow!("cannot create {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `op` with a librdkafka admin client of `at`.
+fn admin<T>(
+    at: &Endpoint,
+    op: impl AsyncFnOnce(&AdminClient<DefaultClientContext>, &AdminOptions) -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
     let admin: AdminClient<DefaultClientContext> = at
         .librdkafka()
         .create()
@@ -125,11 +194,7 @@ pub(crate) fn delete_topic(at: &Endpoint, topic: &str) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let results = rt.block_on(admin.delete_topics(&[topic], &options))?;
-    for r in results {
-        r.map_err(|(t, e)| anyhow!("cannot delete {t}: {e}"))?;
-    }
-    Ok(())
+    Ok(rt.block_on(op(&admin, &options))?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,4 +305,80 @@ pub(crate) fn consume_librdkafka(at: &Endpoint, topic: &str, count: usize) -> Re
         opened_on_clock: after.connections.saturating_sub(before.connections),
         wire_bytes: after.bytes.saturating_sub(before.bytes),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mirror (Kafka to Kafka).
+
+/// librdkafka's mirror: a consumer in `group` hands batches of up to `batch` records to a
+/// producer (the yardstick's settings, each record's key, value and timestamp); once the
+/// producer reports the whole batch delivered, the batch's offsets are committed
+/// (asynchronously: librdkafka's way; ours waits for its commit): at-least-once, like the pipeline
+/// runner. Like a pipeline's read, a batch is what arrived within `wait` of asking, up to
+/// `batch`. The producer does not linger. Stops after `max` records (never, without one); the records it moved.
+pub(crate) fn mirror_librdkafka(
+    at: &Endpoint,
+    from: &str,
+    to: &str,
+    group: &str,
+    batch: usize,
+    wait: Duration,
+    max: Option<u64>,
+) -> Result<u64> {
+    let consumer: BaseConsumer = at
+        .librdkafka()
+        .set("client.id", "bench-librdkafka-mirror")
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.queue.backoff.ms", LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS)
+        .create()
+        .context("cannot create the librdkafka consumer")?;
+    // Each batch is handed over whole and its delivery awaited: lingering (librdkafka's
+    // default 5 ms) would only delay it. Ours sends a write's records at once too.
+    let producer = producer_with(at, &[("linger.ms", "0")])?;
+    consumer.subscribe(&[from])?;
+    let mut moved = 0u64;
+    let mut last = Instant::now();
+    while max.is_none_or(|m| moved < m) {
+        let want = max.map_or(batch, |m| (m - moved).min(batch as u64) as usize);
+        // Per partition, the offset after the batch's last record there.
+        let mut next = std::collections::BTreeMap::new();
+        let mut n = 0;
+        let mut poll_wait = wait;
+        while n < want {
+            let m = match consumer.poll(poll_wait) {
+                None => break,
+                Some(m) => m.context("librdkafka consumer")?,
+            };
+            let mut record = BaseRecord::to(to).payload(m.payload().unwrap_or_default());
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            if let Some(ts) = m.timestamp().to_millis() {
+                record = record.timestamp(ts);
+            }
+            send(&producer, record)?;
+            next.insert(m.partition(), m.offset() + 1);
+            n += 1;
+            poll_wait = Duration::ZERO;
+        }
+        if n == 0 {
+            ensure!(
+                max.is_none() || last.elapsed() < STALL,
+                "librdkafka mirror: no record for {STALL:?} after {moved}"
+            );
+            continue;
+        }
+        last = Instant::now();
+        moved += n as u64;
+        await_deliveries(&producer, moved)?;
+        let mut offsets = TopicPartitionList::new();
+        for (p, o) in next {
+            offsets.add_partition_offset(from, p, Offset::Offset(o))?;
+        }
+        consumer.commit(&offsets, CommitMode::Async)?;
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).ok();
+    Ok(moved)
 }

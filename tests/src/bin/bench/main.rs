@@ -53,10 +53,17 @@
 //! ratio is printed too. The in-memory variants of one part share their rounds (ours over
 //! plaintext runs once per round for the plaintext comparison and the TLS breakdown).
 //!
-//! `bench [produce] [consume] [plaintext] [tls] [--count N] [--rounds N] [--sqlite-count N]`:
-//! which parts and transports (default all; `bench tls` is the TLS part alone, with ours over
-//! plaintext as its baseline); `--count N` overrides the records per run (1,000,000), for both
-//! parts; `--sqlite-count N` those on the sqlite brokers (a tenth of `--count`).
+//! Then, on the plaintext broker: [`mirror`], Kafka to Kafka through `connector-host pipe`
+//! and `run` next to a librdkafka mirror; [`latency`], end to end under a paced load, at a
+//! steady rate and a low one; [`sandbox`], the connector built natively against the
+//! component, CPU per record.
+//!
+//! `bench [produce] [consume] [mirror] [latency] [sandbox] [plaintext] [tls] [--count N]
+//! [--rounds N] [--sqlite-count N] [--rate N] [--seconds N] [--low-rate N] [--low-seconds N]
+//! [--latency-rounds N]`: which parts and transports (default all; `bench tls` is the TLS
+//! part alone, with ours over plaintext as its baseline); `--count N` overrides the records
+//! per run (1,000,000), for every part but latency; `--sqlite-count N` those on the sqlite
+//! brokers (a tenth of `--count`); the others shape the latency part.
 //!
 //! Here: the command line, the plan and the brokers; [`producer`] and [`consumer`], each
 //! part's parent (the tables) and child (ours measured); [`librdkafka`], the yardstick's side
@@ -67,11 +74,14 @@
 mod breakdown;
 mod consumer;
 mod endpoint;
+mod latency;
 mod librdkafka;
+mod mirror;
 mod open;
 mod process;
 mod producer;
 mod records;
+mod sandbox;
 mod stats;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -99,6 +109,7 @@ pub(crate) struct Plan {
     pub(crate) rounds: usize,
     pub(crate) plaintext: bool,
     pub(crate) tls: bool,
+    pub(crate) latency: latency::Load,
 }
 
 impl Plan {
@@ -176,6 +187,18 @@ fn main() -> Result<()> {
             };
             return consumer::child(side, topic, count.parse()?, &Endpoint::parse(at)?);
         }
+        Some("k2k-run") => {
+            let [_, side, from, to, group, count, at] = &args[..] else {
+                bail!("usage: bench k2k-run in-process|librdkafka FROM TO GROUP COUNT ENDPOINT");
+            };
+            return mirror::child(side, from, to, group, count.parse()?, &Endpoint::parse(at)?);
+        }
+        Some("sandbox-run") => {
+            let [_, side, count, topic, at] = &args[..] else {
+                bail!("usage: bench sandbox-run native|component COUNT TOPIC ENDPOINT");
+            };
+            return sandbox::child(side, count.parse()?, topic, &Endpoint::parse(at)?);
+        }
         Some("open-run") => {
             let usage = "usage: bench open-run N (ENDPOINT TOPIC)...";
             let n: usize = args.get(1).context(usage)?.parse()?;
@@ -191,7 +214,12 @@ fn main() -> Result<()> {
     }
     let usage = || {
         anyhow!(
-            "usage: bench [produce] [consume] [plaintext] [tls] [--count N] [--rounds N] [--sqlite-count N]   (default: both parts, both transports; records per run, default {DEFAULT_COUNT}; runs per side, default {DEFAULT_ROUNDS}; records per run on the sqlite TLS + SASL broker, default a tenth of --count)"
+            "usage: bench [produce] [consume] [mirror] [latency] [sandbox] [plaintext] [tls] [--count N] [--rounds N] [--sqlite-count N] [--rate N] [--seconds N] [--low-rate N] [--low-seconds N] [--latency-rounds N]\n  parts (default all): produce, consume (each over plaintext and TLS, as `plaintext`/`tls` say), mirror (Kafka to Kafka), latency (end to end), sandbox (native against component CPU)\n  --count: records per run (default {DEFAULT_COUNT}); --rounds: runs per side (default {DEFAULT_ROUNDS}); --sqlite-count: records per run on the sqlite TLS + SASL broker (default a tenth of --count)\n  latency: --rate records/s for --seconds (default {}/s for {} s), then --low-rate for --low-seconds (default {}/s for {} s), --latency-rounds runs per side (default {})",
+            latency::Load::DEFAULT.rate,
+            latency::Load::DEFAULT.seconds,
+            latency::Load::DEFAULT.low_rate,
+            latency::Load::DEFAULT.low_seconds,
+            latency::Load::DEFAULT.rounds,
         )
     };
     let number = |v: Option<&String>, what: &str| -> Result<usize> {
@@ -201,15 +229,25 @@ fn main() -> Result<()> {
             .with_context(|| format!("{what} needs a number, not {v}"))
     };
     let (mut count, mut rounds, mut sqlite_count) = (DEFAULT_COUNT, DEFAULT_ROUNDS, None);
+    let mut load = latency::Load::DEFAULT;
     let (mut produce, mut consume, mut plaintext, mut tls) = (false, false, false, false);
+    let (mut mirror, mut latency, mut sandbox) = (false, false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--count" => count = number(it.next(), "--count")?,
             "--rounds" => rounds = number(it.next(), "--rounds")?,
             "--sqlite-count" => sqlite_count = Some(number(it.next(), "--sqlite-count")?),
+            "--rate" => load.rate = number(it.next(), "--rate")?,
+            "--seconds" => load.seconds = number(it.next(), "--seconds")?,
+            "--low-rate" => load.low_rate = number(it.next(), "--low-rate")?,
+            "--low-seconds" => load.low_seconds = number(it.next(), "--low-seconds")?,
+            "--latency-rounds" => load.rounds = number(it.next(), "--latency-rounds")?,
             "produce" | "producer" => produce = true,
             "consume" | "consumer" => consume = true,
+            "mirror" | "k2k" => mirror = true,
+            "latency" => latency = true,
+            "sandbox" => sandbox = true,
             "plaintext" | "plain" => plaintext = true,
             "tls" => tls = true,
             _ => return Err(usage()),
@@ -217,11 +255,13 @@ fn main() -> Result<()> {
     }
     ensure!(count > 0, "--count must be positive");
     ensure!(rounds > 0, "--rounds must be positive");
-    if !produce && !consume {
-        (produce, consume) = (true, true);
+    load.check()?;
+    if !(produce || consume || mirror || latency || sandbox) {
+        (produce, consume, mirror, latency, sandbox) = (true, true, true, true, true);
     }
     if !plaintext && !tls {
-        (plaintext, tls) = (true, true);
+        // TLS is a part of the producer and consumer benchmarks only.
+        (plaintext, tls) = (true, produce || consume);
     }
     let plan = Plan {
         count,
@@ -229,6 +269,7 @@ fn main() -> Result<()> {
         rounds,
         plaintext,
         tls,
+        latency: load,
     };
     let brokers = Brokers::start(&plan, produce, consume);
     println!(
@@ -258,6 +299,27 @@ fn main() -> Result<()> {
         println!();
         breakdown::print(produced.as_ref(), consumed.as_ref(), &opens);
     }
+    let started = std::time::Instant::now();
+    let part = |name: &str, run: &dyn Fn() -> Result<()>| -> Result<()> {
+        println!();
+        let t = std::time::Instant::now();
+        run()?;
+        eprintln!("bench: {name} took {:.0} s", t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    if mirror {
+        part("Kafka to Kafka", &|| mirror::parent(&plan, &brokers))?;
+    }
+    if latency {
+        part("latency", &|| latency::parent(&plan, &brokers))?;
+    }
+    if sandbox {
+        part("the sandbox's cost", &|| sandbox::parent(&plan, &brokers))?;
+    }
+    eprintln!(
+        "bench: the new parts took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -115,4 +116,87 @@ fn tcp_bytes(fd: i32) -> Option<u64> {
         )
     };
     (r == 0).then(|| info.tcpi_bytes_acked + info.tcpi_bytes_received)
+}
+
+/// What a child process (not this binary) did, from the kernel's account of it.
+pub(crate) struct Finished {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// From the spawn to the exit.
+    pub(crate) wall: Duration,
+    /// Its user + system CPU time, all threads.
+    pub(crate) cpu: Duration,
+}
+
+/// Starts `cmd` (stdout and stderr captured); `started` is called with its pid while it
+/// runs. Waits for it with `wait4`, which hands back its own CPU time (not its peak memory:
+/// Linux keeps the forking process's across `exec`). It
+/// must exit with 0, or be ended by `SIGTERM` when `terminated` says it was sent one.
+pub(crate) fn run_measured(
+    cmd: &mut Command,
+    what: &str,
+    started: impl FnOnce(u32),
+    terminated: &AtomicBool,
+) -> Result<Finished> {
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let out = drain(child.stdout.take().context("stdout is piped")?);
+    let err = drain(child.stderr.take().context("stderr is piped")?);
+    started(child.id());
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 writes into both out-parameters.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not yet waited for (std's Child never waits on drop).
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    ensure!(r > 0, "wait4 on {what}: {}", std::io::Error::last_os_error());
+    let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    let exited = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let stopped = libc::WIFSIGNALED(status)
+        && libc::WTERMSIG(status) == libc::SIGTERM
+        && terminated.load(Ordering::Relaxed);
+    ensure!(
+        exited || stopped,
+        "{what} failed (wait status {status}):\n{stderr}"
+    );
+    Ok(Finished {
+        stdout,
+        stderr,
+        wall,
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+    })
+}
+
+/// Reads `pipe` to its end on a thread of its own: its text.
+fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = pipe.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// Sends `SIGTERM` to the process `pid` (a child of this one), noting it in `terminated`.
+pub(crate) fn terminate(pid: u32, terminated: &AtomicBool) {
+    terminated.store(true, Ordering::Relaxed);
+    // SAFETY: kill has no memory effects; `pid` is a child this process has not reaped.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+}
+
+/// User + system CPU time of this process, all threads, to the microsecond (getrusage).
+pub(crate) fn rusage_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out-pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64)
 }

@@ -316,7 +316,7 @@ enum Input {
     Records(Vec<wit::Record>),
 }
 
-fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch]) -> Result<Produced> {
+pub(crate) fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch]) -> Result<Produced> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let runtime = integration_tests::runtime();

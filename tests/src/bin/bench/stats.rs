@@ -27,6 +27,14 @@ impl Variant {
             transport,
         }
     }
+
+    /// `side` (a part's own) on the plaintext broker.
+    pub(crate) fn plaintext(side: &'static str) -> Variant {
+        Variant {
+            side,
+            transport: Transport::Plaintext,
+        }
+    }
 }
 
 impl std::fmt::Display for Variant {
