@@ -14,6 +14,8 @@ pub mod group;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;
+#[cfg(test)]
+pub mod scripted;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
