@@ -100,6 +100,44 @@ async fn order_is_kept_per_partition_over_100k_records() {
     assert_eq!(last.len(), KEYS);
 }
 
+/// Small batches (`batchBytes`), so each write keeps several batches of a partition in
+/// flight (up to five, the idempotent producer's sequence numbers keeping them in order):
+/// every record arrives once, in order per key.
+#[tokio::test]
+async fn several_batches_of_a_partition_in_flight_arrive_once_and_in_order() {
+    let topic = new_topic("in-flight", 3);
+    let mut dst = open_destination(&topic, &[("batchBytes", "2000"), ("compression", "none")]).await;
+    const N: usize = 20_000;
+    const KEYS: usize = 30;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(5_000) {
+        let recs: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                record(
+                    Some(Data::Raw(format!("k{}", i % KEYS).into())),
+                    Some(Data::Raw(format!("{i:0>40}").into())),
+                    &[],
+                )
+            })
+            .collect();
+        let (n, err) = dst.write(&recs).await.unwrap();
+        assert_eq!((n as usize, err.map(|e| e.to_string())), (recs.len(), None));
+    }
+    let mut src = open_source(&topic, true).await;
+    let mut read = read_n(&mut src, N, Duration::from_secs(120)).await;
+    read.extend(src.read(1000, 1000).await.unwrap());
+    assert_eq!(read.len(), N, "every record once");
+    let mut last: HashMap<Vec<u8>, usize> = HashMap::new();
+    for r in &read {
+        let i: usize = value_of(r).parse().unwrap();
+        let prev = last.insert(bytes(&r.key).unwrap(), i);
+        assert!(
+            prev.is_none_or(|p| p < i),
+            "record {i} after {prev:?} for its key"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_record_too_large_is_refused_and_the_count_is_right() {
     let topic = new_topic("too-large", 1);
