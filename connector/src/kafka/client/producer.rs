@@ -1,7 +1,8 @@
-//! Sending record batches to partition leaders: one Produce request per leader, all of
-//! them in flight at once, and retriable failures sent again (after a metadata refresh)
-//! until the deadline. A batch is resent as the same bytes, so with an idempotent producer
-//! (sequence numbers in the batch) the broker writes it once however often it arrives.
+//! Sending record batches to partition leaders: each batch as a request of its own as soon
+//! as it is encoded (`Flight`), many in flight at once, and retriable failures sent again
+//! (after a metadata refresh) until the deadline, a partition's batches in order. A batch
+//! is resent as the same bytes, so with an idempotent producer (sequence numbers in the
+//! batch) the broker writes it once however often it arrives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
