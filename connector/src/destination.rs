@@ -702,6 +702,22 @@ mod tests {
         the_retry_writes_the_rest_in_order(&broker, &mut dst, &want, outcome);
     }
 
+    /// acks=0: no answers to wait for; a partition's batches all go out, and count as
+    /// written once on the wire.
+    #[test]
+    fn with_acks_0_every_batch_goes_out_unanswered() {
+        let broker = Broker::start(1, HashMap::new());
+        let mut dst = destination(&broker, "0");
+        let want = values(0..60);
+        let outcome = dst.write(records(&want));
+        assert_eq!((outcome.written, outcome.error), (60, None));
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while broker.log(0).len() < want.len() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(broker.log(0), want);
+    }
+
     #[test]
     fn the_ledger_holds_what_lies_past_the_prefix_and_was_written_or_is_in_doubt() {
         let fates = [
