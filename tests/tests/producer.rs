@@ -132,6 +132,25 @@ async fn several_batches_of_a_partition_in_flight_arrive_once_and_in_order() {
     assert_eq!(keys_in_order(&read), KEYS);
 }
 
+/// Without idempotence (acks 0 and 1) a partition has one batch in flight at a time; with
+/// small batches each write still holds many: every record arrives once, in order per key.
+#[tokio::test]
+async fn acks_0_and_1_write_every_record_once_in_order() {
+    const N: usize = 6_000;
+    const KEYS: usize = 12;
+    for acks in ["0", "1"] {
+        let topic = new_topic(&format!("acks-{acks}"), 3);
+        let settings = [("acks", acks), ("batchBytes", "2000"), ("compression", "none")];
+        let mut dst = open_destination(&topic, &settings).await;
+        write_numbered(&mut dst, N, KEYS, |i| format!("{i:0>40}")).await;
+        let mut src = open_source(&topic, true).await;
+        let mut read = read_n(&mut src, N, Duration::from_secs(120)).await;
+        read.extend(src.read(1000, 1000).await.unwrap());
+        assert_eq!(read.len(), N, "acks={acks}: every record once");
+        assert_eq!(keys_in_order(&read), KEYS, "acks={acks}");
+    }
+}
+
 #[tokio::test]
 async fn a_record_too_large_is_refused_and_the_count_is_right() {
     let topic = new_topic("too-large", 1);
