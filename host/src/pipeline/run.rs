@@ -423,8 +423,9 @@ async fn open(p: &mut Running) -> Result<()> {
 /// Moves batches until the source is exhausted, a stop condition holds, or a stop request.
 /// While the destination writes a batch the source reads the next (they are different
 /// instances, so the broker's time for one overlaps the other's work); acks still follow
-/// their write, exactly the prefix written, batch after batch. On a stop request the
-/// batch in hand (read ahead, perhaps) is written and acked and nothing more is read.
+/// their write, exactly the prefix written, batch after batch. A stop request is seen
+/// between batches: the batch being written is acked, and one read ahead meanwhile is
+/// dropped unacked (the source delivers it again after a restart).
 async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>) -> Result<()> {
     let cfg = &p.pipeline;
     let mut reads = Reads {
@@ -433,8 +434,8 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
     };
     let mut ahead: Option<RecordBatch> = None;
     loop {
-        let stopping = *stop.borrow();
-        if stopping && ahead.is_none() {
+        // A batch read ahead is not written: unacked, it comes again after a restart.
+        if *stop.borrow() {
             m.set_status(Status::Draining);
             return Ok(());
         }
@@ -454,10 +455,10 @@ async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>)
                 Read::End => return Ok(()),
             },
         };
-        // What may be read while this batch is written: nothing once stopping or when it
-        // reaches `max-records` (a batch not all written fails the pipeline anyway).
+        // What may be read while this batch is written: nothing when it reaches
+        // `max-records` (a batch not all written fails the pipeline anyway).
         let after = left(written + records.len() as u64);
-        let read_next = !stopping && after > 0;
+        let read_next = after > 0;
         let (written, next) = tokio::join!(p.destination.write(&records), async {
             match read_next {
                 true => Some(reads.next(&mut p.source, m, cfg, after).await),
