@@ -22,7 +22,7 @@ use crate::config::{ALLOW_AUTO_TOPIC_CREATION, Acks, DestinationConfig, Partitio
 use crate::error::{Error, Result};
 use crate::kafka::client::cluster::{Cluster, TopicMeta};
 use crate::kafka::client::partitioner::{self, Sticky};
-use crate::kafka::client::producer::{self, Outcome, PartitionBatch};
+use crate::kafka::client::producer::{self, Flight, Outcome, PartitionBatch};
 use crate::kafka::client::topics::{self, NewTopic};
 use crate::kafka::protocol::batch;
 use crate::kafka::protocol::compression::Compression;
@@ -34,6 +34,14 @@ use crate::record::{COLLECTION, PARTITION, Record};
 /// and keep metadata for any number of them. Well above one topic per table of a large
 /// database; about 1 KiB each with a few partitions.
 pub const MAX_TOPICS: usize = 10_000;
+
+/// Bytes after which an idempotent producer sends a partition's batch while the write
+/// goes on mapping and encoding the rest, so the broker works meanwhile.
+const SEND_AT: usize = 128 << 10;
+/// Batches of one partition in flight at once with idempotence: a Kafka broker keeps the
+/// last five of each producer and partition to recognise a resend (KIP-98, as amended
+/// for `max.in.flight.requests.per.connection` <= 5).
+const MAX_IN_FLIGHT: usize = 5;
 
 /// How a write ended: `written` records from the start are written; `error` is why the
 /// next one was not.
@@ -81,12 +89,47 @@ struct Planned {
     bytes: usize,
 }
 
-/// A write's batches, the first record that could not be sent, and the ledger entries
-/// the write did not get to.
-struct Plan {
-    batches: Vec<Planned>,
+/// A write's batches on their way: the flight and, in the same order, the batches sent.
+struct Sending {
+    /// When the write must be done, topics created included.
+    deadline: Instant,
+    flight: Flight,
+    sent: Vec<Planned>,
+    /// Each partition's next sequence when the write sent its first batch to it.
+    first_sequence: HashMap<(Rc<str>, i32), i32>,
+    /// Partitions that take no more batches in this write.
+    stopped: HashSet<(Rc<str>, i32)>,
+    /// The first record not sent, or whose batch failed, and why.
     failure: Option<(usize, Error)>,
-    leftover: VecDeque<LedgerEntry>,
+}
+
+impl Sending {
+    fn new(acks: Acks, deadline: Instant) -> Self {
+        Sending {
+            deadline,
+            flight: Flight::new(acks, deadline),
+            sent: Vec::new(),
+            first_sequence: HashMap::new(),
+            stopped: HashSet::new(),
+            failure: None,
+        }
+    }
+
+    /// Whether `key`'s batches so far forbid sending it another: one failed for good, or,
+    /// without idempotence, one was not written.
+    fn blocked(&self, key: &(Rc<str>, i32), idempotent: bool) -> bool {
+        let outcomes = self
+            .sent
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.partition == key.1 && p.topic == key.0)
+            .filter_map(|(i, _)| self.flight.outcome(i));
+        let mut outcomes = outcomes;
+        match idempotent {
+            true => outcomes.any(|o| matches!(o, Outcome::Failed(e) if !e.is_retriable())),
+            false => outcomes.any(|o| !matches!(o, Outcome::Written)),
+        }
+    }
 }
 
 /// What a write does with each of its records.
@@ -98,8 +141,7 @@ enum Fate {
 }
 
 impl Destination {
-    /// Connects, makes sure the configured topic exists (creating it if allowed), and with
-    /// acks=all gets a producer id.
+    /// Connects, checks the configured topic exists, and with acks=all gets a producer id.
     pub fn open(config: DestinationConfig) -> Result<Self> {
         let deadline = Instant::now() + config.delivery_timeout;
         let mut cluster = Cluster::connect(config.client.options(config.delivery_timeout))?;
@@ -132,9 +174,9 @@ impl Destination {
         let total = records.len();
         let mut fates = vec![Fate::NotWritten; total];
         let mut prints = vec![0u64; total];
-        let plan = self.plan(records, &mut fates, &mut prints, deadline);
-        let mut failure = plan.failure;
-        let sent = self.send(plan.batches, deadline, &mut fates, &mut failure);
+        let mut sending = Sending::new(self.config.acks, deadline);
+        let leftover = self.plan(records, &mut fates, &mut prints, &mut sending);
+        let (sent, mut failure) = self.settle_write(sending, &mut fates);
         let written = fates.iter().position(|f| *f != Fate::Written).unwrap_or(total);
         if written < total {
             // Only now are fingerprints needed: for what lies past the reported prefix.
@@ -144,39 +186,40 @@ impl Destination {
                 }
             }
         }
-        self.ledger = beyond(written, &fates, &prints).chain(plan.leftover).collect();
-        let error = (written < total).then(|| first_error(failure, written));
+        self.ledger = beyond(written, &fates, &prints).chain(leftover).collect();
+        let error = (written < total).then(|| first_error(failure.take(), written));
         WriteOutcome { written, error }
     }
 
-    /// Maps and partitions records into batches, in order, stopping at the first record
-    /// that cannot be sent (the error is returned with its index). Records the ledger
-    /// says are written already are marked so and left out.
+    /// Maps and partitions records into batches, in order, and sends each batch as it
+    /// closes (see `SEND_AT`), stopping at the first record that cannot be sent (its error
+    /// goes into `sending` with its index). Records the ledger says are written already
+    /// are marked so and left out. Returns the ledger entries the write did not get to.
     fn plan(
         &mut self,
         records: Vec<Record>,
         fates: &mut [Fate],
         prints: &mut [u64],
-        deadline: Instant,
-    ) -> Plan {
+        sending: &mut Sending,
+    ) -> VecDeque<LedgerEntry> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let mut planned: Vec<Planned> = Vec::new();
-        let mut open: HashMap<(Rc<str>, i32), usize> = HashMap::new();
+        let send_at = match self.idempotence {
+            Some(_) => SEND_AT.min(self.config.batch_bytes),
+            None => self.config.batch_bytes,
+        };
+        let mut open: HashMap<(Rc<str>, i32), Planned> = HashMap::new();
         let mut sticky: HashMap<Rc<str>, i32> = HashMap::new();
         let mut old_ledger = std::mem::take(&mut self.ledger);
+        let mut stopped = false;
         for (i, rec) in records.into_iter().enumerate() {
-            let placed = self.place(rec, now_ms, &mut sticky, deadline);
-            let (topic, partition, kafka) = match placed {
+            let (topic, partition, kafka) = match self.place(rec, now_ms, &mut sticky, sending.deadline) {
                 Ok(p) => p,
-                // The host sends the rest again: what the ledger still holds stays.
                 Err(e) => {
-                    return Plan {
-                        batches: planned,
-                        failure: Some((i, e)),
-                        leftover: old_ledger,
-                    };
+                    keep_first(&mut sending.failure, i, e);
+                    stopped = true;
+                    break;
                 }
             };
             if let Some(entry) = old_ledger.front() {
@@ -193,36 +236,79 @@ impl Destination {
                     "record {i} for {topic}-{partition} is about {size} bytes; batchBytes allows {}",
                     self.config.batch_bytes
                 );
-                return Plan {
-                    batches: planned,
-                    failure: Some((i, Error::RecordTooLarge(msg))),
-                    leftover: old_ledger,
-                };
+                keep_first(&mut sending.failure, i, Error::RecordTooLarge(msg));
+                stopped = true;
+                break;
             }
             let key = (topic, partition);
-            let slot = match open.get(&key) {
-                Some(&b) if planned[b].bytes + size <= self.config.batch_bytes => b,
-                _ => {
-                    planned.push(Planned {
-                        topic: key.0.clone(),
-                        partition,
-                        members: vec![],
-                        records: vec![],
-                        bytes: 0,
-                    });
-                    open.insert(key, planned.len() - 1);
-                    planned.len() - 1
-                }
-            };
-            let b = &mut planned[slot];
+            if open
+                .get(&key)
+                .is_some_and(|b| b.bytes + size > self.config.batch_bytes)
+            {
+                let full = open.remove(&key).expect("checked above");
+                self.dispatch(sending, full);
+            }
+            let b = open.entry(key.clone()).or_insert_with(|| Planned {
+                topic: key.0.clone(),
+                partition,
+                members: vec![],
+                records: vec![],
+                bytes: 0,
+            });
             b.members.push(i);
             b.records.push(kafka);
             b.bytes += size;
+            if b.bytes >= send_at {
+                let full = open.remove(&key).expect("just filled");
+                self.dispatch(sending, full);
+            }
         }
-        Plan {
-            batches: planned,
-            failure: None,
-            leftover: VecDeque::new(),
+        // In the order of their first records, so the write's first records go first.
+        let mut rest: Vec<Planned> = open.into_values().collect();
+        rest.sort_by_key(|p| p.members[0]);
+        for p in rest {
+            self.dispatch(sending, p);
+        }
+        // The host sends the rest again: what the ledger still holds stays.
+        match stopped {
+            true => old_ledger,
+            false => VecDeque::new(),
+        }
+    }
+
+    /// Encodes a closed batch and sends it, once its partition has room in flight: up to
+    /// `MAX_IN_FLIGHT` batches with idempotence (the broker checks their sequence numbers,
+    /// so they are written in order or not at all), one without (a batch sent behind one
+    /// that fails could be written before that one's resend). A partition whose batch
+    /// failed for good (without idempotence: was not written) takes no more in this
+    /// write: its records stay unwritten for the host to send again.
+    fn dispatch(&mut self, sending: &mut Sending, mut p: Planned) {
+        let key = (p.topic.clone(), p.partition);
+        if sending.stopped.contains(&key) {
+            return;
+        }
+        let idempotent = self.idempotence.is_some();
+        let max = if idempotent { MAX_IN_FLIGHT } else { 1 };
+        sending
+            .flight
+            .wait_below(&mut self.cluster, &p.topic, p.partition, max);
+        if sending.blocked(&key, idempotent) {
+            sending.stopped.insert(key);
+            return;
+        }
+        if let Some(idem) = &self.idempotence {
+            let seq = idem.sequence(&(p.topic.to_string(), p.partition));
+            sending.first_sequence.entry(key.clone()).or_insert(seq);
+        }
+        match encode(self.idempotence.as_mut(), self.config.compression, &mut p) {
+            Ok(batch) => {
+                sending.flight.send(&mut self.cluster, batch);
+                sending.sent.push(p);
+            }
+            Err(e) => {
+                keep_first(&mut sending.failure, p.members[0], e);
+                sending.stopped.insert(key);
+            }
         }
     }
 
@@ -288,91 +374,63 @@ impl Destination {
         }
     }
 
-    /// Encodes and sends the planned batches, each as soon as it is encoded. A partition's
-    /// batches go one after the other (the next only once the previous is written);
-    /// partitions go in parallel. Returns the batches sent.
-    fn send(
+    /// Waits for the write's batches (retrying what failed retriably) and files each
+    /// record's fate. Per partition, in order: written batches are written; the first that
+    /// was not, with idempotence, is held when in doubt (resent before the next write),
+    /// and so are the in-doubt ones right behind it; once one failed, the partition's
+    /// later batches count as not written (the broker takes no sequence past a gap).
+    /// Each partition's next sequence follows its last batch written or held. Returns
+    /// the batches sent and the first failure.
+    fn settle_write(
         &mut self,
-        planned: Vec<Planned>,
-        deadline: Instant,
+        sending: Sending,
         fates: &mut [Fate],
-        failure: &mut Option<(usize, Error)>,
-    ) -> Vec<Planned> {
-        let mut chains: BTreeMap<(Rc<str>, i32), VecDeque<Planned>> = BTreeMap::new();
-        for p in planned {
-            chains
-                .entry((p.topic.clone(), p.partition))
-                .or_default()
-                .push_back(p);
-        }
-        let mut sent = Vec::new();
-        while !chains.is_empty() {
-            let mut round = Vec::new();
-            let mut unencodable = Vec::new();
-            let (idem, compression) = (self.idempotence.as_ref(), self.config.compression);
-            let encoded = chains.iter_mut().filter_map(|(key, chain)| {
-                let mut p = chain.pop_front()?;
-                match encode(idem, compression, &mut p) {
-                    Ok(b) => {
-                        round.push((key.clone(), p));
-                        Some(b)
+    ) -> (Vec<Planned>, Option<(usize, Error)>) {
+        let Sending {
+            flight,
+            sent,
+            first_sequence,
+            mut failure,
+            ..
+        } = sending;
+        let (batches, outcomes) = flight.finish(&mut self.cluster);
+        // Per partition: whether a batch failed, and where its sequence goes on.
+        let mut state: HashMap<(Rc<str>, i32), (bool, Option<i32>)> = HashMap::new();
+        let mut reset = None;
+        for ((p, batch), outcome) in sent.iter().zip(batches).zip(outcomes) {
+            let (failed, next) = state.entry((p.topic.clone(), p.partition)).or_default();
+            let end = (batch.base_sequence.wrapping_add(batch.count as i32)) & i32::MAX;
+            match outcome {
+                Outcome::Written => {
+                    p.members.iter().for_each(|i| fates[*i] = Fate::Written);
+                    *next = Some(end);
+                }
+                Outcome::InDoubt(e) if !*failed && self.idempotence.is_some() => {
+                    let idem = self.idempotence.as_mut().expect("checked above");
+                    let id = idem.hold(batch);
+                    p.members.iter().for_each(|i| fates[*i] = Fate::InDoubt(id));
+                    keep_first(&mut failure, p.members[0], e);
+                    *next = Some(end);
+                }
+                Outcome::Failed(e) | Outcome::InDoubt(e) => {
+                    if !*failed && reset.is_none() && producer::needs_new_producer_id(&e) {
+                        reset = Some(e.clone());
                     }
-                    Err(e) => {
-                        unencodable.push((key.clone(), p.members[0], e));
-                        None
-                    }
+                    *failed = true;
+                    keep_first(&mut failure, p.members[0], e);
                 }
-            });
-            let (batches, outcomes) =
-                producer::produce(&mut self.cluster, encoded, self.config.acks, deadline);
-            for (key, first, e) in unencodable {
-                keep_first(failure, first, e);
-                chains.remove(&key);
-            }
-            for ((key, p), (batch, outcome)) in round.into_iter().zip(batches.into_iter().zip(outcomes)) {
-                if !self.settled(&p, batch, outcome, fates, failure) {
-                    chains.remove(&key); // the rest of this partition waits for the host's retry
-                }
-                sent.push(p);
-            }
-            chains.retain(|_, c| !c.is_empty());
-        }
-        sent
-    }
-
-    /// Records a batch's outcome; true if its partition may go on with its next batch.
-    fn settled(
-        &mut self,
-        p: &Planned,
-        batch: PartitionBatch,
-        outcome: Outcome,
-        fates: &mut [Fate],
-        failure: &mut Option<(usize, Error)>,
-    ) -> bool {
-        match outcome {
-            Outcome::Written => {
-                if let Some(idem) = &mut self.idempotence {
-                    idem.advance(&(batch.topic.clone(), batch.partition), batch.count);
-                }
-                p.members.iter().for_each(|i| fates[*i] = Fate::Written);
-                true
-            }
-            Outcome::InDoubt(e) if self.idempotence.is_some() => {
-                let id = self
-                    .idempotence
-                    .as_mut()
-                    .map(|idem| idem.hold(batch))
-                    .unwrap_or_default();
-                p.members.iter().for_each(|i| fates[*i] = Fate::InDoubt(id));
-                keep_first(failure, p.members[0], e);
-                false
-            }
-            Outcome::Failed(e) | Outcome::InDoubt(e) => {
-                self.reset_if_needed(&e);
-                keep_first(failure, p.members[0], e);
-                false
             }
         }
+        if let Some(idem) = &mut self.idempotence {
+            for (key, first) in first_sequence {
+                let next = state.get(&key).and_then(|s| s.1).unwrap_or(first);
+                idem.next_sequence.insert((key.0.to_string(), key.1), next);
+            }
+        }
+        if let Some(e) = reset {
+            self.reset_if_needed(&e);
+        }
+        (sent, failure)
     }
 
     /// Resends in-doubt batches. Written (or already there): their records' ledger entries
@@ -385,35 +443,38 @@ impl Destination {
         if idem.in_doubt.is_empty() {
             return Ok(());
         }
+        // Held in the order they were sent: each partition's in sequence order.
         let (ids, held): (Vec<usize>, Vec<PartitionBatch>) =
             std::mem::take(&mut idem.in_doubt).into_iter().unzip();
         let (batches, outcomes) = producer::produce(&mut self.cluster, held, self.config.acks, deadline);
         let mut still = None;
+        let mut refused: HashMap<(String, i32), Error> = HashMap::new();
         for ((id, batch), outcome) in ids.into_iter().zip(batches).zip(outcomes) {
+            let idem = self.idempotence.as_mut().expect("checked above");
             match outcome {
-                Outcome::Written => {
-                    self.idempotence
-                        .as_mut()
-                        .expect("checked above")
-                        .advance(&(batch.topic.clone(), batch.partition), batch.count);
-                    self.ledger
-                        .iter_mut()
-                        .filter(|e| e.in_doubt == Some(id))
-                        .for_each(|e| e.in_doubt = None);
-                }
+                Outcome::Written => self
+                    .ledger
+                    .iter_mut()
+                    .filter(|e| e.in_doubt == Some(id))
+                    .for_each(|e| e.in_doubt = None),
                 Outcome::Failed(e) if !e.is_retriable() => {
-                    self.reset_if_needed(&e);
+                    // Not written, nor anything of its partition behind it: the
+                    // partition's sequence goes on from its first record.
+                    let key = (batch.topic.clone(), batch.partition);
+                    if let std::collections::hash_map::Entry::Vacant(first) = refused.entry(key.clone()) {
+                        idem.next_sequence.insert(key, batch.base_sequence);
+                        first.insert(e);
+                    }
                     self.ledger.retain(|e| e.in_doubt != Some(id));
                 }
                 Outcome::Failed(e) | Outcome::InDoubt(e) => {
-                    self.idempotence
-                        .as_mut()
-                        .expect("checked above")
-                        .in_doubt
-                        .insert(id, batch);
+                    idem.in_doubt.insert(id, batch);
                     still.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = refused.into_values().find(producer::needs_new_producer_id) {
+            self.reset_if_needed(&e);
         }
         match still {
             Some(e) => Err(e),
@@ -485,23 +546,34 @@ fn beyond<'a>(
 }
 
 /// Encodes a planned batch: the producer id, epoch and sequence numbers when idempotent.
-fn encode(idem: Option<&Idempotence>, compression: Compression, p: &mut Planned) -> Result<PartitionBatch> {
-    let base_sequence = match idem {
+/// Encodes a planned batch: the producer id, epoch and the partition's next sequence
+/// numbers when idempotent (taken: the next batch of the partition follows this one).
+fn encode(
+    idem: Option<&mut Idempotence>,
+    compression: Compression,
+    p: &mut Planned,
+) -> Result<PartitionBatch> {
+    let key = (p.topic.to_string(), p.partition);
+    let base_sequence = match &idem {
         Some(idem) => {
             for r in &mut p.records {
                 r.producer_id = idem.producer_id;
                 r.producer_epoch = idem.epoch;
             }
-            idem.sequence(&(p.topic.to_string(), p.partition))
+            idem.sequence(&key)
         }
         None => -1,
     };
     let records = batch::encode(&mut p.records, base_sequence, compression)?;
+    if let Some(idem) = idem {
+        idem.advance(&key, p.records.len());
+    }
     Ok(PartitionBatch {
-        topic: p.topic.to_string(),
+        topic: key.0,
         partition: p.partition,
         records,
         count: p.records.len(),
+        base_sequence,
     })
 }
 
@@ -596,6 +668,124 @@ fn first_error(failure: Option<(usize, Error)>, written: usize) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::client::scripted::{self, Broker};
+
+    /// A destination on `broker` with batches of about ten records of `value` below.
+    fn destination(broker: &Broker, acks: &str) -> Destination {
+        let settings = [
+            ("servers", broker.addr.as_str()),
+            ("topic", scripted::TOPIC),
+            ("acks", acks),
+            ("compression", "none"),
+            ("batchBytes", "1500"),
+            ("partitioner", "fixed"),
+            ("partition", "0"),
+            ("deliveryTimeout", "20s"),
+        ];
+        let raw: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Destination::open(DestinationConfig::parse(&raw).unwrap()).unwrap()
+    }
+
+    fn values(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+        range.map(|i| format!("{i:0>100}").into_bytes()).collect()
+    }
+
+    fn records(values: &[Vec<u8>]) -> Vec<Record> {
+        values
+            .iter()
+            .map(|v| crate::record::Record {
+                position: vec![],
+                operation: crate::record::Operation::Create,
+                metadata: vec![],
+                key: None,
+                before: None,
+                after: Some(crate::record::Data::Raw(v.clone())),
+            })
+            .collect()
+    }
+
+    /// Several batches of one partition are in flight; the first is refused retriably
+    /// (NOT_LEADER_OR_FOLLOWER), so the broker refuses those behind it as out of order.
+    /// They are sent again in order: every record written once, in order.
+    #[test]
+    fn batches_behind_a_retried_one_are_resent_in_order() {
+        let broker = Broker::start(1, HashMap::from([(0, 6)]));
+        let mut dst = destination(&broker, "all");
+        let want = values(0..60);
+        let outcome = dst.write(records(&want));
+        assert_eq!((outcome.written, outcome.error), (60, None));
+        assert!(
+            broker.state.lock().unwrap().most_in_flight > 1,
+            "several batches in flight"
+        );
+        assert_eq!(broker.log(0), want);
+    }
+
+    /// The second batch of a partition is refused for good (INVALID_RECORD) while later
+    /// ones are in flight: the write reports the first batch's records only, with that
+    /// error, and the host's retry of the rest writes them once, in order, continuing the
+    /// partition's sequence from the refused batch.
+    #[test]
+    fn a_batch_refused_for_good_ends_the_prefix_and_the_retry_keeps_the_order() {
+        let broker = Broker::start(1, HashMap::from([(1, 87)]));
+        let mut dst = destination(&broker, "all");
+        let want = values(0..60);
+        let outcome = dst.write(records(&want));
+        assert!(outcome.written < 30, "written {}", outcome.written);
+        match &outcome.error {
+            Some(Error::Kafka { code: 87, .. }) => {}
+            other => panic!("the refused batch's error, not its followers': {other:?}"),
+        }
+        the_retry_writes_the_rest_in_order(&broker, &mut dst, &want, outcome);
+    }
+
+    /// The write left a prefix written; the host's retry of the rest writes it, so the
+    /// log holds every value once, in order.
+    fn the_retry_writes_the_rest_in_order(
+        broker: &Broker,
+        dst: &mut Destination,
+        want: &[Vec<u8>],
+        first: WriteOutcome,
+    ) {
+        let written = first.written;
+        assert!(written > 0 && written < want.len(), "written {written}");
+        assert_eq!(broker.log(0), want[..written]);
+        let retry = dst.write(records(&want[written..]));
+        assert_eq!((retry.written, retry.error), (want.len() - written, None));
+        assert_eq!(broker.log(0), want);
+    }
+
+    /// Without idempotence the broker does not order resends, so a partition has one
+    /// batch in flight, and none is sent behind one that failed: the prefix ends at the
+    /// failed batch (written on its resend), and the retry keeps the order.
+    #[test]
+    fn without_idempotence_a_partition_has_one_batch_in_flight() {
+        let broker = Broker::start(1, HashMap::from([(1, 6)]));
+        let mut dst = destination(&broker, "1");
+        let want = values(0..60);
+        let outcome = dst.write(records(&want));
+        assert_eq!(broker.state.lock().unwrap().most_in_flight, 1);
+        the_retry_writes_the_rest_in_order(&broker, &mut dst, &want, outcome);
+    }
+
+    /// acks=0: no answers to wait for; a partition's batches all go out, and count as
+    /// written once on the wire.
+    #[test]
+    fn with_acks_0_every_batch_goes_out_unanswered() {
+        let broker = Broker::start(1, HashMap::new());
+        let mut dst = destination(&broker, "0");
+        let want = values(0..60);
+        let outcome = dst.write(records(&want));
+        assert_eq!((outcome.written, outcome.error), (60, None));
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while broker.log(0).len() < want.len() && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(broker.log(0), want);
+    }
 
     #[test]
     fn the_ledger_holds_what_lies_past_the_prefix_and_was_written_or_is_in_doubt() {

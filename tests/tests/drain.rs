@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use connector_host::wit::Data;
 use integration_tests::child::Running;
 use integration_tests::faults::{PrivateBroker, api};
 use integration_tests::pipelines::*;
@@ -149,5 +150,59 @@ async fn a_pipeline_that_does_not_drain_in_time_is_dropped_and_named_and_the_res
     assert!(
         stuck.contains("failed") && stuck.contains("did not drain within 2s; dropped"),
         "{stuck}"
+    );
+}
+
+/// The destination fails mid-way (a record larger than its `batchBytes`) while the source
+/// reads the next batch meanwhile: exactly the prefix written is acked and committed, so a
+/// restart of the group starts at the record that failed, and the batch read ahead is
+/// neither written nor acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_mid_way_acks_exactly_the_written_prefix_though_the_next_batch_was_read() {
+    const N: usize = 100;
+    const FAILS_AT: usize = 45;
+    let (from, to) = (new_topic("prefix-in", 1), new_topic("prefix-out", 1));
+    let value = |i: usize| match i {
+        FAILS_AT => "x".repeat(20_000),
+        _ => format!("p-{i}"),
+    };
+    let mut dst = open_destination(&from, &[]).await;
+    let recs: Vec<_> = (0..N)
+        .map(|i| record(None, Some(Data::Raw(value(i).into_bytes())), &[]))
+        .collect();
+    assert_eq!(dst.write(&recs).await.unwrap().0 as usize, N);
+    dst.teardown().await.unwrap();
+
+    let dir = scratch("prefix");
+    let mut file =
+        String::from("[[pipeline]]\nname = \"mirror\"\ntenant = \"t\"\nbatch = 10\n") + &allow_broker_line();
+    file += &kafka_end(
+        "source",
+        &format!("topics = \"{from}\", readFromBeginning = true, groupID = \"{from}\""),
+    );
+    file += &kafka_end("destination", &format!("topic = \"{to}\", batchBytes = 10000"));
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, &file).unwrap();
+    let (code, stderr) = finish(&mut run_host(&path, &[]), LIMIT).await;
+    assert_eq!(code, 1, "{stderr}");
+    let line = summary(&stderr, "t/mirror");
+    assert!(
+        line.contains("failed") && line.contains("record too large"),
+        "{line}"
+    );
+    assert_eq!(written(line), FAILS_AT, "{line}");
+
+    let mut want: Vec<String> = (0..FAILS_AT).map(value).collect();
+    want.sort();
+    assert_eq!(topic_values(&to, FAILS_AT).await, want);
+    // The group's commits: it resumes at the record that failed.
+    let mut src = source(&allow_broker()).await;
+    let cfg = config(&[("servers", &broker()), ("topic", &from), ("groupID", &from)]);
+    src.open(&cfg, None).await.unwrap();
+    let next = read_n(&mut src, 1, LIMIT).await;
+    src.teardown().await.unwrap();
+    assert_eq!(
+        bytes(&next[0].payload.after).unwrap(),
+        value(FAILS_AT).into_bytes()
     );
 }

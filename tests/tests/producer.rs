@@ -71,13 +71,27 @@ async fn order_is_kept_per_partition_over_100k_records() {
     let mut dst = open_destination(&topic, &[("compression", "lz4")]).await;
     const N: usize = 100_000;
     const KEYS: usize = 60;
-    for chunk in (0..N).collect::<Vec<_>>().chunks(5_000) {
+    write_numbered(&mut dst, N, KEYS, |i| i.to_string()).await;
+    let mut src = open_source(&topic, true).await;
+    let read = read_n(&mut src, N, Duration::from_secs(120)).await;
+    assert_eq!(read.len(), N);
+    assert_eq!(keys_in_order(&read), KEYS);
+}
+
+/// Writes records `0..n` (value `value(i)`, key `k{i % keys}`) in writes of 5,000.
+async fn write_numbered(
+    dst: &mut connector_host::Destination,
+    n: usize,
+    keys: usize,
+    value: impl Fn(usize) -> String,
+) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
         let recs: Vec<_> = chunk
             .iter()
             .map(|&i| {
                 record(
-                    Some(Data::Raw(format!("k{}", i % KEYS).into())),
-                    Some(Data::Raw(i.to_string().into())),
+                    Some(Data::Raw(format!("k{}", i % keys).into())),
+                    Some(Data::Raw(value(i).into())),
                     &[],
                 )
             })
@@ -85,11 +99,12 @@ async fn order_is_kept_per_partition_over_100k_records() {
         let (n, err) = dst.write(&recs).await.unwrap();
         assert_eq!((n as usize, err.map(|e| e.to_string())), (recs.len(), None));
     }
-    let mut src = open_source(&topic, true).await;
-    let read = read_n(&mut src, N, Duration::from_secs(120)).await;
-    assert_eq!(read.len(), N);
+}
+
+/// Checks that each key's values (numbers) rise in the order read; the number of keys.
+fn keys_in_order(read: &[wit::Record]) -> usize {
     let mut last: HashMap<Vec<u8>, usize> = HashMap::new();
-    for r in &read {
+    for r in read {
         let i: usize = value_of(r).parse().unwrap();
         let prev = last.insert(bytes(&r.key).unwrap(), i);
         assert!(
@@ -97,7 +112,43 @@ async fn order_is_kept_per_partition_over_100k_records() {
             "record {i} after {prev:?} for its key"
         );
     }
-    assert_eq!(last.len(), KEYS);
+    last.len()
+}
+
+/// Small batches (`batchBytes`), so each write keeps several batches of a partition in
+/// flight (up to five, the idempotent producer's sequence numbers keeping them in order):
+/// every record arrives once, in order per key.
+#[tokio::test]
+async fn several_batches_of_a_partition_in_flight_arrive_once_and_in_order() {
+    let topic = new_topic("in-flight", 3);
+    let mut dst = open_destination(&topic, &[("batchBytes", "2000"), ("compression", "none")]).await;
+    const N: usize = 20_000;
+    const KEYS: usize = 30;
+    write_numbered(&mut dst, N, KEYS, |i| format!("{i:0>40}")).await;
+    let mut src = open_source(&topic, true).await;
+    let mut read = read_n(&mut src, N, Duration::from_secs(120)).await;
+    read.extend(src.read(1000, 1000).await.unwrap());
+    assert_eq!(read.len(), N, "every record once");
+    assert_eq!(keys_in_order(&read), KEYS);
+}
+
+/// Without idempotence (acks 0 and 1) a partition has one batch in flight at a time; with
+/// small batches each write still holds many: every record arrives once, in order per key.
+#[tokio::test]
+async fn acks_0_and_1_write_every_record_once_in_order() {
+    const N: usize = 6_000;
+    const KEYS: usize = 12;
+    for acks in ["0", "1"] {
+        let topic = new_topic(&format!("acks-{acks}"), 3);
+        let settings = [("acks", acks), ("batchBytes", "2000"), ("compression", "none")];
+        let mut dst = open_destination(&topic, &settings).await;
+        write_numbered(&mut dst, N, KEYS, |i| format!("{i:0>40}")).await;
+        let mut src = open_source(&topic, true).await;
+        let mut read = read_n(&mut src, N, Duration::from_secs(120)).await;
+        read.extend(src.read(1000, 1000).await.unwrap());
+        assert_eq!(read.len(), N, "acks={acks}: every record once");
+        assert_eq!(keys_in_order(&read), KEYS, "acks={acks}");
+    }
 }
 
 #[tokio::test]

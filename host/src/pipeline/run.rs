@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use super::ends::{DestEnd, LinesIn, SourceEnd, record_bytes};
 use super::paths::Confined;
 use super::{Endpoint, Pipeline, restart};
+use crate::batch::RecordBatch;
 use crate::engine::SharedEngine;
 use crate::escape::shown_error;
 use crate::failure::{Class, classify};
@@ -459,81 +460,154 @@ async fn open(p: &mut Running) -> Result<()> {
 }
 
 /// Moves batches until the source is exhausted, a stop condition holds, or a stop request.
+/// While the destination writes a batch the source reads the next (they are different
+/// instances, so the broker's time for one overlaps the other's work); acks still follow
+/// their write, exactly the prefix written, batch after batch. A stop request is seen
+/// between batches: the batch being written is acked, and one read ahead meanwhile is
+/// dropped unacked (the source delivers it again after a restart).
 async fn pump(p: &mut Running, m: &PipelineMetrics, stop: watch::Receiver<bool>) -> Result<()> {
     let cfg = &p.pipeline;
-    let mut last_record = Instant::now();
-    let mut lag_asked: Option<Instant> = None;
+    let mut reads = Reads {
+        last_record: Instant::now(),
+        lag_asked: None,
+    };
+    let mut ahead: Option<RecordBatch> = None;
     loop {
+        // A batch read ahead is not written: unacked, it comes again after a restart.
         if *stop.borrow() {
             m.set_status(Status::Draining);
             return Ok(());
         }
         let written = m.written.load(Relaxed);
-        if cfg.max_records.is_some_and(|max| written >= max) {
+        let left = |written: u64| {
+            cfg.max_records
+                .map_or(u64::MAX, |max| max.saturating_sub(written))
+        };
+        if ahead.is_none() && left(written) == 0 {
             return Ok(());
         }
-        let want = cfg
-            .max_records
-            .map_or(cfg.batch as u64, |max| (max - written).min(cfg.batch as u64));
+        let records = match ahead.take() {
+            Some(records) => records,
+            None => match reads.next(&mut p.source, m, cfg, left(written)).await? {
+                Read::Records(records) => records,
+                Read::Nothing => continue,
+                Read::End => return Ok(()),
+            },
+        };
+        // What may be read while this batch is written: nothing when it reaches
+        // `max-records` (a batch not all written fails the pipeline anyway).
+        let after = left(written + records.len() as u64);
+        let read_next = after > 0;
+        let (written, next) = tokio::join!(p.destination.write(&records), async {
+            match read_next {
+                true => Some(reads.next(&mut p.source, m, cfg, after).await),
+                false => None,
+            }
+        });
+        ack_written(&mut p.source, m, &records, written).await?;
+        match next.transpose()? {
+            Some(Read::Records(next)) => ahead = Some(next),
+            Some(Read::End) => return Ok(()),
+            Some(Read::Nothing) | None => {}
+        }
+    }
+}
+
+/// What a read gave: records, nothing this time, or nothing ever again (the source is
+/// exhausted, or idle for `idle-exit`).
+enum Read {
+    Records(RecordBatch),
+    Nothing,
+    End,
+}
+
+/// A pipeline's reading: when a record last came, when the lag was last asked.
+struct Reads {
+    last_record: Instant,
+    lag_asked: Option<Instant>,
+}
+
+impl Reads {
+    /// Reads up to `left` records (at most a batch) and asks the lag once a second.
+    async fn next(
+        &mut self,
+        source: &mut SourceEnd,
+        m: &PipelineMetrics,
+        cfg: &Pipeline,
+        left: u64,
+    ) -> Result<Read> {
+        let want = left.min(cfg.batch as u64);
         let asked = Instant::now();
-        let records = p.source.read(want as u32, READ_WAIT_MS).await.inspect_err(|_| {
+        let records = source.read(want as u32, READ_WAIT_MS).await.inspect_err(|_| {
             m.errors.fetch_add(1, Relaxed);
         });
         let records = records.context("source read")?;
         // The lag is for people and scrapers: asking once a second is enough.
-        if lag_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-            let lag = p.source.lag().await.context("source lag")?;
+        if self.lag_asked.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+            let lag = source.lag().await.context("source lag")?;
             m.lag.store(lag.map_or(-1, |l| l as i64), Relaxed);
-            lag_asked = Some(Instant::now());
+            self.lag_asked = Some(Instant::now());
         }
         if records.is_empty() {
-            let idle = cfg.idle_exit.is_some_and(|d| last_record.elapsed() >= d);
-            if p.source.exhausted() || idle {
-                return Ok(());
+            let idle = cfg.idle_exit.is_some_and(|d| self.last_record.elapsed() >= d);
+            if source.exhausted() || idle {
+                return Ok(Read::End);
             }
-            // A source that answers "nothing" at once would have this loop spin on the
+            // A source that answers "nothing" at once would have the pump spin on the
             // host's CPU: it waits out the read's wait here instead.
             let waited = asked.elapsed();
             let wait = Duration::from_millis(READ_WAIT_MS.into());
             if waited < wait {
                 tokio::time::sleep(wait - waited).await;
             }
-            continue;
+            return Ok(Read::Nothing);
         }
-        last_record = Instant::now();
+        self.last_record = Instant::now();
         m.read.fetch_add(records.len() as u64, Relaxed);
-        let written = p.destination.write(&records).await.inspect_err(|_| {
-            m.errors.fetch_add(1, Relaxed);
-        });
-        let (n, failed) = written.context("destination write")?;
-        let total = records.len();
-        // The destination's count is checked, not trusted: more than it was given, or fewer
-        // with no reason, would skip records or count ones never written.
-        let failed = match (n.cmp(&total), failed) {
-            (std::cmp::Ordering::Greater, _) => {
-                m.errors.fetch_add(1, Relaxed);
-                return Err(anyhow!(
-                    "destination write: reported {n} of {total} records written"
-                ));
-            }
-            (std::cmp::Ordering::Less, None) => Some(anyhow!("the destination gave no reason")),
-            (_, failed) => failed,
-        };
-        m.written.fetch_add(n as u64, Relaxed);
-        let done = || records.iter().take(n);
-        m.bytes.fetch_add(done().map(|r| record_bytes(&r)).sum(), Relaxed);
-        if n > 0 {
-            p.source
-                .ack(done().map(|r| r.position()))
-                .await
-                .context("source ack")?;
-        }
-        if let Some(e) = failed {
-            m.errors.fetch_add(1, Relaxed);
-            // The cause stays an error of its own: its class decides about restarts.
-            return Err(e.context(format!(
-                "destination wrote {n} of {total} records; the next failed"
-            )));
-        }
+        Ok(Read::Records(records))
     }
+}
+
+/// Checks a write's count and acks exactly the prefix written; an error when not all of
+/// the batch was written.
+async fn ack_written(
+    source: &mut SourceEnd,
+    m: &PipelineMetrics,
+    records: &RecordBatch,
+    written: Result<(usize, Option<anyhow::Error>)>,
+) -> Result<()> {
+    let written = written.inspect_err(|_| {
+        m.errors.fetch_add(1, Relaxed);
+    });
+    let (n, failed) = written.context("destination write")?;
+    let total = records.len();
+    // The destination's count is checked, not trusted: more than it was given, or fewer
+    // with no reason, would skip records or count ones never written.
+    let failed = match (n.cmp(&total), failed) {
+        (std::cmp::Ordering::Greater, _) => {
+            m.errors.fetch_add(1, Relaxed);
+            return Err(anyhow!(
+                "destination write: reported {n} of {total} records written"
+            ));
+        }
+        (std::cmp::Ordering::Less, None) => Some(anyhow!("the destination gave no reason")),
+        (_, failed) => failed,
+    };
+    m.written.fetch_add(n as u64, Relaxed);
+    let done = || records.iter().take(n);
+    m.bytes.fetch_add(done().map(|r| record_bytes(&r)).sum(), Relaxed);
+    if n > 0 {
+        source
+            .ack(done().map(|r| r.position()))
+            .await
+            .context("source ack")?;
+    }
+    if let Some(e) = failed {
+        m.errors.fetch_add(1, Relaxed);
+        // The cause stays an error of its own: its class decides about restarts.
+        return Err(e.context(format!(
+            "destination wrote {n} of {total} records; the next failed"
+        )));
+    }
+    Ok(())
 }

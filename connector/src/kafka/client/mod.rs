@@ -15,6 +15,8 @@ pub mod group;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;
+#[cfg(test)]
+pub mod scripted;
 pub mod topics;
 
 use std::collections::BTreeMap;

@@ -1,9 +1,10 @@
-//! Sending record batches to partition leaders: one Produce request per leader, all of
-//! them in flight at once, and retriable failures sent again (after a metadata refresh)
-//! until the deadline. A batch is resent as the same bytes, so with an idempotent producer
-//! (sequence numbers in the batch) the broker writes it once however often it arrives.
+//! Sending record batches to partition leaders: each batch as a request of its own as soon
+//! as it is encoded (`Flight`), many in flight at once, and retriable failures sent again
+//! (after a metadata refresh) until the deadline, a partition's batches in order. A batch
+//! is resent as the same bytes, so with an idempotent producer (sequence numbers in the
+//! batch) the broker writes it once however often it arrives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -47,6 +48,8 @@ pub struct PartitionBatch {
     pub partition: i32,
     pub records: Bytes,
     pub count: usize,
+    /// The sequence number of its first record (-1 without idempotence).
+    pub base_sequence: i32,
 }
 
 /// What became of a batch.
@@ -101,21 +104,92 @@ pub fn produce(
     acks: Acks,
     deadline: Instant,
 ) -> (Vec<PartitionBatch>, Vec<Outcome>) {
-    let mut sent = Vec::new();
-    let mut all = Vec::new();
-    let mut outcome: Vec<Option<Outcome>> = Vec::new();
+    let mut flight = Flight::new(acks, deadline);
     for batch in batches {
-        all.push(batch);
-        outcome.push(None);
-        let i = all.len() - 1;
-        sent.extend(send_round(cluster, &all, &[i], acks, deadline, &mut outcome));
+        flight.send(cluster, batch);
     }
-    settle(cluster, &all, sent, acks, deadline, &mut outcome);
-    let outcome = outcome
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Failed(Error::Timeout("the batch was never sent".into()))))
-        .collect();
-    (all, outcome)
+    flight.finish(cluster)
+}
+
+/// Batches sent to their leaders and what has become of each so far: a write's batches
+/// go out one by one as they are encoded, while earlier ones are in flight.
+pub struct Flight {
+    acks: Acks,
+    deadline: Instant,
+    batches: Vec<PartitionBatch>,
+    outcome: Vec<Option<Outcome>>,
+    sent: Vec<InFlight>,
+}
+
+impl Flight {
+    pub fn new(acks: Acks, deadline: Instant) -> Self {
+        Flight {
+            acks,
+            deadline,
+            batches: Vec::new(),
+            outcome: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Sends `batch` now, as a request of its own; its index in the flight. A partition's
+    /// batches must be sent in the order of their sequence numbers.
+    pub fn send(&mut self, cluster: &mut Cluster, batch: PartitionBatch) -> usize {
+        self.batches.push(batch);
+        self.outcome.push(None);
+        let i = self.batches.len() - 1;
+        let (acks, deadline) = (self.acks, self.deadline);
+        let sent = send_round(cluster, &self.batches, &[i], acks, deadline, &mut self.outcome);
+        self.sent.extend(sent);
+        i
+    }
+
+    /// The outcome of batch `i` so far (none while it waits for its answer).
+    pub fn outcome(&self, i: usize) -> Option<&Outcome> {
+        self.outcome[i].as_ref()
+    }
+
+    /// Batches of `topic`-`partition` sent and not answered yet.
+    pub fn unanswered(&self, topic: &str, partition: i32) -> usize {
+        unanswered(&self.batches, &self.sent, topic, partition)
+    }
+
+    /// Waits until fewer than `max` batches of `topic`-`partition` are unanswered, or the
+    /// deadline has passed (then they are in doubt).
+    pub fn wait_below(&mut self, cluster: &mut Cluster, topic: &str, partition: i32, max: usize) {
+        if self.acks == Acks::None {
+            return; // no answers come
+        }
+        let sent = std::mem::take(&mut self.sent);
+        self.sent = collect(
+            cluster,
+            &self.batches,
+            sent,
+            self.deadline,
+            &mut self.outcome,
+            |batches, sent| unanswered(batches, sent, topic, partition) < max,
+        );
+    }
+
+    /// Waits for every answer, sends what failed retriably again until the deadline, and
+    /// returns the batches, in the order sent, with their outcomes.
+    pub fn finish(mut self, cluster: &mut Cluster) -> (Vec<PartitionBatch>, Vec<Outcome>) {
+        let sent = std::mem::take(&mut self.sent);
+        settle(
+            cluster,
+            &self.batches,
+            sent,
+            self.acks,
+            self.deadline,
+            &mut self.outcome,
+        );
+        let outcome = self
+            .outcome
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Failed(Error::Timeout("the batch was never sent".into()))))
+            .collect();
+        (self.batches, outcome)
+    }
 }
 
 /// Waits for the first answers, then sends what failed retriably again (grouped per
@@ -147,7 +221,10 @@ fn settle(
             return;
         }
         let sent_to: Vec<(i32, Vec<usize>)> = sent.iter().map(|f| (f.leader, f.batches.clone())).collect();
-        collect(cluster, batches, sent, deadline, outcome);
+        collect(cluster, batches, sent, deadline, outcome, |_, sent| {
+            sent.is_empty()
+        });
+        follow_earlier_failures(batches, outcome);
         let todo: Vec<usize> = (0..batches.len())
             .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
             .collect();
@@ -203,7 +280,10 @@ fn send_round(
         .as_millis()
         .min(i32::MAX as u128) as i32;
     let mut sent = Vec::new();
-    for (leader, idx) in by_leader {
+    for (leader, idx) in by_leader
+        .into_iter()
+        .flat_map(|(l, idx)| layers(batches, idx).map(move |i| (l, i)))
+    {
         let req = request(batches, &idx, acks, timeout_ms);
         let queued = cluster.broker(leader).and_then(|conn| {
             let version = conn.version::<ProduceRequest>()?;
@@ -227,6 +307,24 @@ fn send_round(
     sent
 }
 
+/// Splits a leader's batches (in order) into requests of at most one batch per partition
+/// (a broker takes one per partition in a request), a partition's batches in order.
+fn layers(batches: &[PartitionBatch], idx: Vec<usize>) -> impl Iterator<Item = Vec<usize>> {
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    let mut seen: HashMap<(&str, i32), usize> = HashMap::new();
+    for i in idx {
+        let n = seen
+            .entry((batches[i].topic.as_str(), batches[i].partition))
+            .or_default();
+        if *n == layers.len() {
+            layers.push(Vec::new());
+        }
+        layers[*n].push(i);
+        *n += 1;
+    }
+    layers.into_iter()
+}
+
 fn request(batches: &[PartitionBatch], idx: &[usize], acks: Acks, timeout_ms: i32) -> ProduceRequest {
     let partitions = idx.iter().map(|&i| {
         let b = &batches[i];
@@ -247,15 +345,17 @@ fn request(batches: &[PartitionBatch], idx: &[usize], acks: Acks, timeout_ms: i3
         .with_topic_data(topic_data)
 }
 
-/// Waits for the answers to `sent` and files each batch's outcome. What is still
-/// unanswered at `deadline`, or lost with its connection, is in doubt.
+/// Files the outcomes of the batches in `sent` as their answers arrive, until `done`
+/// holds for what is still unanswered; returns that. What is still unanswered at
+/// `deadline`, or lost with its connection, is in doubt.
 fn collect(
     cluster: &mut Cluster,
     batches: &[PartitionBatch],
     mut sent: Vec<InFlight>,
     deadline: Instant,
     outcome: &mut [Option<Outcome>],
-) {
+    done: impl Fn(&[PartitionBatch], &[InFlight]) -> bool,
+) -> Vec<InFlight> {
     loop {
         sent.retain(|f| {
             let answer = match (cluster.existing(ConnKey::Broker(f.leader)), &f.pending) {
@@ -278,8 +378,8 @@ fn collect(
             }
             false
         });
-        if sent.is_empty() {
-            return;
+        if sent.is_empty() || done(batches, &sent) {
+            return sent;
         }
         let waited = if Instant::now() < deadline {
             cluster.wait(deadline)
@@ -297,7 +397,40 @@ fn collect(
                     .iter()
                     .for_each(|&i| set(outcome, i, Outcome::InDoubt(e.clone())));
             }
-            return;
+            return Vec::new();
+        }
+    }
+}
+
+/// Batches of `topic`-`partition` in `sent` whose answers are due.
+fn unanswered(batches: &[PartitionBatch], sent: &[InFlight], topic: &str, partition: i32) -> usize {
+    sent.iter()
+        .filter(|f| f.pending.is_some())
+        .flat_map(|f| &f.batches)
+        .filter(|&&i| batches[i].partition == partition && batches[i].topic == topic)
+        .count()
+}
+
+/// A broker refuses a batch whose sequence does not follow the last it wrote for the
+/// partition (OUT_OF_ORDER_SEQUENCE_NUMBER): what follows an earlier batch of the
+/// partition that is to be sent again. Such a batch is sent again after that one, not
+/// refused for good (KIP-98: up to five batches in flight per partition, in order).
+fn follow_earlier_failures(batches: &[PartitionBatch], outcome: &mut [Option<Outcome>]) {
+    const OUT_OF_ORDER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
+    for i in 0..batches.len() {
+        let b = &batches[i];
+        let behind_a_retry = (0..i).any(|j| {
+            batches[j].partition == b.partition
+                && batches[j].topic == b.topic
+                && outcome[j].as_ref().is_none_or(Outcome::retriable)
+        });
+        if let Some(Outcome::Failed(Error::Kafka {
+            code: OUT_OF_ORDER,
+            retriable,
+            ..
+        })) = &mut outcome[i]
+        {
+            *retriable = behind_a_retry;
         }
     }
 }

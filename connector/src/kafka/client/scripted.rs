@@ -1,0 +1,222 @@
+//! A broker for unit tests of the producer: one topic on one node, each partition's log
+//! kept as the values appended, Kafka's sequence check for idempotent batches (a batch
+//! must start at the partition's next sequence: a lower one is a duplicate, a higher one
+//! out of order), and a script that answers chosen batches with an error instead.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse, ProduceRequest,
+    ProduceResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::kafka::protocol::batch;
+
+pub const TOPIC: &str = "t";
+
+/// What the broker saw and holds, shared with the test.
+#[derive(Default)]
+pub struct State {
+    /// Each partition's values, in the order appended.
+    pub logs: HashMap<i32, Vec<Vec<u8>>>,
+    next_sequence: HashMap<i32, i32>,
+    /// Batches received so far (every partition's, resends included).
+    pub batches_seen: usize,
+    /// Batch number (counted from 0, as received) -> the error code it is answered with.
+    pub fail: HashMap<usize, i16>,
+    /// The most Produce requests the client had sent before the first was answered.
+    pub most_in_flight: usize,
+    held_once: bool,
+}
+
+pub struct Broker {
+    pub addr: String,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl Broker {
+    /// Starts the broker with `partitions` partitions. It holds back its answer to the
+    /// first Produce until a second request arrives (or a second has passed), to see how
+    /// many a client sends before an answer.
+    pub fn start(partitions: i32, fail: HashMap<usize, i16>) -> Broker {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(Mutex::new(State {
+            fail,
+            ..State::default()
+        }));
+        let shared = state.clone();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(conn, &shared, partitions, port));
+            }
+        });
+        Broker { addr, state }
+    }
+
+    pub fn log(&self, partition: i32) -> Vec<Vec<u8>> {
+        let state = self.state.lock().unwrap();
+        state.logs.get(&partition).cloned().unwrap_or_default()
+    }
+}
+
+fn read_frame(s: &mut TcpStream) -> io::Result<Bytes> {
+    let mut len = [0; 4];
+    s.read_exact(&mut len)?;
+    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut frame)?;
+    Ok(Bytes::from(frame))
+}
+
+fn respond<M: Encodable + HeaderVersion>(s: &mut TcpStream, version: i16, corr: i32, resp: &M) {
+    let mut buf = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(corr);
+    header.encode(&mut buf, M::header_version(version)).unwrap();
+    resp.encode(&mut buf, version).unwrap();
+    let _ = s.write_all(&(buf.len() as u32).to_be_bytes());
+    let _ = s.write_all(&buf);
+}
+
+fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
+    let mut queued: VecDeque<Bytes> = VecDeque::new();
+    loop {
+        let mut frame = match queued.pop_front() {
+            Some(f) => f,
+            None => match read_frame(&mut s) {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+        };
+        let key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let api = ApiKey::try_from(key).unwrap();
+        let header = RequestHeader::decode(&mut frame, api.request_header_version(version)).unwrap();
+        let corr = header.correlation_id;
+        match api {
+            ApiKey::ApiVersions => {
+                let keys = [
+                    (ApiKey::ApiVersions, 0, 3),
+                    (ApiKey::Metadata, 0, 12),
+                    (ApiKey::InitProducerId, 0, 4),
+                    (ApiKey::Produce, 3, 12),
+                ]
+                .map(|(k, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(k as i16)
+                        .with_min_version(min)
+                        .with_max_version(max)
+                });
+                let resp = ApiVersionsResponse::default().with_api_keys(keys.to_vec());
+                // A client's first ApiVersions may be newer than the broker answers in.
+                respond(&mut s, version.min(3), corr, &resp);
+            }
+            ApiKey::Metadata => {
+                let broker = MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(0))
+                    .with_host(StrBytes::from_static_str("127.0.0.1"))
+                    .with_port(port as i32);
+                let parts = (0..partitions)
+                    .map(|p| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_leader_id(BrokerId(0))
+                    })
+                    .collect();
+                let topic = MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str(TOPIC))))
+                    .with_partitions(parts);
+                let resp = MetadataResponse::default()
+                    .with_brokers(vec![broker])
+                    .with_topics(vec![topic]);
+                respond(&mut s, version, corr, &resp);
+            }
+            ApiKey::InitProducerId => {
+                let resp = InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(7))
+                    .with_producer_epoch(0);
+                respond(&mut s, version, corr, &resp);
+            }
+            ApiKey::Produce => {
+                let hold = !std::mem::replace(&mut state.lock().unwrap().held_once, true);
+                if hold {
+                    // Whatever the client sends before this first answer.
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    while let Ok(next) = read_frame(&mut s) {
+                        queued.push_back(next);
+                    }
+                    let _ = s.set_read_timeout(None);
+                    let waiting = queued
+                        .iter()
+                        .filter(|f| f[..2] == (ApiKey::Produce as i16).to_be_bytes());
+                    state.lock().unwrap().most_in_flight = 1 + waiting.count();
+                }
+                let req = ProduceRequest::decode(&mut frame, version).unwrap();
+                let resp = produce(&req, &mut state.lock().unwrap());
+                if req.acks != 0 {
+                    respond(&mut s, version, corr, &resp);
+                }
+            }
+            other => panic!("the scripted broker does not answer {other:?}"),
+        }
+    }
+}
+
+/// Appends each partition's batch unless the script or the sequence check refuses it.
+fn produce(req: &ProduceRequest, state: &mut State) -> ProduceResponse {
+    let topics = req.topic_data.iter().map(|t| {
+        let parts = t.partition_data.iter().map(|p| {
+            let records = p.records.clone().unwrap_or_default();
+            let n = state.batches_seen;
+            state.batches_seen += 1;
+            let code = match state.fail.get(&n) {
+                Some(&code) => code,
+                None => append(state, p.index, records),
+            };
+            PartitionProduceResponse::default()
+                .with_index(p.index)
+                .with_error_code(code)
+        });
+        TopicProduceResponse::default()
+            .with_name(t.name.clone())
+            .with_partition_responses(parts.collect())
+    });
+    ProduceResponse::default().with_responses(topics.collect())
+}
+
+/// Appends a batch's values; the error code (0: appended).
+fn append(state: &mut State, partition: i32, records: Bytes) -> i16 {
+    let be_i32 = |at: usize| i32::from_be_bytes(records[at..at + 4].try_into().unwrap());
+    let (base_sequence, count) = (be_i32(53), be_i32(57));
+    if base_sequence >= 0 {
+        let next = state.next_sequence.entry(partition).or_default();
+        if base_sequence < *next {
+            return 46; // DUPLICATE_SEQUENCE_NUMBER
+        }
+        if base_sequence > *next {
+            return 45; // OUT_OF_ORDER_SEQUENCE_NUMBER
+        }
+        *next += count;
+    }
+    let fetched = batch::decode_batches(records, 0, "scripted", &mut { usize::MAX }).unwrap();
+    let log = state.logs.entry(partition).or_default();
+    for mut b in fetched.batches {
+        while let Some(r) = b.next_record().unwrap() {
+            log.push(r.value.unwrap_or_default().to_vec());
+        }
+    }
+    0
+}
