@@ -213,7 +213,7 @@ impl Source {
             self.rebalance()?;
         }
         if self.last_commit.elapsed() >= self.config.commit_delay {
-            self.commit()?;
+            self.commit_or_defer()?;
         }
         Ok(())
     }
@@ -272,7 +272,7 @@ impl Source {
             }
         }
         if self.commits.acked_since_commit() >= self.config.commit_size {
-            self.commit()?;
+            self.commit_or_defer()?;
         }
         Ok(())
     }
@@ -302,6 +302,23 @@ impl Source {
             ));
         }
         Ok(())
+    }
+
+    /// [`Source::commit`] on the way (after acks, on the delay). A retriable failure (a cut
+    /// connection, a coordinator that moved or restarted) leaves the offsets pending, to go
+    /// with the next commit, as a failed heartbeat is tried again: a commit that never
+    /// succeeds fails at teardown, and a restart redelivers what it left.
+    fn commit_or_defer(&mut self) -> Result<()> {
+        match self.commit() {
+            Err(e) if e.is_retriable() => {
+                log::warn(&format!(
+                    "commit of group {}: {e}; the offsets go with the next commit",
+                    self.group.group_id()
+                ));
+                Ok(())
+            }
+            done => done,
+        }
     }
 
     fn commit(&mut self) -> Result<()> {

@@ -80,7 +80,10 @@ impl DurableBroker {
 
     /// Starts the broker (again) on the same port and database; waits until it listens.
     pub fn restart(&mut self) {
-        assert!(self.nisshi.is_none(), "restart: the broker is still running (kill it first)");
+        assert!(
+            self.nisshi.is_none(),
+            "restart: the broker is still running (kill it first)"
+        );
         self.starts += 1;
         let log = format!("broker-{}.log", self.starts);
         self.nisshi = Some(Nisshi::start(&self.dir, &log, self.broker, &self.args));

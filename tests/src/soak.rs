@@ -17,6 +17,7 @@ use crate::child::Running;
 use crate::durable::DurableBroker;
 use crate::pipelines::*;
 use crate::{allow_servers, bytes, config, metadata_value, source, unique_name};
+use connector_host::wit;
 
 /// Partitions of the source and the destination topics.
 const PARTITIONS: i32 = 3;
@@ -139,10 +140,12 @@ pub async fn run(plan: &Plan) -> Report {
         report.failure = Some(format!("the drained host exited {code}:\n{}", tail(&stderr)));
         return report;
     }
-    let counts = count_destination(&broker, &to, plan.records).await;
-    report.lost = counts.ids.iter().filter(|c| **c == 0).count();
-    report.duplicates = counts.ids.iter().map(|c| c.saturating_sub(1) as usize).sum();
-    report.redelivered_after_kill = counts.copies_past(&committed_at_kill);
+    let ids = count_destination(&broker, &to, plan.records).await;
+    report.lost = ids.iter().filter(|c| **c == 0).count();
+    report.duplicates = ids.iter().map(|c| c.saturating_sub(1) as usize).sum();
+    if report.duplicates > 0 && plan.host_kill {
+        report.redelivered_after_kill = redelivered(&broker, &from, &ids, &committed_at_kill).await;
+    }
     report
 }
 
@@ -333,27 +336,49 @@ impl Run<'_> {
     }
 }
 
-/// How often each id arrived at the destination, and where the copies came from.
-struct Counts {
-    ids: Vec<u32>,
-    /// Source partition and offset of each copy past an id's first.
-    repeats: Vec<(i32, i64)>,
+/// The id (`soak-<id>`) of a record the soak wrote.
+fn id_of(r: &wit::Record) -> usize {
+    let value = String::from_utf8(bytes(&r.payload.after).unwrap_or_default()).expect("utf-8");
+    value
+        .strip_prefix("soak-")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("a record the soak did not write: {value:?}"))
 }
 
-impl Counts {
-    /// Repeated copies of records at or past `committed` (the source's commits when the host
-    /// was killed): redelivered after the kill.
-    fn copies_past(&self, committed: &BTreeMap<i32, i64>) -> usize {
-        self.repeats
-            .iter()
-            .filter(|(p, o)| committed.get(p).is_some_and(|c| o >= c))
-            .count()
-    }
+/// How often each of `records` ids arrived at the destination topic.
+async fn count_destination(broker: &DurableBroker, topic: &str, records: usize) -> Vec<u32> {
+    let mut ids = vec![0u32; records];
+    read_whole(broker, topic, |r| ids[id_of(r)] += 1).await;
+    ids
 }
 
-/// Reads the destination topic whole (every record up to its end offsets) and counts the
-/// ids (`soak-<id>`) of `records`.
-async fn count_destination(broker: &DurableBroker, topic: &str, records: usize) -> Counts {
+/// Copies past the first of the records that the source had not committed when the host was
+/// killed (`committed`, per partition): what a restart redelivers. Reads the source topic
+/// for where each repeated id was.
+async fn redelivered(
+    broker: &DurableBroker,
+    from: &str,
+    ids: &[u32],
+    committed: &BTreeMap<i32, i64>,
+) -> usize {
+    let mut n = 0;
+    read_whole(broker, from, |r| {
+        let copies = ids[id_of(r)];
+        let at = |key| metadata_value(r, key).and_then(|v| v.parse::<i64>().ok());
+        let uncommitted = match (at("kafka.partition"), at("kafka.offset")) {
+            (Some(p), Some(o)) => committed.get(&(p as i32)).is_none_or(|c| o >= *c),
+            _ => panic!("a source record without kafka.partition and kafka.offset"),
+        };
+        if copies > 1 && uncommitted {
+            n += copies as usize - 1;
+        }
+    })
+    .await;
+    n
+}
+
+/// Reads `topic` whole, every record up to its end offsets now, through a group of its own.
+async fn read_whole(broker: &DurableBroker, topic: &str, mut each: impl FnMut(&wit::Record)) {
     let total: i64 = broker.end_offsets(topic, PARTITIONS).values().sum();
     let servers = broker.addr();
     let mut src = source(&allow_servers(&servers)).await;
@@ -364,40 +389,21 @@ async fn count_destination(broker: &DurableBroker, topic: &str, records: usize) 
         ("readFromBeginning", "true"),
         ("groupID", &group),
     ]);
-    src.open(&cfg, None).await.expect("open the destination topic");
-    let mut counts = Counts {
-        ids: vec![0; records],
-        repeats: Vec::new(),
-    };
+    src.open(&cfg, None)
+        .await
+        .expect("open a source on the soak's broker");
     let (mut seen, mut last_progress) = (0i64, Instant::now());
     while seen < total {
         assert!(
             last_progress.elapsed() < STEP,
-            "reading the destination back: {seen} of {total} records, none for {STEP:?}"
+            "reading {topic} back: {seen} of {total} records, none for {STEP:?}"
         );
-        let batch = src.read(5000, 500).await.expect("read the destination");
+        let batch = src.read(5000, 500).await.expect("read");
         if !batch.is_empty() {
             last_progress = Instant::now();
         }
         seen += batch.len() as i64;
-        for r in &batch {
-            let value = String::from_utf8(bytes(&r.payload.after).unwrap_or_default()).expect("utf-8");
-            let id: usize = value
-                .strip_prefix("soak-")
-                .and_then(|i| i.parse().ok())
-                .unwrap_or_else(|| panic!("a record the soak did not write: {value:?}"));
-            counts.ids[id] += 1;
-            if counts.ids[id] > 1 {
-                let origin = |key: &str| {
-                    metadata_value(r, key)
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .unwrap_or_else(|| panic!("no {key} header on {value}"))
-                };
-                let (p, o) = (origin("kafka.header.kafka.partition"), origin("kafka.header.kafka.offset"));
-                counts.repeats.push((p as i32, o));
-            }
-        }
+        batch.iter().for_each(&mut each);
     }
     src.teardown().await.expect("teardown");
-    counts
 }

@@ -47,8 +47,16 @@ async fn records_topics_and_committed_offsets_survive_a_sigkill() {
     b.restart();
 
     assert_eq!(b.end_offsets(&topic, PARTITIONS).values().sum::<i64>(), N as i64);
-    assert_eq!(b.committed(&group, &topic, PARTITIONS), committed, "the group's commits");
-    assert_eq!(topic_values_at(&servers, &topic, N).await, sent, "every record, once");
+    assert_eq!(
+        b.committed(&group, &topic, PARTITIONS),
+        committed,
+        "the group's commits"
+    );
+    assert_eq!(
+        topic_values_at(&servers, &topic, N).await,
+        sent,
+        "every record, once"
+    );
     // The group goes on from its commits: the other 600, none of the first 400 again.
     let mut rest = consume_and_commit(&servers, &topic, &group, N - 400).await;
     rest.extend(first);

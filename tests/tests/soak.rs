@@ -18,9 +18,17 @@ async fn records_survive_cuts_a_broker_restart_and_a_host_kill_with_no_loss() {
     };
     let r = soak::run(&plan).await;
     eprintln!("{r:#?}");
-    assert!(r.failure.is_none(), "{}", r.failure.as_deref().unwrap_or_default());
+    assert!(
+        r.failure.is_none(),
+        "{}",
+        r.failure.as_deref().unwrap_or_default()
+    );
     assert_eq!(r.lost, 0, "records lost");
-    assert_eq!(r.unexplained_duplicates(), 0, "duplicates the host's kill does not explain");
+    assert_eq!(
+        r.unexplained_duplicates(),
+        0,
+        "duplicates the host's kill does not explain"
+    );
     assert!(
         r.duplicates <= r.uncommitted_at_kill,
         "{} duplicates, more than the {} records uncommitted at the kill",
@@ -28,6 +36,10 @@ async fn records_survive_cuts_a_broker_restart_and_a_host_kill_with_no_loss() {
         r.uncommitted_at_kill
     );
     for fault in [Fault::BrokerRestart, Fault::HostKill] {
-        assert_eq!(r.recoveries_from(fault).len(), 1, "records flowed again after the {fault:?}");
+        assert_eq!(
+            r.recoveries_from(fault).len(),
+            1,
+            "records flowed again after the {fault:?}"
+        );
     }
 }

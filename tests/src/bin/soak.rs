@@ -38,14 +38,19 @@ fn main() -> Result<()> {
     }
     let bad = reports.iter().filter(|r| !sound(r)).count();
     if bad > 0 {
-        bail!("{bad} of {runs} run(s) lost records, repeated them through cuts or broker restarts, or stopped early");
+        bail!(
+            "{bad} of {runs} run(s) lost records, repeated them through cuts or broker restarts, or stopped early"
+        );
     }
     Ok(())
 }
 
 /// No record lost, no duplicate but those the host's kill explains, the run finished.
 fn sound(r: &Report) -> bool {
-    r.failure.is_none() && r.lost == 0 && r.unexplained_duplicates() == 0 && r.duplicates <= r.uncommitted_at_kill
+    r.failure.is_none()
+        && r.lost == 0
+        && r.unexplained_duplicates() == 0
+        && r.duplicates <= r.uncommitted_at_kill
 }
 
 fn print_report(r: &Report) {
@@ -66,7 +71,10 @@ fn print_report(r: &Report) {
         r.uncommitted_at_kill,
         r.unexplained_duplicates()
     );
-    println!("  host's peak RSS: {:.1} MiB", r.peak_rss as f64 / (1 << 20) as f64);
+    println!(
+        "  host's peak RSS: {:.1} MiB",
+        r.peak_rss as f64 / (1 << 20) as f64
+    );
     for fault in [Fault::Cut, Fault::BrokerRestart, Fault::HostKill] {
         let times = r.recoveries_from(fault);
         if !times.is_empty() {
@@ -120,7 +128,11 @@ fn args() -> Result<(Plan, usize)> {
             continue;
         }
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
-        let number = || value.parse::<usize>().with_context(|| format!("{flag}: not a number: {value}"));
+        let number = || {
+            value
+                .parse::<usize>()
+                .with_context(|| format!("{flag}: not a number: {value}"))
+        };
         let time = || duration::parse(&value).map_err(|e| anyhow::anyhow!("{flag}: {e}"));
         match flag.as_str() {
             "--records" => plan.records = number()?,
