@@ -34,7 +34,10 @@ install() {
   # One build at a time (a background build and a later `install`, or two checkouts): the
   # second waits for the first, then finds the binary.
   exec 9>"$NISSHI_ROOT.lock"
-  flock 9
+  if ! flock -n 9; then
+    echo "waiting for the test broker's build to finish (its log: $BUILD_LOG)..." >&2
+    flock 9
+  fi
   [ -x "$NISSHI" ] && return 0
   echo "building the test broker, nisshi $NISSHI_VERSION (once; about 5 minutes on 2 cores), log: $BUILD_LOG" >&2
   if ! (cd "$ROOT" && cargo install nisshi --version "$NISSHI_VERSION" --locked \

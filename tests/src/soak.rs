@@ -297,6 +297,9 @@ impl Run<'_> {
             }
             if let Some((fault, at, before)) = pending {
                 if now > before {
+                    if fault != Fault::Cut {
+                        eprintln!("soak: records flow again {:?} after the {fault:?}", at.elapsed());
+                    }
                     report.recoveries.push(Recovery {
                         fault,
                         took: at.elapsed(),
@@ -305,6 +308,7 @@ impl Run<'_> {
                 }
             } else if let Some((_, fault)) = schedule.next_if(|(at, _)| now >= *at) {
                 let at = Instant::now();
+                eprintln!("soak: {fault:?} at {now} of {records} records written");
                 match fault {
                     Fault::BrokerRestart => {
                         broker.kill();
