@@ -55,7 +55,7 @@ fn sound(r: &Report) -> bool {
 
 fn print_report(r: &Report) {
     if let Some(why) = &r.failure {
-        println!("  STOPPED EARLY: {why}");
+        println!("  STOPPED EARLY (the destination was not counted): {why}");
     }
     println!(
         "  filled the source in {:.1} s; moved in {:.1} s ({:.0} records/s with the faults)",
@@ -63,14 +63,16 @@ fn print_report(r: &Report) {
         r.moved.as_secs_f64(),
         r.records as f64 / r.moved.as_secs_f64()
     );
-    println!("  lost: {}", r.lost);
-    println!(
-        "  duplicated: {} ({} redelivered after the host's kill, which had {} written and not yet committed; {} otherwise)",
-        r.duplicates,
-        r.redelivered_after_kill,
-        r.uncommitted_at_kill,
-        r.unexplained_duplicates()
-    );
+    if r.failure.is_none() {
+        println!("  lost: {}", r.lost);
+        println!(
+            "  duplicated: {} ({} redelivered after the host's kill, which had {} written and not yet committed; {} otherwise)",
+            r.duplicates,
+            r.redelivered_after_kill,
+            r.uncommitted_at_kill,
+            r.unexplained_duplicates()
+        );
+    }
     println!(
         "  host's peak RSS: {:.1} MiB",
         r.peak_rss as f64 / (1 << 20) as f64
