@@ -26,6 +26,9 @@ const PIPELINE: &str = "t/soak";
 /// How long one step (the host announcing its metrics, a drain, a read) may take: far more
 /// than it needs, so that only a hang reaches it.
 const STEP: Duration = Duration::from_secs(120);
+/// How long the host may take to start: the first start compiles the component (minutes for
+/// a debug build on a loaded machine).
+const START: Duration = Duration::from_secs(600);
 /// How often the soak looks at the host's progress.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -177,7 +180,7 @@ struct Host {
 impl Host {
     async fn start(path: &Path) -> Host {
         let mut running = Running::spawn(&mut run_host(path, &["--metrics", "127.0.0.1:0"]));
-        let metrics = metrics_addr(&mut running, STEP).await;
+        let metrics = metrics_addr(&mut running, START).await;
         Host {
             pid: running.id(),
             running,
