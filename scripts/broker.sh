@@ -39,7 +39,7 @@ install() {
     flock 9
   fi
   [ -x "$NISSHI" ] && return 0
-  echo "building the test broker, nisshi $NISSHI_VERSION (once; about 5 minutes on 2 cores), log: $BUILD_LOG" >&2
+  echo "building the test broker, nisshi $NISSHI_VERSION (once; over 15 minutes of CPU time), log: $BUILD_LOG" >&2
   if ! (cd "$ROOT" && cargo install nisshi --version "$NISSHI_VERSION" --locked \
       --no-default-features --features "$NISSHI_FEATURES" --root "$NISSHI_ROOT") >"$BUILD_LOG" 2>&1; then
     echo "building nisshi failed; the end of $BUILD_LOG:" >&2
