@@ -11,6 +11,7 @@ use crate::commits::Commits;
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::kafka::client::TopicPartition;
+use crate::kafka::client::backoff::Backoff;
 use crate::kafka::client::cluster::Cluster;
 use crate::kafka::client::fetcher::Fetcher;
 use crate::kafka::client::group::{GroupSettings, Membership, Pulse};
@@ -58,6 +59,9 @@ pub struct Source {
     last_ack_slot: usize,
     last_commit: Instant,
     rejoin: bool,
+    /// When a rejoin that failed retriably is tried again, and the pauses between tries.
+    rejoin_at: Option<Instant>,
+    rejoin_backoff: Backoff,
 }
 
 impl Source {
@@ -95,8 +99,10 @@ impl Source {
             last_ack_slot: 0,
             last_commit: Instant::now(),
             rejoin: true,
+            rejoin_at: None,
+            rejoin_backoff: Backoff::default(),
         };
-        source.keep_alive()?;
+        source.rebalance()?;
         Ok(source)
     }
 
@@ -217,13 +223,37 @@ impl Source {
         if !self.rejoin && self.group.heartbeat_if_due(&mut self.cluster)? == Pulse::Rejoin {
             self.rejoin = true;
         }
-        if self.rejoin {
-            self.rebalance()?;
+        if self.rejoin && self.rejoin_at.is_none_or(|at| Instant::now() >= at) {
+            self.rebalance_or_defer()?;
         }
         if self.last_commit.elapsed() >= self.config.commit_delay {
-            self.commit()?;
+            self.commit_or_defer()?;
         }
         Ok(())
+    }
+
+    /// [`Source::rebalance`] of a source that is open. A retriable failure (a cut connection,
+    /// a coordinator that moved or restarted) is tried again after a backoff, on a later
+    /// read; meanwhile the source goes on with the partitions it had (the group refuses
+    /// their commits if they moved on: at least once, never lost).
+    fn rebalance_or_defer(&mut self) -> Result<()> {
+        match self.rebalance() {
+            Ok(()) => {
+                self.rejoin_at = None;
+                self.rejoin_backoff = Backoff::default();
+                Ok(())
+            }
+            Err(e) if e.is_retriable() => {
+                let now = Instant::now();
+                self.rejoin_at = self.rejoin_backoff.retry_at(now, None, None);
+                log::warn(&format!(
+                    "rejoining group {}: {e}; trying again",
+                    self.group.group_id()
+                ));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Commits what is acked, joins again, and takes up the new partitions where the
@@ -280,7 +310,7 @@ impl Source {
             }
         }
         if self.commits.acked_since_commit() >= self.config.commit_size {
-            self.commit()?;
+            self.commit_or_defer()?;
         }
         Ok(())
     }
@@ -310,6 +340,23 @@ impl Source {
             ));
         }
         Ok(())
+    }
+
+    /// [`Source::commit`] on the way (after acks, on the delay). A retriable failure (a cut
+    /// connection, a coordinator that moved or restarted) leaves the offsets pending, to go
+    /// with the next commit, as a failed heartbeat is tried again: a commit that never
+    /// succeeds fails at teardown, and a restart redelivers what it left.
+    fn commit_or_defer(&mut self) -> Result<()> {
+        match self.commit() {
+            Err(e) if e.is_retriable() => {
+                log::warn(&format!(
+                    "commit of group {}: {e}; the offsets go with the next commit",
+                    self.group.group_id()
+                ));
+                Ok(())
+            }
+            done => done,
+        }
     }
 
     fn commit(&mut self) -> Result<()> {

@@ -189,12 +189,26 @@ impl Running {
 
     /// Sends it SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends it SIGKILL: no chance to drain, commit or tear down ([`Running::finish`] reaps it).
+    pub fn kill(&self) {
+        self.signal("KILL");
+    }
+
+    fn signal(&self, name: &str) {
         let pid = self.id().to_string();
         let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        assert!(sent.success(), "kill -{name} {pid}: {sent}");
+    }
+
+    /// Whether it has exited (it is reaped by [`Running::finish`]).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Its stderr so far.

@@ -452,7 +452,8 @@ fn responses_down(
     Ok(())
 }
 
-/// The nisshi binary: `$NISSHI`, else where `scripts/broker.sh install` puts it.
+/// The nisshi binary: `$NISSHI` (which `scripts/broker.sh run` sets), else where
+/// `scripts/broker.sh install` puts it.
 pub fn nisshi_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("NISSHI") {
         return PathBuf::from(p);
@@ -462,7 +463,7 @@ pub fn nisshi_binary() -> PathBuf {
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("wasm-kafka")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wasm-kafka")))
         .expect("none of WASM_KAFKA_CACHE, XDG_CACHE_HOME, HOME is set");
-    cache.join("nisshi-0.8.1/bin/nisshi")
+    cache.join("nisshi-0.8.1-dynostore-libsql/bin/nisshi")
 }
 
 pub(crate) fn free_port() -> u16 {

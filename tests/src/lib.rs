@@ -10,6 +10,8 @@ pub mod certs;
 
 pub mod child;
 
+pub mod durable;
+
 pub mod faults;
 
 pub mod gateway;
@@ -19,6 +21,8 @@ pub mod interop;
 pub mod pipelines;
 
 pub mod secure;
+
+pub mod soak;
 
 use connector_host::{Allowlist, Destination, EngineOptions, Limits, Runtime, SharedEngine, Source, wit};
 use kafka_connector::config::{ClientConfig, parse_server};

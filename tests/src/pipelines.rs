@@ -142,14 +142,8 @@ pub async fn finish_measured(cmd: &mut Command, limit: Duration) -> (i32, String
     let sampler = {
         let peak = peak.clone();
         tokio::spawn(async move {
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                if let Some(kib) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                {
-                    peak.fetch_max(kib << 10, Ordering::Relaxed);
-                }
+            while let Some(bytes) = peak_rss(pid) {
+                peak.fetch_max(bytes, Ordering::Relaxed);
                 // The sampling period, not a wait: VmHWM only grows, so each sample holds
                 // the peak so far, and the last one before the exit the peak of the run
                 // (the status file goes with the process).
@@ -160,6 +154,17 @@ pub async fn finish_measured(cmd: &mut Command, limit: Duration) -> (i32, String
     let (code, stderr) = host.finish(limit).await;
     sampler.abort();
     (code, stderr, peak.load(Ordering::Relaxed))
+}
+
+/// The peak resident memory (bytes) of process `pid` so far: VmHWM of `/proc/<pid>/status`,
+/// the high-water mark. `None` once the process is gone.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?;
+    Some(kib << 10)
 }
 
 /// A port free on 127.0.0.1 now.
@@ -208,18 +213,29 @@ pub fn kafka_end_at(servers: &str, side: &str, settings: &str) -> String {
     format!("[pipeline.{side}]\ntype = \"kafka\"\nsettings = {{ servers = \"{servers}\", {settings} }}\n")
 }
 
+/// The value of counter or gauge `connector_<name>` of pipeline `id` (`tenant/name`) in a
+/// scrape of the metrics endpoint.
+pub fn metric(metrics: &str, name: &str, id: &str) -> Option<u64> {
+    let (tenant, pipeline) = id.split_once('/').expect("a pipeline id tenant/name");
+    let key = format!("connector_{name}{{tenant=\"{tenant}\",pipeline=\"{pipeline}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&key)?.parse().ok())
+}
+
 /// Scrapes `http://addr/metrics` once.
 pub async fn scrape(addr: &str) -> String {
+    try_scrape(addr).await.expect("the metrics endpoint answers")
+}
+
+/// [`scrape`], `None` when the endpoint does not answer (its host is gone).
+pub async fn try_scrape(addr: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics endpoint");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
-        .unwrap();
+        .ok()?;
     let mut body = String::new();
-    conn.read_to_string(&mut body).await.unwrap();
-    body
+    conn.read_to_string(&mut body).await.ok()?;
+    Some(body)
 }
 
 /// The `host:port` a `connector-host run --metrics 127.0.0.1:0` announces, once it has.

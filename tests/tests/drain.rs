@@ -10,12 +10,6 @@ use integration_tests::faults::{PrivateBroker, api};
 use integration_tests::pipelines::*;
 use integration_tests::*;
 
-fn sample(metrics: &str, name: &str, id: &str) -> Option<u64> {
-    let (tenant, pipeline) = id.split_once('/').unwrap();
-    let key = format!("connector_{name}{{tenant=\"{tenant}\",pipeline=\"{pipeline}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&key)?.parse().ok())
-}
-
 /// How long the host may take to reach what a test waits for: far more than it needs, so that
 /// only a hang reaches it.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -59,7 +53,7 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
     let mut last = String::new();
     let metrics = wait_for(LIMIT, async || {
         last = scrape(&addr).await;
-        sample(&last, "records_written_total", "t/mirror")
+        metric(&last, "records_written_total", "t/mirror")
             .is_some_and(|w| w > 0)
             .then(|| last.clone())
     })
@@ -75,8 +69,8 @@ async fn sigterm_drains_and_a_restart_resumes_from_the_commits_without_loss() {
         metrics.contains("# TYPE connector_records_written_total counter"),
         "{metrics}"
     );
-    assert_eq!(sample(&metrics, "pipeline_running", "t/mirror"), Some(1));
-    let lag = sample(&metrics, "consumer_lag_records", "t/mirror").expect("the source reports its lag");
+    assert_eq!(metric(&metrics, "pipeline_running", "t/mirror"), Some(1));
+    let lag = metric(&metrics, "consumer_lag_records", "t/mirror").expect("the source reports its lag");
     assert!(lag <= N as u64, "{lag}");
     host.terminate();
     host.wait_for_stderr(LIMIT, "the host to start draining", |s| {
