@@ -64,10 +64,21 @@ enum Command {
         #[arg(short = 'c', long = "config", value_parser = parse_pair)]
         config: Vec<(String, String)>,
     },
-    /// Read records from the source and print them as JSON Lines on stdout.
+    /// Read records from the source and print them on stdout (OpenCDC JSON Lines, or text
+    /// for people with `--format text`).
     Read {
         #[arg(short = 'c', long = "config", value_parser = parse_pair)]
         config: Vec<(String, String)>,
+        /// How records are printed. `json`: OpenCDC JSON Lines, raw data and positions as
+        /// base64, what `write` reads. `text`: one line per record for people, like kcat's
+        /// `-f`: `TOPIC [PARTITION] @ OFFSET`, then, each after a tab, `key: KEY` and
+        /// `value: VALUE` (left out when null) and `header NAME: VALUE` per header. Data is
+        /// shown as UTF-8 where it is valid; `\\` is a backslash, `\n`, `\r` and `\t` are
+        /// those bytes, `\xNN` is any other control byte, a byte that is not UTF-8 or a `:`
+        /// in a header name, `\u{N}` an invisible formatting character (such as a bidi
+        /// override). So each record is exactly one line and a tab always starts a field.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
         /// Stop after this many records.
         #[arg(long)]
         max: Option<u64>,
@@ -123,6 +134,13 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         drain_timeout: Duration,
     },
+}
+
+/// How `read` prints records.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Format {
+    Json,
+    Text,
 }
 
 /// `--memory-mib`: bytes, within what an instance can be given.
@@ -183,11 +201,16 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Read {
             config,
+            format,
             max,
             idle_exit,
             position,
         } => {
-            let mut p = cli_pipeline(c, "read", connector(config), Endpoint::Stdio)?;
+            let out = match format {
+                Format::Json => Endpoint::Stdio,
+                Format::Text => Endpoint::Text,
+            };
+            let mut p = cli_pipeline(c, "read", connector(config), out)?;
             (p.max_records, p.idle_exit) = (*max, *idle_exit);
             p.start = position.as_deref().map(decode_position).transpose()?;
             p

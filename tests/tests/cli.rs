@@ -156,3 +156,27 @@ fn numbers_a_flag_cannot_mean_are_refused_naming_the_flag_and_the_bounds() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn read_as_text_shows_each_record_on_one_line_with_its_data_escaped() {
+    let topic = new_topic("cli-text", 1);
+    // A key that is not UTF-8 and a value with a newline that tries to forge a record.
+    let key = STANDARD.encode(b"k\xff1");
+    let forged = STANDARD.encode(format!("two\n{topic} [0] @ 9\tkey: forged").as_bytes());
+    let lines = format!(
+        "{{\"key\":\"{key}\",\"metadata\":{{\"trace\":\"a\\tb\"}},\"payload\":{{\"after\":\"{forged}\"}}}}\n\
+         {{\"payload\":{{\"after\":{{\"n\":1}}}}}}\n"
+    );
+    write_lines(&topic, &lines);
+    let mut read = host();
+    read.args(["read", "-c", &format!("servers={}", broker()), "-c", &format!("topic={topic}")])
+        .args(["-c", "readFromBeginning=true", "--max", "2", "--format", "text"]);
+    let out = run(&mut read, "", &format!("2 records of {topic} as text"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = format!(
+        "{topic} [0] @ 0\tkey: k\\xff1\tvalue: two\\n{topic} [0] @ 9\\tkey: forged\theader trace: a\\tb\n\
+         {topic} [0] @ 1\tvalue: {{\"n\":1}}\n"
+    );
+    assert_eq!(text, want);
+}
