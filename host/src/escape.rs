@@ -104,8 +104,16 @@ mod tests {
     fn data_is_text_where_it_is_utf8_and_escaped_where_not() {
         assert_eq!(data("plain ü {\"n\":1}".as_bytes()), "plain ü {\"n\":1}");
         assert_eq!(data(b"\xff\xfeok\xc3"), "\\xff\\xfeok\\xc3", "not UTF-8");
-        assert_eq!(data(b"a\x00b\x1b[2J\x7f"), "a\\x00b\\x1b[2J\\x7f", "control bytes");
-        assert_eq!(data("\u{202e}x\u{85}".as_bytes()), "\\u{202e}x\\u{85}", "bidi, C1");
+        assert_eq!(
+            data(b"a\x00b\x1b[2J\x7f"),
+            "a\\x00b\\x1b[2J\\x7f",
+            "control bytes"
+        );
+        assert_eq!(
+            data("\u{202e}x\u{85}".as_bytes()),
+            "\\u{202e}x\\u{85}",
+            "bidi, C1"
+        );
         assert_eq!(data_but(b"k:v", &[':']), "k\\x3av", "a separator of the field");
         // A backslash of the data is doubled, so `\n` in the output is always a newline
         // of the data.

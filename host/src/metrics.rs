@@ -188,7 +188,8 @@ pub async fn serve(addr: SocketAddr, reg: Arc<Registry>) -> Result<SocketAddr> {
             let reg = reg.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let answer = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(answer(&req, &reg))));
+                let answer =
+                    service_fn(move |req| std::future::ready(Ok::<_, Infallible>(answer(&req, &reg))));
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
@@ -210,11 +211,15 @@ fn answer<B>(req: &Request<B>, reg: &Registry) -> Response<String> {
         r
     };
     if req.uri().path() != "/metrics" {
-        return respond(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n".into());
+        return respond(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n".into(),
+        );
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let mut r = respond(StatusCode::OK, prometheus_text(reg));
@@ -248,7 +253,9 @@ mod tests {
     async fn server() -> SocketAddr {
         let m = PipelineMetrics::new("acme", "orders");
         m.written.store(42, Relaxed);
-        serve("127.0.0.1:0".parse().unwrap(), Arc::new(vec![m])).await.unwrap()
+        serve("127.0.0.1:0".parse().unwrap(), Arc::new(vec![m]))
+            .await
+            .unwrap()
     }
 
     /// Far more than anything here takes: only a hang reaches it.
@@ -275,7 +282,10 @@ mod tests {
         let addr = server().await;
         let answer = ask(addr, &["GET /met", "rics HTTP/1.1\r\nHost: x\r\n\r\n"]).await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-        assert!(answer.contains("content-type: text/plain; version=0.0.4"), "{answer}");
+        assert!(
+            answer.contains("content-type: text/plain; version=0.0.4"),
+            "{answer}"
+        );
         assert!(answer.contains("connector_records_written_total{tenant=\"acme\",pipeline=\"orders\"} 42"));
     }
 
@@ -283,7 +293,11 @@ mod tests {
     async fn other_methods_get_405_other_paths_404_and_head_no_body() {
         let addr = server().await;
         // A body announced as 1 GiB and never sent: refused without waiting for it.
-        let post = ask(addr, &["POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\nab"]).await;
+        let post = ask(
+            addr,
+            &["POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\nab"],
+        )
+        .await;
         assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
         assert!(post.contains("allow: GET, HEAD"), "{post}");
         let other = ask(addr, &["GET /other HTTP/1.1\r\nHost: x\r\n\r\n"]).await;

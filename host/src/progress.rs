@@ -139,9 +139,11 @@ pub async fn report(reg: &Registry, every: Duration, done: impl Future<Output = 
     let tick = if live { Duration::from_secs(1) } else { every };
     let mut last: Vec<Snapshot> = reg.iter().map(|m| Snapshot::of(m)).collect();
     // An interval too long to fall on any clock reports nothing until the end.
-    let mut interval = tokio::time::Instant::now()
-        .checked_add(tick)
-        .and_then(|first| first.checked_add(tick).map(|_| tokio::time::interval_at(first, tick)));
+    let mut interval = tokio::time::Instant::now().checked_add(tick).and_then(|first| {
+        first
+            .checked_add(tick)
+            .map(|_| tokio::time::interval_at(first, tick))
+    });
     tokio::pin!(done);
     loop {
         tokio::select! {

@@ -141,13 +141,31 @@ fn numbers_a_flag_cannot_mean_are_refused_naming_the_flag_and_the_bounds() {
     let read = ["read", "-c", &servers, "-c", "topic=t"];
     let cases: [(Vec<&str>, &str); 7] = [
         // Shifted into bytes, this wrapped to 0 and was taken.
-        (vec!["--memory-mib", "17592186044416", "spec"], "'--memory-mib <MIB>': an instance's memory must be from 1 MiB to 4096 MiB"),
-        (vec!["--memory-mib", "4097", "spec"], "from 1 MiB to 4096 MiB (a wasm32 memory is at most 4 GiB), not 4097 MiB"),
+        (
+            vec!["--memory-mib", "17592186044416", "spec"],
+            "'--memory-mib <MIB>': an instance's memory must be from 1 MiB to 4096 MiB",
+        ),
+        (
+            vec!["--memory-mib", "4097", "spec"],
+            "from 1 MiB to 4096 MiB (a wasm32 memory is at most 4 GiB), not 4097 MiB",
+        ),
         (vec!["--memory-mib", "0", "spec"], "'--memory-mib <MIB>'"),
-        (vec!["run", "none.toml", "--max-instances", "0"], "'--max-instances <MAX_INSTANCES>': 0 is not in 1.."),
-        (vec!["write", "-c", &servers, "-c", "topic=t", "--batch", "0"], "'--batch <BATCH>': 0 is not in 1..=100000"),
-        (vec!["--progress-every", "0s", "spec"], "'--progress-every <PROGRESS_EVERY>': \"0s\" must be more than zero"),
-        ([&read[..], &["--idle-exit", "99999999999h"]].concat(), "\"99999999999h\" is too long a duration"),
+        (
+            vec!["run", "none.toml", "--max-instances", "0"],
+            "'--max-instances <MAX_INSTANCES>': 0 is not in 1..",
+        ),
+        (
+            vec!["write", "-c", &servers, "-c", "topic=t", "--batch", "0"],
+            "'--batch <BATCH>': 0 is not in 1..=100000",
+        ),
+        (
+            vec!["--progress-every", "0s", "spec"],
+            "'--progress-every <PROGRESS_EVERY>': \"0s\" must be more than zero",
+        ),
+        (
+            [&read[..], &["--idle-exit", "99999999999h"]].concat(),
+            "\"99999999999h\" is too long a duration",
+        ),
     ];
     for (args, want) in cases {
         let out = run(host().args(&args), "", &format!("{args:?} to be refused"));
@@ -169,8 +187,14 @@ fn read_as_text_shows_each_record_on_one_line_with_its_data_escaped() {
     );
     write_lines(&topic, &lines);
     let mut read = host();
-    read.args(["read", "-c", &format!("servers={}", broker()), "-c", &format!("topic={topic}")])
-        .args(["-c", "readFromBeginning=true", "--max", "2", "--format", "text"]);
+    read.args([
+        "read",
+        "-c",
+        &format!("servers={}", broker()),
+        "-c",
+        &format!("topic={topic}"),
+    ])
+    .args(["-c", "readFromBeginning=true", "--max", "2", "--format", "text"]);
     let out = run(&mut read, "", &format!("2 records of {topic} as text"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();

@@ -160,7 +160,10 @@ mod tests {
     fn a_positive_duration_is_not_zero() {
         assert_eq!(parse_positive("1ms"), Ok(Duration::from_millis(1)));
         for zero in ["0", "0s", "0h0m", "0.0000000001s"] {
-            assert!(parse_positive(zero).unwrap_err().contains("more than zero"), "{zero}");
+            assert!(
+                parse_positive(zero).unwrap_err().contains("more than zero"),
+                "{zero}"
+            );
         }
         assert!(parse_positive("1 s").unwrap_err().contains("not a duration"));
     }

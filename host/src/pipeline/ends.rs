@@ -171,7 +171,12 @@ impl DestEnd {
         match self {
             DestEnd::Connector(d) => {
                 let (n, err) = d.write_batch(records).await?;
-                checked(d.instance().tag(), n as usize, records.len(), err.map(|e| e.to_string()))
+                checked(
+                    d.instance().tag(),
+                    n as usize,
+                    records.len(),
+                    err.map(|e| e.to_string()),
+                )
             }
             DestEnd::Lines(out) => write_lines(out, records, |r, buf| opencdc_json::write_line(r, buf)).await,
             DestEnd::Text(out) => {
@@ -290,8 +295,14 @@ mod tests {
         let (n, why) = checked(tag, 3, 10, None).unwrap();
         assert_eq!(n, 3, "the prefix written is acked");
         let why = why.expect("a reason the host gives");
-        assert!(why.contains("wrote 3 of 10 records and gave no error for the rest"), "{why}");
-        assert_eq!(checked(tag, 3, 10, Some("x".into())).unwrap(), (3, Some("x".into())));
+        assert!(
+            why.contains("wrote 3 of 10 records and gave no error for the rest"),
+            "{why}"
+        );
+        assert_eq!(
+            checked(tag, 3, 10, Some("x".into())).unwrap(),
+            (3, Some("x".into()))
+        );
         assert_eq!(checked(tag, 10, 10, None).unwrap(), (10, None));
     }
 

@@ -673,16 +673,28 @@ path = "out.jsonl"
     #[test]
     fn limits_of_zero_or_past_what_the_engine_gives_are_refused() {
         let e = problems(&GOOD.replace("\"64MiB\"", "\"5GiB\""));
-        assert!(e.contains("p.toml:6: ") && e.contains("from 1 MiB to 4096 MiB") && e.contains("not 5120 MiB"), "{e}");
+        assert!(
+            e.contains("p.toml:6: ") && e.contains("from 1 MiB to 4096 MiB") && e.contains("not 5120 MiB"),
+            "{e}"
+        );
         let e = problems(&GOOD.replace("\"64MiB\"", "\"17179869184GiB\""));
         assert!(e.contains("p.toml:6: ") && e.contains("is not a size"), "{e}");
         let e = problems(&GOOD.replace("\"64MiB\"", "\"1000KiB\""));
         assert!(e.contains("not 0 MiB"), "{e}");
         let e = problems(&GOOD.replace("cpu = \"2s\"", "cpu = \"0s\""));
-        assert!(e.contains("p.toml:6: ") && e.contains("must be more than zero"), "{e}");
-        let deadline = GOOD.replace("max-records = 10", "max-records = 10\ndeadlines = { write = \"0\" }");
+        assert!(
+            e.contains("p.toml:6: ") && e.contains("must be more than zero"),
+            "{e}"
+        );
+        let deadline = GOOD.replace(
+            "max-records = 10",
+            "max-records = 10\ndeadlines = { write = \"0\" }",
+        );
         let e = problems(&deadline);
-        assert!(e.contains("p.toml:6: ") && e.contains("must be more than zero"), "{e}");
+        assert!(
+            e.contains("p.toml:6: ") && e.contains("must be more than zero"),
+            "{e}"
+        );
     }
 
     #[test]
