@@ -38,9 +38,9 @@ fn write_lines(topic: &str, lines: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `connector-host read` of `n` records from the beginning of `topic`; the raw data found
-/// at `pointer` (a JSON pointer such as `/key`) of each, decoded from base64, sorted.
-fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
+/// `connector-host read` of `n` records from the beginning of `topic`, with `extra` flags:
+/// what it printed on stdout.
+fn read_from_start(topic: &str, n: usize, extra: &[&str]) -> String {
     let mut read = host();
     read.args([
         "read",
@@ -49,15 +49,21 @@ fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
         "-c",
         &format!("topic={topic}"),
     ])
-    .args(["-c", "readFromBeginning=true", "--max", &n.to_string()]);
+    .args(["-c", "readFromBeginning=true", "--max", &n.to_string()])
+    .args(extra);
     let out = run(
         &mut read,
         "",
         &format!("{n} records of {topic} (one per stdout line)"),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut values: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// [`read_from_start`]: the raw data found at `pointer` (a JSON pointer such as `/key`) of
+/// each record, decoded from base64, sorted.
+fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
+    let mut values: Vec<String> = read_from_start(topic, n, &[])
         .lines()
         .map(|l| {
             let record: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -186,18 +192,7 @@ fn read_as_text_shows_each_record_on_one_line_with_its_data_escaped() {
          {{\"payload\":{{\"after\":{{\"n\":1}}}}}}\n"
     );
     write_lines(&topic, &lines);
-    let mut read = host();
-    read.args([
-        "read",
-        "-c",
-        &format!("servers={}", broker()),
-        "-c",
-        &format!("topic={topic}"),
-    ])
-    .args(["-c", "readFromBeginning=true", "--max", "2", "--format", "text"]);
-    let out = run(&mut read, "", &format!("2 records of {topic} as text"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = read_from_start(&topic, 2, &["--format", "text"]);
     let want = format!(
         "{topic} [0] @ 0\tkey: k\\xff1\tvalue: two\\n{topic} [0] @ 9\\tkey: forged\theader trace: a\\tb\n\
          {topic} [0] @ 1\tvalue: {{\"n\":1}}\n"
