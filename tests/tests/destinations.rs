@@ -38,7 +38,8 @@ async fn run_to_hostile_destination(mode: &str, topic: &str, group: &str) -> (i3
         .and_then(|(_, r)| r.split_once(" read"))
         .and_then(|(n, _)| n.parse().ok())
         .unwrap_or_else(|| panic!("a read count in {line}"));
-    (code, line, read, written(&line))
+    let written = written(&line);
+    (code, line, read, written)
 }
 
 /// The offset the group `group` resumes `topic` (one partition) at: that of the first
