@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES};
+use crate::limits::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_MEMORY, MAX_TABLES};
 use crate::runtime::Connector;
 use crate::sandbox::HostState;
 
@@ -36,7 +36,7 @@ impl Default for EngineOptions {
         EngineOptions {
             pooling: true,
             max_instances: 1000,
-            max_memory: 4 << 30,
+            max_memory: MAX_MEMORY,
         }
     }
 }

@@ -27,6 +27,34 @@ pub fn shown(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Bytes of record data (keys, values, headers) as one line of text for people: valid
+/// UTF-8 as it is, `\\` for a backslash, `\n`, `\r`, `\t`, `\xNN` for other control
+/// bytes and for bytes that are not UTF-8, `\u{N}` for the invisible formatting
+/// characters `shown` escapes; and `\xNN` for any of `also` (a field's own separators).
+/// So no value can end its line or its field, and every byte can be told back.
+pub fn shown_data(bytes: &[u8], also: &[char], out: &mut String) {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_ascii_control() || also.contains(&c) => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if unsafe_char(c) => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+}
+
 /// An error and its causes, as `{e:#}` writes them, made safe to show: errors of a
 /// pipeline carry guest and tenant text (names from a component, paths, settings).
 pub fn shown_error(e: &anyhow::Error) -> String {
@@ -60,5 +88,38 @@ mod tests {
             "boom\\npipeline good/mirror failed\\u{1b}[2J\\r\\u{202e}x\\u{7f}"
         );
         assert!(!s.chars().any(|c| c.is_control()));
+    }
+
+    fn data(bytes: &[u8]) -> String {
+        data_but(bytes, &[])
+    }
+
+    fn data_but(bytes: &[u8], also: &[char]) -> String {
+        let mut out = String::new();
+        shown_data(bytes, also, &mut out);
+        out
+    }
+
+    #[test]
+    fn data_is_text_where_it_is_utf8_and_escaped_where_not() {
+        assert_eq!(data("plain ü {\"n\":1}".as_bytes()), "plain ü {\"n\":1}");
+        assert_eq!(data(b"\xff\xfeok\xc3"), "\\xff\\xfeok\\xc3", "not UTF-8");
+        assert_eq!(
+            data(b"a\x00b\x1b[2J\x7f"),
+            "a\\x00b\\x1b[2J\\x7f",
+            "control bytes"
+        );
+        assert_eq!(
+            data("\u{202e}x\u{85}".as_bytes()),
+            "\\u{202e}x\\u{85}",
+            "bidi, C1"
+        );
+        assert_eq!(data_but(b"k:v", &[':']), "k\\x3av", "a separator of the field");
+        // A backslash of the data is doubled, so `\n` in the output is always a newline
+        // of the data.
+        assert_eq!(data(b"a\\nb"), "a\\\\nb");
+        let forged = data(b"v\n\rtopic [0] @ 1\tkey: x");
+        assert_eq!(forged, "v\\n\\rtopic [0] @ 1\\tkey: x");
+        assert!(!forged.chars().any(|c| c.is_control()), "one line, one field");
     }
 }

@@ -39,6 +39,27 @@ impl Default for Limits {
     }
 }
 
+/// The least memory an instance may be given: less cannot hold a component's stack.
+pub const MIN_MEMORY: usize = 1 << 20;
+
+/// The most memory an instance may be given: a wasm32 linear memory is at most 4 GiB, and
+/// so is each memory slot of the engine's pool (`EngineOptions::max_memory`).
+pub const MAX_MEMORY: usize = 4 << 30;
+
+/// `bytes` as a memory limit, or why it cannot be one (both bounds named, in MiB).
+pub fn memory_limit(bytes: u128) -> Result<usize, String> {
+    let mib = |b: usize| b >> 20;
+    match usize::try_from(bytes) {
+        Ok(b) if (MIN_MEMORY..=MAX_MEMORY).contains(&b) => Ok(b),
+        _ => Err(format!(
+            "an instance's memory must be from {} MiB to {} MiB (a wasm32 memory is at most 4 GiB), not {} MiB",
+            mib(MIN_MEMORY),
+            mib(MAX_MEMORY),
+            bytes >> 20
+        )),
+    }
+}
+
 /// The longest each call into an instance may take, from the host's call to its return.
 /// A call past its deadline stops the instance (the call is abandoned, so its state is
 /// unknown) and fails its pipeline alone.
@@ -371,6 +392,16 @@ mod tests {
         assert!(m.memory_growing(1 << 20, 2 << 20, None).unwrap());
         m.memory_grow_failed(wasmtime::Error::msg("no")).unwrap();
         assert_eq!(m.memory, 1 << 20);
+    }
+
+    #[test]
+    fn a_memory_limit_is_between_one_mib_and_four_gib() {
+        assert_eq!(memory_limit(64 << 20), Ok(64 << 20));
+        assert_eq!(memory_limit(4 << 30), Ok(MAX_MEMORY));
+        let e = memory_limit((4 << 30) + 1).unwrap_err();
+        assert!(e.contains("from 1 MiB to 4096 MiB"), "{e}");
+        assert!(memory_limit(u128::from(u64::MAX) << 20).is_err());
+        assert!(memory_limit(1023 << 10).is_err());
     }
 
     #[test]

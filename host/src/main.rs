@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use connector_format::duration::parse as parse_duration;
+use connector_format::duration::{parse as parse_duration, parse_positive};
 use connector_host::metrics::Status;
 use connector_host::pipeline::run::{self, Runner};
 use connector_host::pipeline::{self, DEFAULT_BATCH, Endpoint, MAX_BATCH, Pipeline};
@@ -43,12 +43,12 @@ struct Common {
     /// files say it.
     #[arg(long = "allow", global = true)]
     allow: Vec<String>,
-    /// Linear memory an instance may use, in MiB. Not for `run`.
-    #[arg(long, default_value_t = 256, global = true)]
-    memory_mib: usize,
+    /// Linear memory an instance may use, in MiB (1 to 4096). Not for `run`.
+    #[arg(long = "memory-mib", value_name = "MIB", default_value = "256", value_parser = parse_memory_mib, global = true)]
+    memory: usize,
     /// How often progress is logged when stderr is not a terminal (on a terminal it is
     /// redrawn every second).
-    #[arg(long, default_value = "10s", value_parser = parse_interval, global = true)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive, global = true)]
     progress_every: Duration,
 }
 
@@ -64,10 +64,21 @@ enum Command {
         #[arg(short = 'c', long = "config", value_parser = parse_pair)]
         config: Vec<(String, String)>,
     },
-    /// Read records from the source and print them as JSON Lines on stdout.
+    /// Read records from the source and print them on stdout (OpenCDC JSON Lines, or text
+    /// for people with `--format text`).
     Read {
         #[arg(short = 'c', long = "config", value_parser = parse_pair)]
         config: Vec<(String, String)>,
+        /// How records are printed. `json`: OpenCDC JSON Lines, raw data and positions as
+        /// base64, what `write` reads. `text`: one line per record for people, like kcat's
+        /// `-f`: `TOPIC [PARTITION] @ OFFSET`, then, each after a tab, `key: KEY` and
+        /// `value: VALUE` (left out when null) and `header NAME: VALUE` per header. Data is
+        /// shown as UTF-8 where it is valid; `\\` is a backslash, `\n`, `\r` and `\t` are
+        /// those bytes, `\xNN` is any other control byte, a byte that is not UTF-8 or a `:`
+        /// in a header name, `\u{N}` an invisible formatting character (such as a bidi
+        /// override). So each record is exactly one line and a tab always starts a field.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
         /// Stop after this many records.
         #[arg(long)]
         max: Option<u64>,
@@ -106,8 +117,9 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
         #[arg(long)]
         metrics: Option<SocketAddr>,
-        /// Instances that may be alive at once (the size of the instance pool).
-        #[arg(long, default_value_t = EngineOptions::default().max_instances)]
+        /// Instances that may be alive at once (the size of the instance pool; at least 1).
+        #[arg(long, default_value_t = EngineOptions::default().max_instances,
+              value_parser = clap::value_parser!(u32).range(1..))]
         max_instances: u32,
         /// The folder the file's paths are relative to and confined in. Default: the
         /// file's folder.
@@ -124,12 +136,17 @@ enum Command {
     },
 }
 
-/// A duration of more than zero (an interval of zero would never end).
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("{s:?} must be more than zero")),
-        d => Ok(d),
-    }
+/// How `read` prints records.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Format {
+    Json,
+    Text,
+}
+
+/// `--memory-mib`: bytes, within what an instance can be given.
+fn parse_memory_mib(s: &str) -> Result<usize, String> {
+    let mib: u64 = s.parse().map_err(|_| format!("{s:?} is not a number of MiB"))?;
+    connector_host::limits::memory_limit(u128::from(mib) << 20)
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -184,11 +201,16 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Read {
             config,
+            format,
             max,
             idle_exit,
             position,
         } => {
-            let mut p = cli_pipeline(c, "read", connector(config), Endpoint::Stdio)?;
+            let out = match format {
+                Format::Json => Endpoint::Stdio,
+                Format::Text => Endpoint::Text,
+            };
+            let mut p = cli_pipeline(c, "read", connector(config), out)?;
             (p.max_records, p.idle_exit) = (*max, *idle_exit);
             p.start = position.as_deref().map(decode_position).transpose()?;
             p
@@ -261,7 +283,7 @@ fn cli_pipeline(c: &Common, name: &str, source: Endpoint, destination: Endpoint)
         at: "command line".into(),
         allow,
         limits: Limits {
-            memory: c.memory_mib << 20,
+            memory: c.memory,
             ..Limits::default()
         },
         max_records: None,

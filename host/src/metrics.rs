@@ -2,16 +2,23 @@
 //! (the progress display, the summary, the Prometheus endpoint). Lock-free except the
 //! status, which changes a few times per run.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::failure::Class;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Where a pipeline is in its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,36 +191,85 @@ fn label(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends; returns the bound address.
+/// How long a client may take to send its request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one connection may last in all, answer included: a client that reads the
+/// answer slowly is not kept for ever.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once; more wait in the listen backlog until one ends (within the
+/// timeouts above), so idle connections delay a scrape at most that long.
+const MAX_CONNECTIONS: usize = 64;
+
+/// The most a request's head (request line and headers) may take, in bytes.
+const MAX_HEAD: usize = 16 << 10;
+
+/// Serves the registry over HTTP/1 at `addr` until the process ends: `GET` or `HEAD` of
+/// `/metrics` gets the Prometheus text, another path 404, another method 405. One request
+/// per connection; a request's body is never read. Returns the bound address.
 pub async fn serve(addr: SocketAddr, reg: Arc<Registry>) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for metrics"))?;
     let bound = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                // Out of descriptors, say: try again shortly rather than spin.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let reg = reg.clone();
             tokio::spawn(async move {
-                let mut head = [0u8; 2048];
-                let n = conn.read(&mut head).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&head[..n]);
-                let response = match request.split_whitespace().nth(1) {
-                    Some("/metrics") => {
-                        let body = prometheus_text(&reg);
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    }
-                    _ => {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                    }
-                };
-                let _ = conn.write_all(response.as_bytes()).await;
+                let _slot = slot;
+                let answer =
+                    service_fn(move |req| std::future::ready(Ok::<_, Infallible>(answer(&req, &reg))));
+                let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(false)
+                    .max_buf_size(MAX_HEAD)
+                    .serve_connection(TokioIo::new(conn), answer);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, served).await;
             });
         }
     });
     Ok(bound)
+}
+
+/// The answer to one request (its body unread).
+fn answer<B>(req: &Request<B>, reg: &Registry) -> Response<String> {
+    let respond = |status: StatusCode, body: String| {
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return respond(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n".into(),
+        );
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let mut r = respond(StatusCode::OK, prometheus_text(reg));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 #[cfg(test)]
@@ -279,5 +335,83 @@ mod tests {
         // Restarted after a failure and finished: no failure to report.
         fine.failed_with(Class::Retriable);
         assert_eq!(exit_code(&vec![fine]), 0);
+    }
+
+    /// A server of one pipeline's metrics on a free port.
+    async fn server() -> SocketAddr {
+        let m = PipelineMetrics::new("acme", "orders");
+        m.written.store(42, Relaxed);
+        serve("127.0.0.1:0".parse().unwrap(), Arc::new(vec![m]))
+            .await
+            .unwrap()
+    }
+
+    /// Far more than anything here takes: only a hang reaches it.
+    const HANG: Duration = Duration::from_secs(60);
+
+    /// Sends `parts` with a pause after each, then reads the answer to its end.
+    async fn ask(addr: SocketAddr, parts: &[&str]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for part in parts {
+            conn.write_all(part.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(HANG, conn.read_to_end(&mut answer)).await;
+        read.expect("the server answers and closes").unwrap();
+        String::from_utf8(answer).unwrap()
+    }
+
+    const SCRAPE: &str = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_request_in_two_segments_is_answered() {
+        let addr = server().await;
+        let answer = ask(addr, &["GET /met", "rics HTTP/1.1\r\nHost: x\r\n\r\n"]).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.contains("content-type: text/plain; version=0.0.4"),
+            "{answer}"
+        );
+        assert!(answer.contains("connector_records_written_total{tenant=\"acme\",pipeline=\"orders\"} 42"));
+    }
+
+    #[tokio::test]
+    async fn other_methods_get_405_other_paths_404_and_head_no_body() {
+        let addr = server().await;
+        // A body announced as 1 GiB and never sent: refused without waiting for it.
+        let post = ask(
+            addr,
+            &["POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\nab"],
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{post}");
+        assert!(post.contains("allow: GET, HEAD"), "{post}");
+        let other = ask(addr, &["GET /other HTTP/1.1\r\nHost: x\r\n\r\n"]).await;
+        assert!(other.starts_with("HTTP/1.1 404 Not Found\r\n"), "{other}");
+        let head = ask(addr, &["HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"]).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("connector_records_written_total"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_ends_its_headers_is_dropped() {
+        let addr = server().await;
+        // `ask` reads to the end: it returns only once the server closed the connection.
+        let answer = ask(addr, &["GET /metrics HTTP/1.1\r\nHost: x\r\n"]).await;
+        assert!(!answer.contains("200 OK"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_bound_do_not_keep_a_scrape_out() {
+        let addr = server().await;
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 16 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let answer = ask(addr, &[SCRAPE]).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        drop(idle);
     }
 }

@@ -138,12 +138,17 @@ pub async fn report(reg: &Registry, every: Duration, done: impl Future<Output = 
     console().live = live;
     let tick = if live { Duration::from_secs(1) } else { every };
     let mut last: Vec<Snapshot> = reg.iter().map(|m| Snapshot::of(m)).collect();
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    // An interval too long to fall on any clock reports nothing until the end.
+    let mut interval = tokio::time::Instant::now().checked_add(tick).and_then(|first| {
+        first
+            .checked_add(tick)
+            .map(|_| tokio::time::interval_at(first, tick))
+    });
     tokio::pin!(done);
     loop {
         tokio::select! {
             _ = &mut done => break,
-            _ = interval.tick() => {}
+            _ = next_tick(interval.as_mut()) => {}
         }
         let now: Vec<Snapshot> = reg.iter().map(|m| Snapshot::of(m)).collect();
         let lines: Vec<String> = reg
@@ -169,6 +174,14 @@ pub async fn report(reg: &Registry, every: Duration, done: impl Future<Output = 
     emit(text);
     c.live = false;
     c.block.clear();
+}
+
+/// The interval's next tick; never without one.
+async fn next_tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => drop(i.tick().await),
+        None => std::future::pending().await,
+    }
 }
 
 struct Snapshot {

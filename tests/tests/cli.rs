@@ -38,9 +38,9 @@ fn write_lines(topic: &str, lines: &str) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `connector-host read` of `n` records from the beginning of `topic`; the raw data found
-/// at `pointer` (a JSON pointer such as `/key`) of each, decoded from base64, sorted.
-fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
+/// `connector-host read` of `n` records from the beginning of `topic`, with `extra` flags:
+/// what it printed on stdout.
+fn read_from_start(topic: &str, n: usize, extra: &[&str]) -> String {
     let mut read = host();
     read.args([
         "read",
@@ -49,15 +49,21 @@ fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
         "-c",
         &format!("topic={topic}"),
     ])
-    .args(["-c", "readFromBeginning=true", "--max", &n.to_string()]);
+    .args(["-c", "readFromBeginning=true", "--max", &n.to_string()])
+    .args(extra);
     let out = run(
         &mut read,
         "",
         &format!("{n} records of {topic} (one per stdout line)"),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut values: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// [`read_from_start`]: the raw data found at `pointer` (a JSON pointer such as `/key`) of
+/// each record, decoded from base64, sorted.
+fn read_sorted(topic: &str, n: usize, pointer: &str) -> Vec<String> {
+    let mut values: Vec<String> = read_from_start(topic, n, &[])
         .lines()
         .map(|l| {
             let record: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -133,4 +139,63 @@ fn pipe_moves_records_from_a_source_to_a_destination() {
         values,
         (0..5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn numbers_a_flag_cannot_mean_are_refused_naming_the_flag_and_the_bounds() {
+    let servers = format!("servers={}", broker());
+    let read = ["read", "-c", &servers, "-c", "topic=t"];
+    let cases: [(Vec<&str>, &str); 7] = [
+        // Shifted into bytes, this wrapped to 0 and was taken.
+        (
+            vec!["--memory-mib", "17592186044416", "spec"],
+            "'--memory-mib <MIB>': an instance's memory must be from 1 MiB to 4096 MiB",
+        ),
+        (
+            vec!["--memory-mib", "4097", "spec"],
+            "from 1 MiB to 4096 MiB (a wasm32 memory is at most 4 GiB), not 4097 MiB",
+        ),
+        (vec!["--memory-mib", "0", "spec"], "'--memory-mib <MIB>'"),
+        (
+            vec!["run", "none.toml", "--max-instances", "0"],
+            "'--max-instances <MAX_INSTANCES>': 0 is not in 1..",
+        ),
+        (
+            vec!["write", "-c", &servers, "-c", "topic=t", "--batch", "0"],
+            "'--batch <BATCH>': 0 is not in 1..=100000",
+        ),
+        (
+            vec!["--progress-every", "0s", "spec"],
+            "'--progress-every <PROGRESS_EVERY>': \"0s\" must be more than zero",
+        ),
+        (
+            [&read[..], &["--idle-exit", "99999999999h"]].concat(),
+            "\"99999999999h\" is too long a duration",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(host().args(&args), "", &format!("{args:?} to be refused"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn read_as_text_shows_each_record_on_one_line_with_its_data_escaped() {
+    let topic = new_topic("cli-text", 1);
+    // A key that is not UTF-8 and a value with a newline that tries to forge a record.
+    let key = STANDARD.encode(b"k\xff1");
+    let forged = STANDARD.encode(format!("two\n{topic} [0] @ 9\tkey: forged").as_bytes());
+    let lines = format!(
+        "{{\"key\":\"{key}\",\"metadata\":{{\"trace\":\"a\\tb\"}},\"payload\":{{\"after\":\"{forged}\"}}}}\n\
+         {{\"payload\":{{\"after\":{{\"n\":1}}}}}}\n"
+    );
+    write_lines(&topic, &lines);
+    let text = read_from_start(&topic, 2, &["--format", "text"]);
+    let want = format!(
+        "{topic} [0] @ 0\tkey: k\\xff1\tvalue: two\\n{topic} [0] @ 9\\tkey: forged\theader trace: a\\tb\n\
+         {topic} [0] @ 1\tvalue: {{\"n\":1}}\n"
+    );
+    assert_eq!(text, want);
 }

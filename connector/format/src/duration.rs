@@ -52,6 +52,15 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total))
 }
 
+/// `parse`, refusing zero: for an interval or a limit, where zero would never end or never
+/// let anything run.
+pub fn parse_positive(s: &str) -> Result<Duration, String> {
+    match parse(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be more than zero")),
+        d => Ok(d),
+    }
+}
+
 /// The digits before and after a decimal point at the start of `s` (at least one digit
 /// in all), and what follows.
 fn number(s: &str) -> Option<(&str, &str, &str)> {
@@ -145,6 +154,18 @@ mod tests {
             parse("18446744073709551615ns"),
             Ok(Duration::from_nanos(u64::MAX))
         );
+    }
+
+    #[test]
+    fn a_positive_duration_is_not_zero() {
+        assert_eq!(parse_positive("1ms"), Ok(Duration::from_millis(1)));
+        for zero in ["0", "0s", "0h0m", "0.0000000001s"] {
+            assert!(
+                parse_positive(zero).unwrap_err().contains("more than zero"),
+                "{zero}"
+            );
+        }
+        assert!(parse_positive("1 s").unwrap_err().contains("not a duration"));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The two ends of a pipeline behind one shape each, whether a connector instance or
-//! OpenCDC JSON Lines (a file, stdin, stdout).
+//! OpenCDC JSON Lines (a file, stdin, stdout), or text for people on stdout.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use connector_format::{Record, opencdc_json};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::{Endpoint, text};
 use crate::batch::{DataRef, RecordBatch, RecordRef};
 use crate::runtime::{Destination, Instance, Source};
 
@@ -149,34 +150,41 @@ impl SourceEnd {
 /// Where a pipeline's records go.
 pub enum DestEnd {
     Connector(Box<Destination>),
+    /// OpenCDC JSON Lines.
     Lines(Box<dyn AsyncWrite + Unpin + Send>),
+    /// Text for people, a line per record (`text::write_line`).
+    Text(Box<dyn AsyncWrite + Unpin + Send>),
 }
 
 impl DestEnd {
-    /// Writes `records` in order: how many were written, and why the next was not.
+    /// The process's stdout, as `end` (`Stdio` or `Text`) asks.
+    pub fn stdout(end: &Endpoint) -> Self {
+        match end {
+            Endpoint::Text => DestEnd::Text(Box::new(tokio::io::stdout())),
+            _ => DestEnd::Lines(Box::new(tokio::io::stdout())),
+        }
+    }
+
+    /// Writes `records` in order: how many were written, and why the next was not. A
+    /// connector's count is checked, not trusted (see `checked`).
     pub async fn write(&mut self, records: &RecordBatch) -> Result<(usize, Option<anyhow::Error>)> {
         match self {
             DestEnd::Connector(d) => {
                 let (n, err) = d.write_batch(records).await?;
-                Ok((n as usize, err.map(anyhow::Error::new)))
+                checked(
+                    d.instance().tag(),
+                    n as usize,
+                    records.len(),
+                    err.map(anyhow::Error::new),
+                )
             }
-            DestEnd::Lines(out) => {
-                // Written a piece at a time: what a batch becomes as JSON is never held whole.
-                let mut buf = Vec::with_capacity(WRITE_PIECE + (WRITE_PIECE >> 2));
-                for (i, r) in records.iter().enumerate() {
-                    if let Err(e) = opencdc_json::write_line(&r, &mut buf) {
-                        out.write_all(&buf).await?;
-                        out.flush().await?;
-                        return Ok((i, Some(anyhow::Error::new(e))));
-                    }
-                    if buf.len() >= WRITE_PIECE {
-                        out.write_all(&buf).await?;
-                        buf.clear();
-                    }
-                }
-                out.write_all(&buf).await?;
-                out.flush().await?;
-                Ok((records.len(), None))
+            DestEnd::Lines(out) => write_lines(out, records, |r, buf| opencdc_json::write_line(r, buf)).await,
+            DestEnd::Text(out) => {
+                let text = |r: &RecordRef<'_>, buf: &mut Vec<u8>| {
+                    text::write_line(r, buf);
+                    Ok(())
+                };
+                write_lines(out, records, text).await
             }
         }
     }
@@ -184,16 +192,66 @@ impl DestEnd {
     pub async fn teardown(&mut self) -> Result<()> {
         match self {
             DestEnd::Connector(d) => d.teardown().await,
-            DestEnd::Lines(out) => Ok(out.flush().await?),
+            DestEnd::Lines(out) | DestEnd::Text(out) => Ok(out.flush().await?),
         }
     }
 
     pub fn instance(&self) -> Option<&Instance> {
         match self {
             DestEnd::Connector(d) => Some(d.instance()),
-            DestEnd::Lines(_) => None,
+            DestEnd::Lines(_) | DestEnd::Text(_) => None,
         }
     }
+}
+
+/// A destination's write outcome, held to the contract: `written` records from the start
+/// of the `total` given, and an error when not all. More than it was given would count
+/// and ack records never written; fewer with no error would skip the rest silently. Both
+/// are the tenant component's fault, and said so with the numbers: the first fails the
+/// pipeline before anything of the batch is acked, the second after the prefix is.
+fn checked(
+    tag: &str,
+    written: usize,
+    total: usize,
+    error: Option<anyhow::Error>,
+) -> Result<(usize, Option<anyhow::Error>)> {
+    let broke = |what: String| format!("connector {tag} broke the write contract: {what}");
+    match (written.cmp(&total), error) {
+        (std::cmp::Ordering::Greater, _) => Err(anyhow!(broke(format!(
+            "reported {written} of {total} records written"
+        )))),
+        (std::cmp::Ordering::Less, None) => Ok((
+            written,
+            Some(anyhow!(broke(format!(
+                "wrote {written} of {total} records and gave no error for the rest"
+            )))),
+        )),
+        (_, error) => Ok((written, error)),
+    }
+}
+
+/// Writes `records` a line each, as `line` makes them, a piece at a time: what a batch
+/// becomes as text is never held whole.
+async fn write_lines(
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+    records: &RecordBatch,
+    line: impl Fn(&RecordRef<'_>, &mut Vec<u8>) -> connector_format::Result<()>,
+) -> Result<(usize, Option<anyhow::Error>)> {
+    let mut buf = Vec::with_capacity(WRITE_PIECE + (WRITE_PIECE >> 2));
+    for (i, r) in records.iter().enumerate() {
+        if let Err(e) = line(&r, &mut buf) {
+            out.write_all(&buf).await?;
+            out.flush().await?;
+            return Ok((i, Some(anyhow::Error::new(e))));
+        }
+        if buf.len() >= WRITE_PIECE {
+            out.write_all(&buf).await?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf).await?;
+    out.flush().await?;
+    Ok((records.len(), None))
 }
 
 /// The bytes of a record's key and payload, as counted in throughput figures.
@@ -223,6 +281,29 @@ mod tests {
         let mut line = Vec::new();
         assert!(read_line_capped(&mut endless, &mut line, 1000).await.is_err());
         assert!(line.len() <= 1000, "{}", line.len());
+    }
+
+    #[test]
+    fn a_write_outcome_past_the_batch_or_short_without_a_reason_is_the_components_fault() {
+        let tag = "evil/p/destination";
+        let e = checked(tag, 11, 10, None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "connector evil/p/destination broke the write contract: reported 11 of 10 records written"
+        );
+        let x = || Some(anyhow!("x"));
+        assert!(checked(tag, 11, 10, x()).is_err());
+        let (n, why) = checked(tag, 3, 10, None).unwrap();
+        assert_eq!(n, 3, "the prefix written is acked");
+        let why = why.expect("a reason the host gives").to_string();
+        assert!(
+            why.contains("wrote 3 of 10 records and gave no error for the rest"),
+            "{why}"
+        );
+        let (n, why) = checked(tag, 3, 10, x()).unwrap();
+        assert_eq!((n, why.map(|e| e.to_string())), (3, Some("x".into())));
+        let (n, why) = checked(tag, 10, 10, None).unwrap();
+        assert!(n == 10 && why.is_none());
     }
 
     #[tokio::test]

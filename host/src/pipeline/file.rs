@@ -69,7 +69,7 @@ struct PipelineDoc {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct LimitsDoc {
     memory: Option<Text<Bytes>>,
-    cpu: Option<Text<Duration>>,
+    cpu: Option<Text<Positive>>,
     handles: Option<usize>,
     sockets: Option<usize>,
     log_lines: Option<u32>,
@@ -106,19 +106,19 @@ impl RestartDoc {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct DeadlinesDoc {
-    validate: Option<Text<Duration>>,
-    open: Option<Text<Duration>>,
-    read: Option<Text<Duration>>,
-    write: Option<Text<Duration>>,
-    ack: Option<Text<Duration>>,
-    teardown: Option<Text<Duration>>,
+    validate: Option<Text<Positive>>,
+    open: Option<Text<Positive>>,
+    read: Option<Text<Positive>>,
+    write: Option<Text<Positive>>,
+    ack: Option<Text<Positive>>,
+    teardown: Option<Text<Positive>>,
 }
 
 impl LimitsDoc {
     fn limits(self, deadlines: DeadlinesDoc) -> Limits {
         let d = Limits::default();
         let dd = d.deadlines;
-        let or = |t: Option<Text<Duration>>, default: Duration| t.map_or(default, |t| t.0);
+        let or = |t: Option<Text<Positive>>, default: Duration| t.map_or(default, |t| t.0.0);
         Limits {
             memory: self.memory.map_or(d.memory, |m| m.0.0),
             cpu: or(self.cpu, d.cpu),
@@ -147,9 +147,6 @@ struct EndpointDoc {
     path: Option<Spanned<PathBuf>>,
 }
 
-/// The least memory an instance may be given: less cannot hold a component's stack.
-const MIN_MEMORY: usize = 1 << 20;
-
 /// A value written as text (`"5s"`, `"64MiB"`) and parsed on deserialization, so that a
 /// bad one is reported at its line by the TOML parser.
 struct Text<T>(T);
@@ -164,11 +161,22 @@ impl FromText for Duration {
     }
 }
 
+/// A duration of more than zero: a CPU limit or a deadline of zero would stop every call.
+struct Positive(Duration);
+
+impl FromText for Positive {
+    fn from_text(s: &str) -> Result<Self, String> {
+        connector_format::duration::parse_positive(s).map(Positive)
+    }
+}
+
+/// An instance's memory limit, within what the engine can give.
 struct Bytes(usize);
 
 impl FromText for Bytes {
     fn from_text(s: &str) -> Result<Self, String> {
-        parse_size(s).map(Bytes)
+        let bytes = parse_size(s)?;
+        crate::limits::memory_limit(bytes as u128).map(Bytes)
     }
 }
 
@@ -321,9 +329,6 @@ impl Checker<'_> {
         let source = self.endpoint(&p.source, Side::Source, &folder);
         let destination = self.endpoint(&p.destination, Side::Destination, &folder);
         let allow = self.allowlist(&p, [&source, &destination]);
-        if p.limits.memory.as_ref().is_some_and(|m| m.0.0 < MIN_MEMORY) {
-            self.problem(p.name.span(), "limits.memory must be at least 1MiB");
-        }
         if let Some(b) = &p.batch
             && !(1..=MAX_BATCH).contains(b.get_ref())
         {
@@ -735,6 +740,33 @@ path = "out.jsonl"
         assert_eq!((p.limits.sockets, p.limits.log_lines), (7, 5));
         assert_eq!(p.limits.deadlines.open, Duration::from_secs(90));
         assert_eq!(p.limits.deadlines.write, Limits::default().deadlines.write);
+    }
+
+    #[test]
+    fn limits_of_zero_or_past_what_the_engine_gives_are_refused() {
+        let e = problems(&GOOD.replace("\"64MiB\"", "\"5GiB\""));
+        assert!(
+            e.contains("p.toml:6: ") && e.contains("from 1 MiB to 4096 MiB") && e.contains("not 5120 MiB"),
+            "{e}"
+        );
+        let e = problems(&GOOD.replace("\"64MiB\"", "\"17179869184GiB\""));
+        assert!(e.contains("p.toml:6: ") && e.contains("is not a size"), "{e}");
+        let e = problems(&GOOD.replace("\"64MiB\"", "\"1000KiB\""));
+        assert!(e.contains("not 0 MiB"), "{e}");
+        let e = problems(&GOOD.replace("cpu = \"2s\"", "cpu = \"0s\""));
+        assert!(
+            e.contains("p.toml:6: ") && e.contains("must be more than zero"),
+            "{e}"
+        );
+        let deadline = GOOD.replace(
+            "max-records = 10",
+            "max-records = 10\ndeadlines = { write = \"0\" }",
+        );
+        let e = problems(&deadline);
+        assert!(
+            e.contains("p.toml:6: ") && e.contains("must be more than zero"),
+            "{e}"
+        );
     }
 
     #[test]

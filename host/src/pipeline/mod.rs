@@ -14,6 +14,7 @@ pub mod file;
 pub mod paths;
 pub mod restart;
 pub mod run;
+pub mod text;
 
 /// One validated pipeline, ready to run.
 #[derive(Debug, Clone)]
@@ -71,6 +72,9 @@ pub enum Endpoint {
     File(paths::Confined),
     /// JSON Lines on the process's stdin (as a source) or stdout (as a destination).
     Stdio,
+    /// Text for people on stdout, a line per record (`read --format text`); a destination
+    /// only.
+    Text,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -90,6 +94,7 @@ impl std::fmt::Debug for Endpoint {
             }
             Endpoint::File(path) => f.debug_tuple("File").field(path).finish(),
             Endpoint::Stdio => f.write_str("Stdio"),
+            Endpoint::Text => f.write_str("Text"),
         }
     }
 }

@@ -5,7 +5,10 @@
 //!
 //! The source's `open` takes `mode` (and the keys that mode needs) from the config; every
 //! `read` then makes the attempt again. A record coming back means the attempt got through:
-//! its payload is what leaked. There is no destination.
+//! its payload is what leaked.
+//!
+//! The destination's `open` takes `mode` too (`DESTINATION_MODES`): its first write is
+//! honest, every later one breaks the write contract in that mode's way.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -38,6 +41,18 @@ const MODES: [&str; 19] = [
     "hang-read",
     "hang-teardown",
 ];
+
+/// The values the destination's `mode` takes.
+const DESTINATION_MODES: [&str; 2] = ["write-short", "write-over"];
+
+/// How the destination's writes after the first lie about what they wrote.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// Half the records (rounded down) written, and no error for the rest.
+    Short,
+    /// One more record written than it was given.
+    Over,
+}
 
 /// What `read` attempts, as chosen by the config given to `open`.
 enum Mode {
@@ -80,6 +95,9 @@ thread_local! {
     static MODE: RefCell<Option<Mode>> = const { RefCell::new(None) };
     /// Positions of the records returned so far.
     static COUNTER: Cell<u64> = const { Cell::new(0) };
+    /// The destination's mode, and how many writes it answered.
+    static LIE: Cell<Option<Lie>> = const { Cell::new(None) };
+    static WRITES: Cell<u32> = const { Cell::new(0) };
     /// Everything `mode=grow` allocated, kept so none of it is freed.
     static HOARD: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
@@ -291,7 +309,9 @@ impl specifier::Guest for Component {
         wit::Specification {
             name: "hostile-guest".into(),
             summary: "A guest that tries everything the sandbox must stop.".into(),
-            description: "Used by the host's sandbox tests: each read makes the attempt `mode` names.".into(),
+            description: "Used by the host's sandbox tests: each read makes the attempt `mode` names; \
+                          each write after the first breaks the write contract as `mode` says."
+                .into(),
             version: env!("CARGO_PKG_VERSION").into(),
             author: "kafka-wasm-connector authors".into(),
             source_params: vec![wit::Parameter {
@@ -303,7 +323,15 @@ impl specifier::Guest for Component {
                 allowed: MODES.map(String::from).to_vec(),
                 sensitive: false,
             }],
-            destination_params: Vec::new(),
+            destination_params: vec![wit::Parameter {
+                name: "mode".into(),
+                description: "How every write after the first breaks the write contract.".into(),
+                type_: wit::ParameterType::String,
+                default: None,
+                required: true,
+                allowed: DESTINATION_MODES.map(String::from).to_vec(),
+                sensitive: false,
+            }],
         }
     }
 }
@@ -402,43 +430,69 @@ fn pack(records: Vec<wit::Record>) -> wit::RecordBatch {
     }
 }
 
-fn no_destination() -> wit::Error {
-    wit::Error::InvalidState("the hostile guest has no destination".into())
+fn lie(config: &wit::Config) -> Result<Lie, wit::Error> {
+    match config.iter().find(|(k, _)| k == "mode").map(|(_, v)| v.as_str()) {
+        Some("write-short") => Ok(Lie::Short),
+        Some("write-over") => Ok(Lie::Over),
+        Some(other) => Err(invalid("mode", format!("unknown destination mode {other:?}"))),
+        None => Err(invalid("mode", "mode is required")),
+    }
+}
+
+/// The outcome of writing `total` records: all of them the first time, then the lie.
+fn outcome(total: u32) -> wit::WriteOutcome {
+    let n = WRITES.with(|w| {
+        w.set(w.get() + 1);
+        w.get()
+    });
+    let written = match LIE.with(Cell::get) {
+        _ if n == 1 => total,
+        Some(Lie::Short) => total / 2,
+        Some(Lie::Over) => total + 1,
+        None => {
+            return wit::WriteOutcome {
+                written: 0,
+                error: Some(wit::Error::InvalidState("the destination is not open".into())),
+            };
+        }
+    };
+    wit::WriteOutcome { written, error: None }
 }
 
 impl destination::Guest for Component {
-    fn validate(_config: wit::Config) -> Result<(), wit::Error> {
-        Err(no_destination())
+    fn validate(config: wit::Config) -> Result<(), wit::Error> {
+        lie(&config).map(drop)
     }
 
-    fn open(_config: wit::Config) -> Result<(), wit::Error> {
-        Err(no_destination())
+    fn open(config: wit::Config) -> Result<(), wit::Error> {
+        let mode = lie(&config)?;
+        LIE.with(|l| l.set(Some(mode)));
+        WRITES.with(|w| w.set(0));
+        Ok(())
     }
 
-    fn write(_records: Vec<wit::Record>) -> wit::WriteOutcome {
-        wit::WriteOutcome {
-            written: 0,
-            error: Some(no_destination()),
-        }
+    fn write(records: Vec<wit::Record>) -> wit::WriteOutcome {
+        outcome(records.len() as u32)
     }
 
-    fn write_batch(_batch: wit::RecordBatch) -> wit::WriteOutcome {
-        Self::write(Vec::new())
+    fn write_batch(batch: wit::RecordBatch) -> wit::WriteOutcome {
+        // Fourteen numbers per record (see `record-batch`).
+        outcome((batch.records.len() / 14) as u32)
     }
 
     fn teardown() -> Result<(), wit::Error> {
-        Err(no_destination())
+        Ok(())
     }
 
     fn on_created(_config: wit::Config) -> Result<(), wit::Error> {
-        Err(no_destination())
+        Ok(())
     }
 
     fn on_updated(_old: wit::Config, _new: wit::Config) -> Result<(), wit::Error> {
-        Err(no_destination())
+        Ok(())
     }
 
     fn on_deleted(_config: wit::Config) -> Result<(), wit::Error> {
-        Err(no_destination())
+        Ok(())
     }
 }
