@@ -10,7 +10,7 @@ use integration_tests::component_path;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::librdkafka::{consume_librdkafka, produce_librdkafka, topic_records};
-use crate::process::{process_cpu, run_child, status_kib, traffic_to};
+use crate::process::{Wire, process_cpu, run_child, status_kib};
 use crate::records::generate;
 use crate::stats::{Rounds, Run, Variant, met, number};
 use crate::{Brokers, DISTINCT_KEYS, PARTITIONS, Plan, TARGET_RATIO, TLS_GOAL, TLS_TARGET};
@@ -236,7 +236,7 @@ pub(crate) struct Consumed {
 
 pub(crate) fn child(side: &str, topic: &str, count: usize, at: &Endpoint) -> Result<()> {
     let c = match side {
-        "ours" => consume_ours(at, topic, count)?,
+        "ours" => consume_ours(at, topic, count, Wire::Counted)?,
         "librdkafka" => consume_librdkafka(at, topic, count)?,
         _ => bail!("unknown side {side}"),
     };
@@ -356,7 +356,7 @@ fn metadata_num<T: std::str::FromStr>(value: Option<&str>, key: &str) -> Result<
         .with_context(|| format!("a record without a numeric {key}"))
 }
 
-pub(crate) fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<Consumed> {
+pub(crate) fn consume_ours(at: &Endpoint, topic: &str, count: usize, wire: Wire) -> Result<Consumed> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let runtime = integration_tests::runtime();
@@ -382,7 +382,7 @@ pub(crate) fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<C
         let join = t.elapsed();
 
         let mut tally = Tally::new();
-        let before = traffic_to(&at.addr)?;
+        let before = wire.traffic_to(&at.addr)?;
         let start = Instant::now();
         let cpu_start = process_cpu()?;
         let (mut first, mut last) = (None, start);
@@ -410,7 +410,7 @@ pub(crate) fn consume_ours(at: &Endpoint, topic: &str, count: usize) -> Result<C
             last = now;
             if tally.records + batch.len() as u64 >= count as u64 {
                 cpu_end = process_cpu()?;
-                after = traffic_to(&at.addr)?;
+                after = wire.traffic_to(&at.addr)?;
             }
             tally.add_batch(&batch)?;
             let t = Instant::now();

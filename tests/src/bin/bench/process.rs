@@ -47,6 +47,25 @@ pub(crate) fn process_cpu() -> Result<Duration> {
     Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
 }
 
+/// Whether a run looks up its connections' traffic: the look-up scans /proc/net/tcp (every
+/// socket of the machine) and this process's descriptors, CPU charged to the run, so a run
+/// that measures CPU against a side without it leaves it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wire {
+    Counted,
+    Ignored,
+}
+
+impl Wire {
+    /// [`traffic_to`] `addr` when counted, else nothing.
+    pub(crate) fn traffic_to(self, addr: &str) -> Result<Traffic> {
+        match self {
+            Wire::Counted => traffic_to(addr),
+            Wire::Ignored => Ok(Traffic::default()),
+        }
+    }
+}
+
 /// This process's established TCP connections to a broker, and the bytes they moved.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Traffic {

@@ -10,7 +10,7 @@ use integration_tests::component_path;
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::librdkafka::{delete_topic, produce_librdkafka};
-use crate::process::{Traffic, run_child, status_kib, traffic_to};
+use crate::process::{Traffic, Wire, run_child, status_kib};
 use crate::records::{generate, generate_packed};
 use crate::stats::{Rounds, Run, Variant, met, number, size_name};
 use crate::{Brokers, DISTINCT_KEYS, PARTITIONS, Plan, TARGET_RATIO, TLS_GOAL, TLS_TARGET};
@@ -276,7 +276,7 @@ pub(crate) fn child(side: &str, size: usize, count: usize, topic: &str, at: &End
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 
     let produced = match &input {
-        Input::Packed(batches) => run_ours(at, topic, batches)?,
+        Input::Packed(batches) => run_ours(at, topic, batches, Wire::Counted)?,
         Input::Records(records) => produce_librdkafka(at, topic, records)?,
     };
 
@@ -316,7 +316,7 @@ enum Input {
     Records(Vec<wit::Record>),
 }
 
-pub(crate) fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch]) -> Result<Produced> {
+pub(crate) fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch], wire: Wire) -> Result<Produced> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let runtime = integration_tests::runtime();
@@ -335,7 +335,7 @@ pub(crate) fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch]) -> R
         dst.open(&config).await?;
 
         let mut calls = Vec::with_capacity(batches.len());
-        let before = traffic_to(&at.addr)?;
+        let before = wire.traffic_to(&at.addr)?;
         let start = Instant::now();
         for chunk in batches {
             let t = Instant::now();
@@ -350,7 +350,7 @@ pub(crate) fn run_ours(at: &Endpoint, topic: &str, batches: &[RecordBatch]) -> R
             }
         }
         let elapsed = start.elapsed();
-        let after = traffic_to(&at.addr)?;
+        let after = wire.traffic_to(&at.addr)?;
         dst.teardown().await?;
         let first = calls[0];
         calls.sort();

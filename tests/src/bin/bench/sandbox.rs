@@ -20,7 +20,7 @@ use crate::consumer::{CONSUME_SIZE, READ_MAX, READ_WAIT_MS, STALL, Tally, consum
 use crate::endpoint::{Endpoint, Transport};
 use crate::librdkafka::delete_topic;
 use crate::mirror::shown;
-use crate::process::{run_child, rusage_cpu};
+use crate::process::{Wire, run_child, rusage_cpu};
 use crate::producer::run_ours;
 use crate::records::generate_packed;
 use crate::stats::{Rounds, Run, Variant, met, number};
@@ -130,9 +130,9 @@ pub(crate) fn child(side: &str, count: usize, topic: &str, at: &Endpoint) -> Res
             // The component compiled (or loaded from the cache) before the clock.
             integration_tests::runtime();
             (start, cpu_start) = (Instant::now(), rusage_cpu());
-            run_ours(at, topic, &batches)?;
+            run_ours(at, topic, &batches, Wire::Ignored)?;
             let cpu_written = rusage_cpu();
-            (cpu_written, consume_ours(at, topic, count)?.tally)
+            (cpu_written, consume_ours(at, topic, count, Wire::Ignored)?.tally)
         }
         _ => bail!("unknown side {side}"),
     };
