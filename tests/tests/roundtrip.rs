@@ -198,7 +198,11 @@ async fn a_missing_topic_is_named_in_the_error() {
     match guest_error(&err) {
         wit::Error::Remote(r) => {
             assert_eq!((r.code, r.retriable), (3, false), "{}", r.message);
-            assert!(r.message.contains("\"no-such-topic\" does not exist"), "{}", r.message);
+            assert!(
+                r.message.contains("\"no-such-topic\" does not exist"),
+                "{}",
+                r.message
+            );
         }
         other => panic!("{other:?}"),
     }
