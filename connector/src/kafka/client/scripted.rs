@@ -4,12 +4,11 @@
 //! out of order), and a script that answers chosen batches with an error instead.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -17,10 +16,11 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse, ProduceRequest,
-    ProduceResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
+    ProduceResponse, ProducerId, RequestHeader, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
+use crate::kafka::network::scripted::{Asked, read_frame, respond};
 use crate::kafka::protocol::batch;
 
 pub const TOPIC: &str = "t";
@@ -74,23 +74,6 @@ impl Broker {
     }
 }
 
-fn read_frame(s: &mut TcpStream) -> io::Result<Bytes> {
-    let mut len = [0; 4];
-    s.read_exact(&mut len)?;
-    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut frame)?;
-    Ok(Bytes::from(frame))
-}
-
-fn respond<M: Encodable + HeaderVersion>(s: &mut TcpStream, version: i16, corr: i32, resp: &M) {
-    let mut buf = BytesMut::new();
-    let header = ResponseHeader::default().with_correlation_id(corr);
-    header.encode(&mut buf, M::header_version(version)).unwrap();
-    resp.encode(&mut buf, version).unwrap();
-    let _ = s.write_all(&(buf.len() as u32).to_be_bytes());
-    let _ = s.write_all(&buf);
-}
-
 fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
     let mut queued: VecDeque<Bytes> = VecDeque::new();
     loop {
@@ -122,7 +105,15 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
                 });
                 let resp = ApiVersionsResponse::default().with_api_keys(keys.to_vec());
                 // A client's first ApiVersions may be newer than the broker answers in.
-                respond(&mut s, version.min(3), corr, &resp);
+                let _ = respond(
+                    &mut s,
+                    Asked {
+                        key,
+                        version: version.min(3),
+                        corr,
+                    },
+                    &resp,
+                );
             }
             ApiKey::Metadata => {
                 let broker = MetadataResponseBroker::default()
@@ -142,13 +133,13 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
                 let resp = MetadataResponse::default()
                     .with_brokers(vec![broker])
                     .with_topics(vec![topic]);
-                respond(&mut s, version, corr, &resp);
+                let _ = respond(&mut s, Asked { key, version, corr }, &resp);
             }
             ApiKey::InitProducerId => {
                 let resp = InitProducerIdResponse::default()
                     .with_producer_id(ProducerId(7))
                     .with_producer_epoch(0);
-                respond(&mut s, version, corr, &resp);
+                let _ = respond(&mut s, Asked { key, version, corr }, &resp);
             }
             ApiKey::Produce => {
                 let hold = !std::mem::replace(&mut state.lock().unwrap().held_once, true);
@@ -167,7 +158,7 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
                 let req = ProduceRequest::decode(&mut frame, version).unwrap();
                 let resp = produce(&req, &mut state.lock().unwrap());
                 if req.acks != 0 {
-                    respond(&mut s, version, corr, &resp);
+                    let _ = respond(&mut s, Asked { key, version, corr }, &resp);
                 }
             }
             other => panic!("the scripted broker does not answer {other:?}"),

@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, HeaderVersion};
@@ -20,15 +20,21 @@ pub struct Asked {
 /// Reads one request frame's header (key, version, correlation id: every request header
 /// starts with them).
 pub fn read_request(s: &mut TcpStream) -> io::Result<Asked> {
-    let mut len = [0; 4];
-    s.read_exact(&mut len)?;
-    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut frame)?;
+    let frame = read_frame(s)?;
     Ok(Asked {
         key: i16::from_be_bytes([frame[0], frame[1]]),
         version: i16::from_be_bytes([frame[2], frame[3]]),
         corr: i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes")),
     })
+}
+
+/// Reads one request frame whole (without its length prefix).
+pub fn read_frame(s: &mut TcpStream) -> io::Result<Bytes> {
+    let mut len = [0; 4];
+    s.read_exact(&mut len)?;
+    let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut frame)?;
+    Ok(Bytes::from(frame))
 }
 
 /// Writes `resp` as the answer to `asked`.
