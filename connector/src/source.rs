@@ -25,9 +25,6 @@ use crate::record::Record;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long `open` waits for a topic to appear (one a producer elsewhere is creating)
-/// before its absence is final.
-const TOPIC_WAIT: Duration = Duration::from_secs(5);
 /// Records buffered for one partition before it stops being fetched (back-pressure).
 const MAX_BUFFERED_PER_PARTITION: usize = 10_000;
 
@@ -75,9 +72,10 @@ impl Source {
             (None, None) => new_group_id(),
         };
         let mut cluster = Cluster::connect(config.client.options(REQUEST_TIMEOUT))?;
-        let topics_by = Instant::now() + TOPIC_WAIT;
+        // Each waited for (`topics::MISSING_WAIT`), then its absence is final.
+        let topics_by = Instant::now() + REQUEST_TIMEOUT;
         for t in &config.topics {
-            topics::wait_for(&mut cluster, t, topics_by)?;
+            topics::wait_for(&mut cluster, t, "a source does not create topics", topics_by)?;
         }
         let heartbeat_interval =
             (config.session_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(3));

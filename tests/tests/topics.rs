@@ -145,6 +145,26 @@ async fn with_creation_off_a_missing_topic_is_an_error_naming_it_and_not_retriab
     assert_eq!(read_values(&there, 2, ABSENT).await, ["1"]);
 }
 
+/// Creation off: a topic that another client creates a moment after `open` (or that the
+/// broker's Metadata has not caught up with) is waited for, not a permanent failure.
+#[tokio::test]
+async fn with_creation_off_a_topic_created_moments_later_is_waited_for() {
+    let topic = unique_name("made-later");
+    let creator = {
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            cluster().create_topic(&topic, 1).expect("create");
+        })
+    };
+    let off = [("allowAutoTopicCreation", "false")];
+    let mut dst = open_destination(&topic, &off).await;
+    creator.join().unwrap();
+    let (n, err) = dst.write(&[to("ignored", "v")]).await.unwrap();
+    assert_eq!((n, err.map(|e| e.to_string())), (1, None));
+    assert_eq!(read_values(&topic, 1, ARRIVE).await, ["v"]);
+}
+
 #[tokio::test]
 async fn a_refused_creation_names_the_topic_and_the_brokers_reason() {
     // nisshi takes at most 64 replicas whatever its number of brokers, Kafka no more than

@@ -16,8 +16,7 @@ use super::backoff::Backoff;
 use super::cluster::{Cluster, ConnKey};
 use super::per_topic;
 use crate::error::{Error, Result};
-use crate::kafka::network::connection::Connection;
-use crate::kafka::network::connection::Pending;
+use crate::kafka::network::connection::{Connection, Pending, Unanswered};
 use crate::kafka::protocol::errors;
 
 /// Which replicas must have a batch before the leader answers a Produce.
@@ -95,17 +94,19 @@ pub fn init_producer_id(cluster: &mut Cluster) -> Result<(i64, i16)> {
 }
 
 /// Sends `batches` and returns them with each one's outcome. Each batch goes out as its
-/// own request as soon as the iterator yields it, so the broker works on the first while
-/// later ones are still being encoded; several requests are in flight per connection.
-/// Returns once every batch has a final outcome or `deadline` has passed.
+/// own request as soon as the iterator yields it and its partition has room in flight
+/// (`max_in_flight`), so the broker works on the first while later ones are still being
+/// encoded. Returns once every batch has a final outcome or `deadline` has passed.
 pub fn produce(
     cluster: &mut Cluster,
     batches: impl IntoIterator<Item = PartitionBatch>,
     acks: Acks,
+    max_in_flight: usize,
     deadline: Instant,
 ) -> (Vec<PartitionBatch>, Vec<Outcome>) {
-    let mut flight = Flight::new(acks, deadline);
+    let mut flight = Flight::new(acks, max_in_flight, deadline);
     for batch in batches {
+        flight.wait_for_room(cluster, &batch.topic, batch.partition);
         flight.send(cluster, batch);
     }
     flight.finish(cluster)
@@ -115,6 +116,8 @@ pub fn produce(
 /// go out one by one as they are encoded, while earlier ones are in flight.
 pub struct Flight {
     acks: Acks,
+    /// The most batches of one partition sent and not answered at once.
+    max_in_flight: usize,
     deadline: Instant,
     batches: Vec<PartitionBatch>,
     outcome: Vec<Option<Outcome>>,
@@ -122,9 +125,10 @@ pub struct Flight {
 }
 
 impl Flight {
-    pub fn new(acks: Acks, deadline: Instant) -> Self {
+    pub fn new(acks: Acks, max_in_flight: usize, deadline: Instant) -> Self {
         Flight {
             acks,
+            max_in_flight: max_in_flight.max(1),
             deadline,
             batches: Vec::new(),
             outcome: Vec::new(),
@@ -133,7 +137,8 @@ impl Flight {
     }
 
     /// Sends `batch` now, as a request of its own; its index in the flight. A partition's
-    /// batches must be sent in the order of their sequence numbers.
+    /// batches must be sent in the order of their sequence numbers, each once there is
+    /// room (`wait_for_room`).
     pub fn send(&mut self, cluster: &mut Cluster, batch: PartitionBatch) -> usize {
         self.batches.push(batch);
         self.outcome.push(None);
@@ -149,17 +154,14 @@ impl Flight {
         self.outcome[i].as_ref()
     }
 
-    /// Batches of `topic`-`partition` sent and not answered yet.
-    pub fn unanswered(&self, topic: &str, partition: i32) -> usize {
-        unanswered(&self.batches, &self.sent, topic, partition)
-    }
-
-    /// Waits until fewer than `max` batches of `topic`-`partition` are unanswered, or the
-    /// deadline has passed (then they are in doubt).
-    pub fn wait_below(&mut self, cluster: &mut Cluster, topic: &str, partition: i32, max: usize) {
+    /// Waits until fewer than `max_in_flight` batches of `topic`-`partition` are
+    /// unanswered, or the deadline has passed (then they are in doubt). A batch refused
+    /// as out of order behind one to be sent again is to be sent again too.
+    pub fn wait_for_room(&mut self, cluster: &mut Cluster, topic: &str, partition: i32) {
         if self.acks == Acks::None {
             return; // no answers come
         }
+        let max = self.max_in_flight;
         let sent = std::mem::take(&mut self.sent);
         self.sent = collect(
             cluster,
@@ -169,20 +171,15 @@ impl Flight {
             &mut self.outcome,
             |batches, sent| unanswered(batches, sent, topic, partition) < max,
         );
+        follow_earlier_failures(&self.batches, &mut self.outcome);
     }
 
     /// Waits for every answer, sends what failed retriably again until the deadline, and
     /// returns the batches, in the order sent, with their outcomes.
     pub fn finish(mut self, cluster: &mut Cluster) -> (Vec<PartitionBatch>, Vec<Outcome>) {
         let sent = std::mem::take(&mut self.sent);
-        settle(
-            cluster,
-            &self.batches,
-            sent,
-            self.acks,
-            self.deadline,
-            &mut self.outcome,
-        );
+        let limits = (self.acks, self.max_in_flight, self.deadline);
+        settle(cluster, &self.batches, sent, limits, &mut self.outcome);
         let outcome = self
             .outcome
             .into_iter()
@@ -194,13 +191,14 @@ impl Flight {
 
 /// Waits for the first answers, then sends what failed retriably again (grouped per
 /// leader, after a metadata refresh and a backoff) until all are settled or the deadline.
-/// A round of retries waits for the throttles of the leaders its batches last went to.
+/// A round of retries waits for the throttles of the leaders its batches last went to,
+/// and sends at most `max_in_flight` of a partition's batches: the rest follow in the
+/// next round, without a pause of their own.
 fn settle(
     cluster: &mut Cluster,
     batches: &[PartitionBatch],
     mut sent: Vec<InFlight>,
-    acks: Acks,
-    deadline: Instant,
+    (acks, max_in_flight, deadline): (Acks, usize, Instant),
     outcome: &mut [Option<Outcome>],
 ) {
     let mut backoff = Backoff::default();
@@ -208,9 +206,11 @@ fn settle(
         if acks == Acks::None {
             flush(cluster, deadline);
             for f in &sent {
-                let done = match cluster.existing(ConnKey::Broker(f.leader)) {
-                    Some(conn) => !give_up_unsent(conn),
-                    None => false,
+                // On the wire only if the connection it was queued on is still there, with
+                // nothing left unsent: one reopened for a later batch says nothing of it.
+                let done = match (cluster.existing(ConnKey::Broker(f.leader)), &f.request) {
+                    (Some(conn), Request::Unanswered(sent)) => conn.queued(sent) && !give_up_unsent(conn),
+                    _ => false,
                 };
                 let now = match done {
                     true => Outcome::Written,
@@ -228,12 +228,46 @@ fn settle(
         let todo: Vec<usize> = (0..batches.len())
             .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
             .collect();
-        if todo.is_empty() || !backoff.sleep(throttled_until(cluster, &sent_to, &todo), deadline) {
+        if todo.is_empty() {
             return;
         }
-        let topics: Vec<&str> = todo.iter().map(|&i| batches[i].topic.as_str()).collect();
+        // Only deferred batches left (a partition's earlier ones now written): no pause.
+        let failed = todo.iter().any(|&i| outcome[i].is_some());
+        if failed && !backoff.sleep(throttled_until(cluster, &sent_to, &todo), deadline) {
+            return;
+        }
+        let round = first_of_each_partition(batches, &todo, max_in_flight);
+        for &i in todo.iter().filter(|i| round.binary_search(i).is_err()) {
+            defer(outcome, i);
+        }
+        let topics: Vec<&str> = round.iter().map(|&i| batches[i].topic.as_str()).collect();
         let _ = cluster.refresh(&topics);
-        sent = send_round(cluster, batches, &todo, acks, deadline, outcome);
+        sent = send_round(cluster, batches, &round, acks, deadline, outcome);
+    }
+}
+
+/// The first `max` batches of each partition among `todo` (ascending, so in the order sent).
+fn first_of_each_partition(batches: &[PartitionBatch], todo: &[usize], max: usize) -> Vec<usize> {
+    let mut taken: HashMap<(&str, i32), usize> = HashMap::new();
+    let mut round = Vec::new();
+    for &i in todo {
+        let n = taken
+            .entry((batches[i].topic.as_str(), batches[i].partition))
+            .or_default();
+        *n += 1;
+        if *n <= max {
+            round.push(i);
+        }
+    }
+    round
+}
+
+/// A batch left for the next round. One the broker refused (out of order behind an
+/// earlier one) is as if unsent, so that refusal is not judged again once the earlier
+/// ones are written; one in doubt stays in doubt.
+fn defer(outcome: &mut [Option<Outcome>], i: usize) {
+    if matches!(outcome[i], Some(Outcome::Failed(_))) {
+        outcome[i] = None;
     }
 }
 
@@ -249,9 +283,14 @@ fn throttled_until(cluster: &Cluster, sent_to: &[(i32, Vec<usize>)], todo: &[usi
 /// A Produce request in flight and the batches (by index) it carries.
 struct InFlight {
     leader: i32,
-    /// None for acks=0: the broker sends no answer.
-    pending: Option<Pending<ProduceRequest>>,
+    request: Request,
     batches: Vec<usize>,
+}
+
+enum Request {
+    Answered(Pending<ProduceRequest>),
+    /// acks=0: the broker sends no answer.
+    Unanswered(Unanswered),
 }
 
 /// Groups the batches to send by leader and queues one request per leader.
@@ -288,15 +327,15 @@ fn send_round(
         let queued = cluster.broker(leader).and_then(|conn| {
             let version = conn.version::<ProduceRequest>()?;
             if acks == Acks::None {
-                conn.send_unanswered(&req, version).map(|_| None)
+                conn.send_unanswered(&req, version).map(Request::Unanswered)
             } else {
-                conn.send(&req, version).map(Some)
+                conn.send(&req, version).map(Request::Answered)
             }
         });
         match queued {
-            Ok(pending) => sent.push(InFlight {
+            Ok(request) => sent.push(InFlight {
                 leader,
-                pending,
+                request,
                 batches: idx,
             }),
             Err(e) => idx
@@ -358,8 +397,8 @@ fn collect(
 ) -> Vec<InFlight> {
     loop {
         sent.retain(|f| {
-            let answer = match (cluster.existing(ConnKey::Broker(f.leader)), &f.pending) {
-                (Some(conn), Some(pending)) => conn.take(pending),
+            let answer = match (cluster.existing(ConnKey::Broker(f.leader)), &f.request) {
+                (Some(conn), Request::Answered(pending)) => conn.take(pending),
                 _ => Some(Err(Error::Connection(format!(
                     "connection to broker {} lost",
                     f.leader
@@ -405,7 +444,7 @@ fn collect(
 /// Batches of `topic`-`partition` in `sent` whose answers are due.
 fn unanswered(batches: &[PartitionBatch], sent: &[InFlight], topic: &str, partition: i32) -> usize {
     sent.iter()
-        .filter(|f| f.pending.is_some())
+        .filter(|f| matches!(f.request, Request::Answered(_)))
         .flat_map(|f| &f.batches)
         .filter(|&&i| batches[i].partition == partition && batches[i].topic == topic)
         .count()
@@ -513,7 +552,66 @@ fn leader_unknown(b: &PartitionBatch) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use kafka_protocol::records::{Record, TimestampType};
+
     use super::*;
+    use crate::kafka::client::ClientOptions;
+    use crate::kafka::client::scripted::{self, Broker};
+    use crate::kafka::network::Security;
+    use crate::kafka::protocol::batch;
+    use crate::kafka::protocol::compression::Compression;
+
+    fn batch(value: &'static [u8]) -> PartitionBatch {
+        let mut record = [Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from_static(value)),
+            headers: Default::default(),
+            delete_horizon: false,
+        }];
+        PartitionBatch {
+            topic: scripted::TOPIC.into(),
+            partition: 0,
+            records: batch::encode(&mut record, -1, Compression::None).unwrap(),
+            count: 1,
+            base_sequence: -1,
+        }
+    }
+
+    /// acks=0: a batch counts as written once on the wire of the connection it was queued
+    /// on. That connection broke and a later batch went out on a new one: the first batch
+    /// is in doubt, not written.
+    #[test]
+    fn with_acks_0_a_batch_on_a_connection_that_broke_is_in_doubt() {
+        let broker = Broker::start(1, HashMap::new());
+        let mut cluster = Cluster::connect(ClientOptions {
+            bootstrap: vec![broker.addr.clone()],
+            client_id: "test".into(),
+            request_timeout: Duration::from_secs(10),
+            security: Security::default(),
+        })
+        .unwrap();
+        cluster.refresh(&[scripted::TOPIC]).unwrap();
+        let mut flight = Flight::new(Acks::None, 5, Instant::now() + Duration::from_secs(10));
+        flight.send(&mut cluster, batch(b"lost"));
+        let conn = cluster.existing(ConnKey::Broker(0)).unwrap();
+        conn.fail(Error::Connection("cut".into()));
+        flight.send(&mut cluster, batch(b"sent"));
+        let (_, outcome) = flight.finish(&mut cluster);
+        assert!(matches!(outcome[0], Outcome::InDoubt(_)), "{:?}", outcome[0]);
+        assert!(matches!(outcome[1], Outcome::Written), "{:?}", outcome[1]);
+    }
 
     #[test]
     fn a_batch_in_doubt_stays_in_doubt_until_the_broker_answers_for_it() {

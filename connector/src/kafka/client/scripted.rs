@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,7 +35,7 @@ pub struct State {
     pub batches_seen: usize,
     /// Batch number (counted from 0, as received) -> the error code it is answered with.
     pub fail: HashMap<usize, i16>,
-    /// The most Produce requests the client had sent before the first was answered.
+    /// The most Produce requests the client had sent and not seen answered at once.
     pub most_in_flight: usize,
     held_once: bool,
 }
@@ -46,9 +46,9 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the broker with `partitions` partitions. It holds back its answer to the
-    /// first Produce until a second request arrives (or a second has passed), to see how
-    /// many a client sends before an answer.
+    /// Starts the broker with `partitions` partitions. Before it answers a Produce, it
+    /// reads what else the client sends meanwhile (until a second passes without a request
+    /// before the first answer, a tenth of that later), to see how many it has in flight.
     pub fn start(partitions: i32, fail: HashMap<usize, i16>) -> Broker {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -75,11 +75,21 @@ impl Broker {
 }
 
 fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
+    // Frames are read whole on a thread of their own, so waiting for more never cuts one.
+    let (frames, arrived) = mpsc::channel();
+    let Ok(mut reader) = s.try_clone() else { return };
+    std::thread::spawn(move || {
+        while let Ok(frame) = read_frame(&mut reader) {
+            if frames.send(frame).is_err() {
+                return;
+            }
+        }
+    });
     let mut queued: VecDeque<Bytes> = VecDeque::new();
     loop {
         let mut frame = match queued.pop_front() {
             Some(f) => f,
-            None => match read_frame(&mut s) {
+            None => match arrived.recv() {
                 Ok(f) => f,
                 Err(_) => return,
             },
@@ -142,19 +152,19 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
                 let _ = respond(&mut s, Asked { key, version, corr }, &resp);
             }
             ApiKey::Produce => {
-                let hold = !std::mem::replace(&mut state.lock().unwrap().held_once, true);
-                if hold {
-                    // Whatever the client sends before this first answer.
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                    while let Ok(next) = read_frame(&mut s) {
-                        queued.push_back(next);
-                    }
-                    let _ = s.set_read_timeout(None);
-                    let waiting = queued
-                        .iter()
-                        .filter(|f| f[..2] == (ApiKey::Produce as i16).to_be_bytes());
-                    state.lock().unwrap().most_in_flight = 1 + waiting.count();
+                let first = !std::mem::replace(&mut state.lock().unwrap().held_once, true);
+                let quiet = Duration::from_millis(if first { 1000 } else { 100 });
+                // Whatever the client sends before this answer.
+                while let Ok(next) = arrived.recv_timeout(quiet) {
+                    queued.push_back(next);
                 }
+                let waiting = queued
+                    .iter()
+                    .filter(|f| f[..2] == (ApiKey::Produce as i16).to_be_bytes())
+                    .count();
+                let mut seen = state.lock().unwrap();
+                seen.most_in_flight = seen.most_in_flight.max(1 + waiting);
+                drop(seen);
                 let req = ProduceRequest::decode(&mut frame, version).unwrap();
                 let resp = produce(&req, &mut state.lock().unwrap());
                 if req.acks != 0 {

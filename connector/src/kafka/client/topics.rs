@@ -21,6 +21,11 @@ pub const MAX_PARTITIONS: i32 = 10_000;
 /// Leaves a count to the broker's default (`num.partitions`, `default.replication.factor`).
 pub const BROKER_DEFAULT: i32 = -1;
 
+/// How long a topic nothing here creates may be unknown before its absence is final: one
+/// another client is creating, or that a broker's Metadata has not caught up with, shows
+/// up within moments.
+pub const MISSING_WAIT: Duration = Duration::from_secs(5);
+
 /// The first CreateTopics version that takes `BROKER_DEFAULT` (KIP-464, Kafka 2.4).
 const DEFAULTS_SINCE: i16 = 4;
 
@@ -172,16 +177,17 @@ fn creatable(name: &str, spec: NewTopic, version: i16) -> Result<CreatableTopic>
         .with_replication_factor(spec.replication_factor))
 }
 
-/// A topic to read from, waited for until `deadline` (one another client is creating
-/// shows up within moments). Still missing then, it is final: nothing here creates it.
-pub fn wait_for(cluster: &mut Cluster, name: &str, deadline: Instant) -> Result<TopicMeta> {
+/// A topic nothing here creates, waited for `MISSING_WAIT` (at most until `deadline`).
+/// Still missing then, it is final: `missing(name, why)`.
+pub fn wait_for(cluster: &mut Cluster, name: &str, why: &str, deadline: Instant) -> Result<TopicMeta> {
+    let deadline = deadline.min(Instant::now() + MISSING_WAIT);
     let mut backoff = Backoff::default();
     loop {
         if let Some(t) = ensure(cluster, name, None, deadline)? {
             return Ok(t);
         }
         if !backoff.sleep(None, deadline) {
-            return Err(missing(name, "a source does not create topics"));
+            return Err(missing(name, why));
         }
     }
 }

@@ -70,6 +70,14 @@ impl<R> Pending<R> {
     }
 }
 
+/// A request queued that the broker will not answer (a Produce with acks=0), bound to the
+/// connection it was queued on: only that connection can put it on the wire, so one
+/// opened in its place after a failure says nothing of it.
+#[derive(Debug)]
+pub struct Unanswered {
+    connection: Dropped,
+}
+
 struct InFlight {
     corr: i32,
     response_header_version: i16,
@@ -224,8 +232,17 @@ impl Connection {
     }
 
     /// Queues a request the broker will not answer (a Produce with acks=0).
-    pub fn send_unanswered<R: Request>(&mut self, req: &R, version: i16) -> Result<()> {
-        self.queue(req, version).map(drop)
+    pub fn send_unanswered<R: Request>(&mut self, req: &R, version: i16) -> Result<Unanswered> {
+        self.queue(req, version)?;
+        Ok(Unanswered {
+            connection: self.dropped.clone(),
+        })
+    }
+
+    /// Whether `sent` was queued on this connection (not on one it replaced), and so is on
+    /// the wire once nothing is left unsent here.
+    pub fn queued(&self, sent: &Unanswered) -> bool {
+        Arc::ptr_eq(&sent.connection, &self.dropped)
     }
 
     fn queue<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
