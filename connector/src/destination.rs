@@ -740,6 +740,23 @@ mod tests {
         assert_eq!(broker.log(0), want);
     }
 
+    /// Five batches in flight are written, but their answers are lost with the connection;
+    /// the batches after them go out on a new one and are written. Those five are written
+    /// too (the broker takes a partition's batches only in sequence order), not resent: by
+    /// then the broker remembers only the last five batches, so a resend would be refused
+    /// as out of order, and the host's retry of it would write those records twice.
+    #[test]
+    fn batches_in_doubt_before_a_written_one_are_written() {
+        use scripted::{CUT, SILENT};
+        let script = HashMap::from([(0, SILENT), (1, SILENT), (2, SILENT), (3, SILENT), (4, CUT)]);
+        let broker = Broker::start(1, script);
+        let mut dst = destination(&broker, "all");
+        let want = values(0..150);
+        let outcome = dst.write(records(&want));
+        assert_eq!((outcome.written, outcome.error), (150, None));
+        assert_eq!(broker.log(0), want);
+    }
+
     /// The second batch of a partition is refused for good (INVALID_RECORD) while later
     /// ones are in flight: the write reports the first batch's records only, with that
     /// error, and the host's retry of the rest writes them once, in order, continuing the

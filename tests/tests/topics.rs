@@ -153,7 +153,7 @@ async fn with_creation_off_a_topic_created_moments_later_is_waited_for() {
     let creator = {
         let topic = topic.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
+            std::thread::sleep(Duration::from_millis(1000));
             cluster().create_topic(&topic, 1).expect("create");
         })
     };

@@ -4,7 +4,7 @@
 //! is resent as the same bytes, so with an idempotent producer (sequence numbers in the
 //! batch) the broker writes it once however often it arrives.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -171,7 +171,7 @@ impl Flight {
             &mut self.outcome,
             |batches, sent| unanswered(batches, sent, topic, partition) < max,
         );
-        follow_earlier_failures(&self.batches, &mut self.outcome);
+        infer(&self.batches, &mut self.outcome);
     }
 
     /// Waits for every answer, sends what failed retriably again until the deadline, and
@@ -193,7 +193,7 @@ impl Flight {
 /// leader, after a metadata refresh and a backoff) until all are settled or the deadline.
 /// A round of retries waits for the throttles of the leaders its batches last went to,
 /// and sends at most `max_in_flight` of a partition's batches: the rest follow in the
-/// next round, without a pause of their own.
+/// next round.
 fn settle(
     cluster: &mut Cluster,
     batches: &[PartitionBatch],
@@ -224,16 +224,19 @@ fn settle(
         collect(cluster, batches, sent, deadline, outcome, |_, sent| {
             sent.is_empty()
         });
-        follow_earlier_failures(batches, outcome);
+        infer(batches, outcome);
         let todo: Vec<usize> = (0..batches.len())
             .filter(|&i| outcome[i].as_ref().is_none_or(Outcome::retriable))
             .collect();
         if todo.is_empty() {
             return;
         }
-        // Only deferred batches left (a partition's earlier ones now written): no pause.
+        // Only batches deferred as unsent are left: no pause, but not past the deadline.
         let failed = todo.iter().any(|&i| outcome[i].is_some());
         if failed && !backoff.sleep(throttled_until(cluster, &sent_to, &todo), deadline) {
+            return;
+        }
+        if Instant::now() >= deadline {
             return;
         }
         let round = first_of_each_partition(batches, &todo, max_in_flight);
@@ -450,26 +453,52 @@ fn unanswered(batches: &[PartitionBatch], sent: &[InFlight], topic: &str, partit
         .count()
 }
 
+/// What the answers so far say of the batches without one, from the order an idempotent
+/// producer's batches are written in (see `follow_earlier_failures`, `written_up_to`).
+fn infer(batches: &[PartitionBatch], outcome: &mut [Option<Outcome>]) {
+    written_up_to(batches, outcome);
+    follow_earlier_failures(batches, outcome);
+}
+
 /// A broker refuses a batch whose sequence does not follow the last it wrote for the
 /// partition (OUT_OF_ORDER_SEQUENCE_NUMBER): what follows an earlier batch of the
 /// partition that is to be sent again. Such a batch is sent again after that one, not
 /// refused for good (KIP-98: up to five batches in flight per partition, in order).
 fn follow_earlier_failures(batches: &[PartitionBatch], outcome: &mut [Option<Outcome>]) {
     const OUT_OF_ORDER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
-    for i in 0..batches.len() {
-        let b = &batches[i];
-        let behind_a_retry = (0..i).any(|j| {
-            batches[j].partition == b.partition
-                && batches[j].topic == b.topic
-                && outcome[j].as_ref().is_none_or(Outcome::retriable)
-        });
+    let mut to_resend: HashSet<(&str, i32)> = HashSet::new();
+    for (b, o) in batches.iter().zip(outcome.iter_mut()) {
+        let key = (b.topic.as_str(), b.partition);
         if let Some(Outcome::Failed(Error::Kafka {
             code: OUT_OF_ORDER,
             retriable,
             ..
-        })) = &mut outcome[i]
+        })) = o
         {
-            *retriable = behind_a_retry;
+            *retriable = to_resend.contains(&key);
+        }
+        if o.as_ref().is_none_or(Outcome::retriable) {
+            to_resend.insert(key);
+        }
+    }
+}
+
+/// A broker writes an idempotent producer's batches of a partition only in sequence
+/// order, so a batch written says that every batch of the partition sent before it was
+/// written too: one in doubt (its answer lost with a connection) is written. Resending it
+/// instead could reach the broker after it has forgotten it (it remembers the last five)
+/// and be refused, and then written twice by the host's retry.
+fn written_up_to(batches: &[PartitionBatch], outcome: &mut [Option<Outcome>]) {
+    let mut written_later: HashSet<(&str, i32)> = HashSet::new();
+    for (b, o) in batches.iter().zip(outcome.iter_mut()).rev() {
+        if b.base_sequence < 0 {
+            continue;
+        }
+        let key = (b.topic.as_str(), b.partition);
+        match o {
+            Some(Outcome::Written) => drop(written_later.insert(key)),
+            Some(Outcome::InDoubt(_)) if written_later.contains(&key) => *o = Some(Outcome::Written),
+            _ => {}
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A broker for unit tests of the producer: one topic on one node, each partition's log
 //! kept as the values appended, Kafka's sequence check for idempotent batches (a batch
-//! must start at the partition's next sequence: a lower one is a duplicate, a higher one
-//! out of order), and a script that answers chosen batches with an error instead.
+//! must start at the partition's next sequence: a lower one is a duplicate if it is one of
+//! the last five appended, else out of order; a higher one out of order), and a script
+//! that answers chosen batches with an error instead, or appends them without answering.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +25,12 @@ use crate::kafka::network::scripted::{Asked, read_frame, respond};
 use crate::kafka::protocol::batch;
 
 pub const TOPIC: &str = "t";
+/// Script codes: the batch is appended and not answered (`SILENT`), or appended and then
+/// the connection closed without an answer (`CUT`).
+pub const SILENT: i16 = i16::MIN;
+pub const CUT: i16 = i16::MIN + 1;
+/// How many of a partition's last batches the broker recognises when they come again.
+const REMEMBERED: usize = 5;
 
 /// What the broker saw and holds, shared with the test.
 #[derive(Default)]
@@ -31,6 +38,8 @@ pub struct State {
     /// Each partition's values, in the order appended.
     pub logs: HashMap<i32, Vec<Vec<u8>>>,
     next_sequence: HashMap<i32, i32>,
+    /// Each partition's last `REMEMBERED` batches' first sequences.
+    recent: HashMap<i32, VecDeque<i32>>,
     /// Batches received so far (every partition's, resends included).
     pub batches_seen: usize,
     /// Batch number (counted from 0, as received) -> the error code it is answered with.
@@ -167,7 +176,18 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
                 drop(seen);
                 let req = ProduceRequest::decode(&mut frame, version).unwrap();
                 let resp = produce(&req, &mut state.lock().unwrap());
-                if req.acks != 0 {
+                let codes = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partition_responses)
+                    .map(|p| p.error_code);
+                let codes: Vec<i16> = codes.collect();
+                if codes.contains(&CUT) {
+                    // Shut down: the reading thread's handle would keep it open.
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                if req.acks != 0 && !codes.contains(&SILENT) {
                     let _ = respond(&mut s, Asked { key, version, corr }, &resp);
                 }
             }
@@ -184,6 +204,10 @@ fn produce(req: &ProduceRequest, state: &mut State) -> ProduceResponse {
             let n = state.batches_seen;
             state.batches_seen += 1;
             let code = match state.fail.get(&n) {
+                Some(&code) if code == SILENT || code == CUT => {
+                    append(state, p.index, records);
+                    code
+                }
                 Some(&code) => code,
                 None => append(state, p.index, records),
             };
@@ -204,13 +228,18 @@ fn append(state: &mut State, partition: i32, records: Bytes) -> i16 {
     let (base_sequence, count) = (be_i32(53), be_i32(57));
     if base_sequence >= 0 {
         let next = state.next_sequence.entry(partition).or_default();
-        if base_sequence < *next {
+        let recent = state.recent.entry(partition).or_default();
+        if base_sequence < *next && recent.contains(&base_sequence) {
             return 46; // DUPLICATE_SEQUENCE_NUMBER
         }
-        if base_sequence > *next {
+        if base_sequence != *next {
             return 45; // OUT_OF_ORDER_SEQUENCE_NUMBER
         }
         *next += count;
+        recent.push_back(base_sequence);
+        if recent.len() > REMEMBERED {
+            recent.pop_front();
+        }
     }
     let fetched = batch::decode_batches(records, 0, "scripted", &mut { usize::MAX }).unwrap();
     let log = state.logs.entry(partition).or_default();

@@ -177,16 +177,17 @@ fn creatable(name: &str, spec: NewTopic, version: i16) -> Result<CreatableTopic>
         .with_replication_factor(spec.replication_factor))
 }
 
-/// A topic nothing here creates, waited for `MISSING_WAIT` (at most until `deadline`).
-/// Still missing then, it is final: `missing(name, why)`.
+/// A topic nothing here creates, looked up until `deadline`; while Metadata says it does
+/// not exist, waited for `MISSING_WAIT` at most. Still missing then, it is final:
+/// `missing(name, why)`.
 pub fn wait_for(cluster: &mut Cluster, name: &str, why: &str, deadline: Instant) -> Result<TopicMeta> {
-    let deadline = deadline.min(Instant::now() + MISSING_WAIT);
+    let give_up = deadline.min(Instant::now() + MISSING_WAIT);
     let mut backoff = Backoff::default();
     loop {
         if let Some(t) = ensure(cluster, name, None, deadline)? {
             return Ok(t);
         }
-        if !backoff.sleep(None, deadline) {
+        if !backoff.sleep(None, give_up) {
             return Err(missing(name, why));
         }
     }
