@@ -25,7 +25,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 install() {
   if [ "${1:-}" = --background ]; then
     [ -x "$NISSHI" ] && return 0
-    echo "building the test broker (nisshi $NISSHI_VERSION) in the background; its log: $BUILD_LOG" >&2
+    echo "building the test broker (nisshi $NISSHI_VERSION, once: 20 to 27 minutes on 2 cores) in the background; its log: $BUILD_LOG" >&2
     ( install >/dev/null 2>&1 ) &
     return 0
   fi
@@ -39,7 +39,7 @@ install() {
     flock 9
   fi
   [ -x "$NISSHI" ] && return 0
-  echo "building the test broker, nisshi $NISSHI_VERSION (once; over 15 minutes of CPU time), log: $BUILD_LOG" >&2
+  echo "building the test broker, nisshi $NISSHI_VERSION (once; about 37 minutes of CPU time, 20 to 27 minutes on 2 cores), log: $BUILD_LOG" >&2
   if ! (cd "$ROOT" && cargo install nisshi --version "$NISSHI_VERSION" --locked \
       --no-default-features --features "$NISSHI_FEATURES" --root "$NISSHI_ROOT") >"$BUILD_LOG" 2>&1; then
     echo "building nisshi failed; the end of $BUILD_LOG:" >&2
