@@ -584,8 +584,6 @@ mod tests {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use kafka_protocol::records::{Record, TimestampType};
-
     use super::*;
     use crate::kafka::client::ClientOptions;
     use crate::kafka::client::scripted::{self, Broker};
@@ -593,22 +591,8 @@ mod tests {
     use crate::kafka::protocol::batch;
     use crate::kafka::protocol::compression::Compression;
 
-    fn batch(value: &'static [u8]) -> PartitionBatch {
-        let mut record = [Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from_static(value)),
-            headers: Default::default(),
-            delete_horizon: false,
-        }];
+    fn batch(value: &str) -> PartitionBatch {
+        let mut record = [batch::tests::record(0, value)];
         PartitionBatch {
             topic: scripted::TOPIC.into(),
             partition: 0,
@@ -633,10 +617,10 @@ mod tests {
         .unwrap();
         cluster.refresh(&[scripted::TOPIC]).unwrap();
         let mut flight = Flight::new(Acks::None, 5, Instant::now() + Duration::from_secs(10));
-        flight.send(&mut cluster, batch(b"lost"));
+        flight.send(&mut cluster, batch("lost"));
         let conn = cluster.existing(ConnKey::Broker(0)).unwrap();
         conn.fail(Error::Connection("cut".into()));
-        flight.send(&mut cluster, batch(b"sent"));
+        flight.send(&mut cluster, batch("sent"));
         let (_, outcome) = flight.finish(&mut cluster);
         assert!(matches!(outcome[0], Outcome::InDoubt(_)), "{:?}", outcome[0]);
         assert!(matches!(outcome[1], Outcome::Written), "{:?}", outcome[1]);

@@ -176,12 +176,12 @@ fn serve(mut s: TcpStream, state: &Mutex<State>, partitions: i32, port: u16) {
                 drop(seen);
                 let req = ProduceRequest::decode(&mut frame, version).unwrap();
                 let resp = produce(&req, &mut state.lock().unwrap());
-                let codes = resp
+                let codes: Vec<i16> = resp
                     .responses
                     .iter()
                     .flat_map(|t| &t.partition_responses)
-                    .map(|p| p.error_code);
-                let codes: Vec<i16> = codes.collect();
+                    .map(|p| p.error_code)
+                    .collect();
                 if codes.contains(&CUT) {
                     // Shut down: the reading thread's handle would keep it open.
                     let _ = s.shutdown(std::net::Shutdown::Both);

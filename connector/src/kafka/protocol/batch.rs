@@ -380,7 +380,7 @@ fn next_batch(data: &mut Bytes, what: &str) -> Result<Option<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::TimestampType;
@@ -427,7 +427,8 @@ mod tests {
         })
     }
 
-    fn record(i: i64, value: &str) -> Record {
+    /// Record `i` of a test batch: key `k<i>`, `value`.
+    pub(crate) fn record(i: i64, value: &str) -> Record {
         Record {
             transactional: false,
             control: false,
